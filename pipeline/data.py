@@ -1,0 +1,66 @@
+"""The prepared image array, pair tables as index arrays, and batch augmentation."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.pairs import read_table
+
+
+@dataclass(frozen=True)
+class PairSet:
+    """A pair table resolved to rows of the image array."""
+    idx1: np.ndarray  # (P,) row of the first image
+    idx2: np.ndarray  # (P,) row of the second image
+    label: np.ndarray  # (P,) 1 = same person
+    id1: np.ndarray  # (P,) identity number of the first image (for in-batch mining)
+    id2: np.ndarray
+
+
+def load_images(prepared: str | Path) -> tuple[torch.Tensor, dict[tuple[str, int], int]]:
+    """uint8 images (N, 1, H, W) and {(name, number): row}."""
+    prepared = Path(prepared)
+    images = torch.from_numpy(np.load(prepared / "images.npy")).unsqueeze(1)
+    rows = {}
+    for k, line in enumerate((prepared / "index.tsv").read_text().splitlines()):
+        name, number = line.split("\t")
+        rows[(name, int(number))] = k
+    return images, rows
+
+
+def load_pairs(table: str | Path, rows: dict[tuple[str, int], int]) -> PairSet:
+    """Resolve a pairs table against the image index; a missing image is an error naming the line."""
+    idx1, idx2, label, names = [], [], [], {}
+    id1, id2 = [], []
+    for k, (n1, i1, n2, i2, y) in enumerate(read_table(table), start=2):
+        for n, i in ((n1, i1), (n2, i2)):
+            if (n, i) not in rows:
+                raise ValueError(f"{table}:{k}: image {n} {i} is not among the prepared images")
+        idx1.append(rows[(n1, i1)]); idx2.append(rows[(n2, i2)]); label.append(y)
+        id1.append(names.setdefault(n1, len(names))); id2.append(names.setdefault(n2, len(names)))
+    if not label:
+        raise ValueError(f"{table}: no pairs")
+    as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return PairSet(as_array(idx1), as_array(idx2), as_array(label), as_array(id1), as_array(id2))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: float, max_shift: float,
+            max_scale: float) -> torch.Tensor:
+    """Random mirror and small affine jitter of float images (B, 1, H, W), drawn from `gen`."""
+    b = x.shape[0]
+    u = torch.rand(b, 5, generator=gen) * 2 - 1  # (B, 5) uniform in [-1, 1]
+    angle = u[:, 0] * math.radians(max_rotate_deg)
+    scale = 1 + u[:, 1] * max_scale
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    mirror = torch.where(u[:, 4] < 0, -1.0, 1.0) if flip else torch.ones(b)
+    theta = torch.stack([
+        torch.stack([cos * mirror, -sin, u[:, 2] * max_shift * 2], dim=1),
+        torch.stack([sin * mirror, cos, u[:, 3] * max_shift * 2], dim=1),
+    ], dim=1)  # (B, 2, 3); shifts in grid units, where the image spans [-1, 1]
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

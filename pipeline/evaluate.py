@@ -1,0 +1,133 @@
+"""Stage `evaluate`: score the official test pairs at the calibrated threshold.
+
+Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json); PAIRS_FILE (the official
+        data/lfw-a/pairsDevTest.txt) against IMAGES (data/lfw-a/lfw2).
+Writes: METRICS (metrics/evaluate.json): accuracy with its 95% interval, ROC AUC, EER, TAR at 1% FAR,
+        confusion counts; PREDICTIONS (results/predictions.csv): one row per pair; PLOTS folder:
+        roc.csv (threshold -1 marks the "accept nothing" point), distances.csv (histogram of same / different distances) and the PNG renderings.
+
+`score_pairs_file` is the one scoring path: `faceverify eval` calls it for any LFW-format pairs
+file and image folder.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import files, lfw
+from pipeline.metrics import roc, verification_metrics
+from pipeline.model import Siamese, embed_all, euclidean, load_checkpoint
+from pipeline.prepare import load_image
+
+log = logging.getLogger("pipeline.evaluate")
+
+
+def image_path(images_dir: Path, name: str, i: int) -> Path:
+    """DIR/<name>/<name>_NNNN.jpg (the `lfw2/` part of lfw.image_relpath is the folder given)."""
+    return images_dir / Path(lfw.image_relpath(name, i)).relative_to(lfw.IMAGE_DIR)
+
+
+def score_pairs(model: Siamese, ckpt: dict, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
+    """Distances (P,) of LFW pairs read from an image folder; each distinct image is embedded once."""
+    keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
+    crop, size = ckpt["preprocess"]["crop"], ckpt["preprocess"]["size"]
+    arrays = [load_image(image_path(images_dir, n, i), crop, size, strict=False) for n, i in keys]
+    emb = embed_all(model, torch.from_numpy(np.stack(arrays)).unsqueeze(1), ckpt["tta_flip"])
+    row = {k: r for r, k in enumerate(keys)}
+    a = torch.tensor([row[(p.name1, p.i1)] for p in pairs])
+    b = torch.tensor([row[(p.name2, p.i2)] for p in pairs])
+    return euclidean(emb[a], emb[b]).numpy()
+
+
+def score_pairs_file(model: Siamese, ckpt: dict, pairs_file: Path, images_dir: Path, threshold: float):
+    """(pairs, distances, labels, metrics) of an LFW-format pairs file against an image folder."""
+    pairs = lfw.parse_pairs(pairs_file)
+    distances = score_pairs(model, ckpt, images_dir, pairs)
+    labels = np.array([int(p.same) for p in pairs])
+    return pairs, distances, labels, verification_metrics(distances, labels, threshold)
+
+
+def histogram(distances: np.ndarray, labels: np.ndarray, bins: int = 40) -> list[dict]:
+    edges = np.linspace(0, max(2.0, float(distances.max())), bins + 1)
+    same, _ = np.histogram(distances[labels == 1], edges)
+    diff, _ = np.histogram(distances[labels == 0], edges)
+    return [{"distance": round(float((edges[k] + edges[k + 1]) / 2), 4), "same": int(same[k]), "different": int(diff[k])}
+            for k in range(bins)]
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_pngs(plots: Path, fpr, tpr, auc: float, distances, labels, threshold: float) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label=f"AUC = {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false accept rate", ylabel="true accept rate", title="ROC, official test pairs")
+    ax.legend(loc="lower right")
+    with files.atomic_path(plots / "roc.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, max(2.0, float(distances.max())), 41)
+    ax.hist(distances[labels == 1], bins, alpha=0.6, label="same person")
+    ax.hist(distances[labels == 0], bins, alpha=0.6, label="different people")
+    ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")
+    ax.set(xlabel="embedding distance", ylabel="pairs", title="Distances, official test pairs")
+    ax.legend()
+    with files.atomic_path(plots / "distances.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    parser.add_argument("--threshold", type=Path, default=Path("metrics/calibrate.json"))
+    parser.add_argument("--pairs-file", type=Path, default=Path("data/lfw-a/pairsDevTest.txt"))
+    parser.add_argument("--images", type=Path, default=Path("data/lfw-a/lfw2"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--predictions", type=Path, default=Path("results/predictions.csv"))
+    parser.add_argument("--plots", type=Path, default=Path("plots"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        threshold = json.loads(args.threshold.read_text())["threshold"]
+        model, ckpt = load_checkpoint(args.model)
+        pairs, d, y, metrics = score_pairs_file(model, ckpt, args.pairs_file, args.images, threshold)
+    except (ValueError, OSError, KeyError, lfw.ProtocolError) as e:
+        log.error("%s", e)
+        return 1
+    files.write_text(args.predictions, to_csv([
+        {"name1": p.name1, "i1": p.i1, "name2": p.name2, "i2": p.i2, "label": int(l),
+         "distance": round(float(dist), 6), "prediction": int(dist <= threshold)}
+        for p, l, dist in zip(pairs, y, d)]))
+    fpr, tpr, thr = roc(d, y)
+    files.write_text(args.plots / "roc.csv", to_csv([{"fpr": round(float(a), 6), "tpr": round(float(b), 6), "threshold": round(float(t), 6)}
+                                                     for a, b, t in zip(fpr, tpr, np.where(np.isfinite(thr), thr, -1.0))]))
+    files.write_text(args.plots / "distances.csv", to_csv(histogram(d, y)))
+    write_pngs(args.plots, fpr, tpr, metrics["roc_auc"], d, y, threshold)
+    files.write_json(args.metrics, metrics)
+    log.info("test accuracy %.4f [%.4f, %.4f], AUC %.4f, EER %.4f on %d pairs", metrics["accuracy"],
+             metrics["accuracy_ci95_low"], metrics["accuracy_ci95_high"], metrics["roc_auc"], metrics["eer"], metrics["n_pairs"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The Siamese network: one CNN backbone shared by both images, Euclidean distance, contrastive loss.
+
+Images enter as uint8 (B, 1, H, W); the model standardises each image itself, so every caller
+(training, evaluation, `faceverify`, the MLflow model) feeds the same raw pixels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float) -> torch.Tensor:
+    """Contrastive loss of Hadsell, Chopra & LeCun (2006), averaged over pairs.
+
+    L = y * d^2 / 2 + (1 - y) * max(0, margin - d)^2 / 2
+
+    with d the Euclidean distance between the two embeddings and y = 1 for a same-person pair,
+    y = 0 for a different-person pair: same pairs are pulled together, different pairs pushed
+    apart until they are `margin` away.
+    """
+    y = same.to(distance.dtype)
+    return (y * distance.pow(2) + (1 - y) * F.relu(margin - distance).pow(2)).mean() / 2
+
+
+def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float) -> torch.Tensor:
+    """Contrastive loss over every pair of a batch's embeddings (B, D) with identity labels (B,).
+
+    The same formula as `contrastive_loss`, with the positive term averaged over all same-identity
+    pairs and the negative term over the different-identity pairs still inside the margin (the
+    informative ones), so easy negatives do not dilute the gradient.
+    """
+    d = euclidean_matrix(emb)  # (B, B)
+    same = ids[:, None] == ids[None, :]
+    upper = torch.triu(torch.ones_like(same), diagonal=1)
+    pos = d[same & upper]
+    hinge = F.relu(margin - d[~same & upper])
+    active = hinge > 0
+    pos_term = pos.pow(2).mean() if pos.numel() else d.new_zeros(())
+    neg_term = hinge[active].pow(2).mean() if active.any() else d.new_zeros(())
+    return (pos_term + neg_term) / 2
+
+
+def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Euclidean distance (B,) between embeddings a, b (B, D)."""
+    return (a - b).pow(2).sum(dim=1).clamp_min(1e-12).sqrt()
+
+
+def euclidean_matrix(e: torch.Tensor) -> torch.Tensor:
+    """All pairwise Euclidean distances (B, B) of embeddings (B, D)."""
+    sq = e.pow(2).sum(1)
+    return (sq[:, None] + sq[None, :] - 2 * e @ e.T).clamp_min(1e-12).sqrt()
+
+
+def _block(c_in: int, c_out: int, k: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class Siamese(nn.Module):
+    """Shared CNN branch + embedding head. `forward(x1, x2)` returns the distances (B,).
+
+    arch "compact": four stages of conv3x3-BN-ReLU (one in the first stage, two after) + max-pool
+    (width, 2w, 4w, 8w channels), then flatten -> dropout -> linear -> embedding.
+    arch "koch2015": Koch, Zemel & Salakhutdinov (2015) at 105x105: conv 64@10x10, 128@7x7,
+    128@4x4, 256@4x4, each with BN + ReLU, max-pool after the first three, then linear -> embedding.
+    """
+
+    def __init__(self, arch: str = "compact", in_size: int = 64, width: int = 32, embedding_dim: int = 128,
+                 normalize: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.config = dict(arch=arch, in_size=in_size, width=width, embedding_dim=embedding_dim,
+                           normalize=normalize, dropout=dropout)
+        self.normalize = normalize
+        if arch == "compact":
+            layers: list[nn.Module] = []
+            c_in, side = 1, in_size
+            for stage in range(4):
+                c_out = width * 2 ** stage
+                # one conv at full resolution (it dominates the cost there), two per later stage
+                layers += _block(c_in, c_out, 3) + (_block(c_out, c_out, 3) if stage else []) + [nn.MaxPool2d(2)]
+                c_in, side = c_out, side // 2
+        elif arch == "koch2015":
+            layers = ([nn.Conv2d(1, 64, 10), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                      nn.Conv2d(64, 128, 7), nn.BatchNorm2d(128), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                      nn.Conv2d(128, 128, 4), nn.BatchNorm2d(128), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                      nn.Conv2d(128, 256, 4), nn.BatchNorm2d(256), nn.ReLU(inplace=True)])
+            side = ((((in_size - 9) // 2 - 6) // 2 - 3) // 2) - 3
+            c_in = 256
+        else:
+            raise ValueError(f"unknown arch {arch!r} (expected 'compact' or 'koch2015')")
+        if side < 1:
+            raise ValueError(f"arch {arch!r} needs a larger input than {in_size}x{in_size} (koch2015 is made for 105)")
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * side * side, embedding_dim))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 or float images (B, 1, H, W) in 0..255 -> embeddings (B, D), unit length if `normalize`."""
+        x = x.float()
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        e = self.head(self.features(x)).float()
+        return F.normalize(e, dim=1) if self.normalize else e
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        e = self.embed(torch.cat([x1, x2]))  # one pass, so batch norm sees both branches alike
+        a, b = e.chunk(2)
+        return euclidean(a, b)
+
+
+def build_model(config: dict) -> Siamese:
+    """Rebuild a model from the constructor arguments stored in a checkpoint."""
+    return Siamese(**config)
+
+
+@torch.no_grad()
+def embed_all(model: Siamese, images: torch.Tensor, tta_flip: bool, batch_size: int = 512,
+              autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Embeddings (N, D) of uint8 images (N, 1, H, W) in eval mode; with `tta_flip`, the mean of
+    each image's and its mirror's embedding (renormalised when the model normalises)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            e = model.embed(x)
+            if tta_flip:
+                e = e + model.embed(x.flip(-1))
+        e = e.float()
+        out.append(F.normalize(e, dim=1) if model.normalize else (e / 2 if tta_flip else e))
+    return torch.cat(out).cpu()
+
+
+def load_checkpoint(path) -> tuple[Siamese, dict]:
+    """(model in eval mode, checkpoint dict) from a file written by the train stage.
+
+    Loaded with `weights_only=True`: a checkpoint from an untrusted source cannot run code.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt

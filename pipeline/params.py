@@ -1,0 +1,243 @@
+"""Typed, validated access to params.yaml: one frozen dataclass per section.
+
+An unknown key (a typo), a missing key, a wrong type or an impossible value fails at once with
+one error that names the file and the dotted key. Numbers that `dvc exp run -S` writes as
+strings PyYAML does not read as floats (`1e-06`, see treeverse/dvc#5971) are accepted as floats.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class DownloadParams:
+    url: str
+    checksum: str  # "<algo>:<hex>" of the archive at `url`, or "" where unknown
+    protocol_url: str  # base URL of the official LFW protocol files, used when the archive lacks them
+    verify_protocol_md5: bool  # check the protocol files against the official MD5s
+    timeout_s: float
+    retries: int
+
+    def check(self) -> dict[str, str]:
+        errors = {}
+        if self.checksum and self.checksum.split(":")[0] not in ("md5", "sha1", "sha256"):
+            errors["checksum"] = "must be '<md5|sha1|sha256>:<hex>' or empty"
+        if self.timeout_s <= 0:
+            errors["timeout_s"] = "must be > 0"
+        if self.retries < 0:
+            errors["retries"] = "must be >= 0"
+        return errors
+
+
+@dataclass(frozen=True)
+class PairsParams:
+    mode: Literal["restricted", "unrestricted"]
+    val_fraction: float  # share of the training identities held out for validation
+    n_train_pairs: int  # unrestricted mode: balanced pairs drawn from the training identities
+    n_val_pairs: int  # unrestricted mode: balanced pairs drawn from the validation identities
+
+    def check(self) -> dict[str, str]:
+        errors = {}
+        if not 0 < self.val_fraction < 1:
+            errors["val_fraction"] = "must be in (0, 1)"
+        if self.n_train_pairs < 2 or self.n_train_pairs % 2:
+            errors["n_train_pairs"] = "must be an even number >= 2"
+        if self.n_val_pairs < 2 or self.n_val_pairs % 2:
+            errors["n_val_pairs"] = "must be an even number >= 2"
+        return errors
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    crop: list[int]  # [left, top, right, bottom] in the 250x250 LFW-a image
+    size: int  # side of the square network input, pixels
+
+    def check(self) -> dict[str, str]:
+        errors = {}
+        if len(self.crop) != 4 or not (0 <= self.crop[0] < self.crop[2] <= 250 and 0 <= self.crop[1] < self.crop[3] <= 250):
+            errors["crop"] = "must be [left, top, right, bottom] with 0 <= left < right <= 250, 0 <= top < bottom <= 250"
+        if not 16 <= self.size <= 250:
+            errors["size"] = "must be in [16, 250]"
+        return errors
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    flip: bool
+    max_rotate_deg: float
+    max_shift: float  # fraction of the image side
+    max_scale: float  # relative zoom, e.g. 0.1 for 0.9x..1.1x
+
+    def check(self) -> dict[str, str]:
+        errors = {}
+        for key in ("max_rotate_deg", "max_shift", "max_scale"):
+            if getattr(self, key) < 0:
+                errors[key] = "must be >= 0"
+        return errors
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    arch: Literal["compact", "koch2015"]
+    width: int  # channels of the first conv block (compact); doubles per block
+    embedding_dim: int
+    normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
+    margin: float
+    optimizer: Literal["adam", "sgd"]
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int  # pairs per step
+    epochs: int
+    schedule: Literal["constant", "cosine", "onecycle"]
+    warmup_epochs: int
+    patience: int
+    min_delta: float
+    mining: Literal["auto", "pairs", "batch_all"]  # auto: batch_all when pairs.mode is unrestricted, else pairs
+    dropout: float
+    augment: AugmentParams
+    tta_flip: bool  # embed an image as the mean of it and its mirror image
+    precision: Literal["auto", "bf16", "fp32"]
+    device: Literal["auto", "cpu", "cuda"]
+    threads: int  # torch intra-op threads; 0 = all cores
+
+    def check(self) -> dict[str, str]:
+        errors = {}
+        positive = ("width", "embedding_dim", "margin", "lr", "batch_size", "epochs", "patience")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                errors[key] = "must be > 0"
+        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout"):
+            if getattr(self, key) < 0:
+                errors[key] = "must be >= 0"
+        if self.momentum >= 1:
+            errors["momentum"] = "must be < 1"
+        if self.dropout >= 1:
+            errors["dropout"] = "must be < 1"
+        return errors
+
+
+@dataclass(frozen=True)
+class CalibrateParams:
+    criterion: Literal["accuracy", "far"]
+    target_far: float  # criterion "far": the largest false-accept rate allowed on validation
+
+    def check(self) -> dict[str, str]:
+        return {} if 0 < self.target_far < 1 else {"target_far": "must be in (0, 1)"}
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    download: DownloadParams
+    pairs: PairsParams
+    prepare: PrepareParams
+    train: TrainParams
+    calibrate: CalibrateParams
+
+    def check(self) -> dict[str, str]:
+        if self.seed < 0:
+            return {"seed": "must be >= 0"}
+        if self.train.mining == "batch_all" and self.pairs.mode == "restricted":
+            return {"train.mining": "'batch_all' uses identities, which the restricted protocol forbids; use 'pairs' or 'auto'"}
+        return {}
+
+
+def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
+    """Return `value` as type `tp`, or raise ParamsError naming `key`."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{file}: '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key, file)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ParamsError(f"{file}: '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ParamsError(f"{file}: '{key}' must be a list, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{file}: '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{file}: '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                return float(value)  # '1e-06' as written by `dvc exp run -S`
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{file}: '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{file}: '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported params type {tp!r} for {key}")
+
+
+def _build(cls: type, section: dict, prefix: str, file: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    dotted = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
+    unknown = [k for k in section if k not in names]
+    if unknown:
+        raise ParamsError(f"{file}: unknown key '{dotted(unknown[0])}' (expected one of: {', '.join(names)})")
+    missing = [k for k in names if k not in section]
+    if missing:
+        raise ParamsError(f"{file}: missing key '{dotted(missing[0])}'")
+    obj = cls(**{k: _coerce(section[k], hints[k], dotted(k), file) for k in names})
+    errors = obj.check()
+    if errors:
+        key, why = next(iter(errors.items()))
+        value = obj
+        for part in key.split("."):
+            value = getattr(value, part)
+        raise ParamsError(f"{file}: '{dotted(key)}' {why}, got {value!r}")
+    return obj
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such file") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: must hold a mapping of sections")
+    return _build(Params, raw, "", str(path))
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'train.lr': 0.001, ...}: the dotted names of params.yaml, for MLflow."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = value
+    return out
+
+

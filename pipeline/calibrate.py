@@ -11,11 +11,11 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import files
+from pipeline import tracking
 from pipeline.data import load_images, load_pairs
 from pipeline.metrics import choose_threshold, verification_metrics
 from pipeline.model import load_checkpoint
-from pipeline.params import load_params
+from pipeline.params import flatten, load_params
 from pipeline.train import pair_distances
 
 log = logging.getLogger("pipeline.calibrate")
@@ -40,13 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("metrics/calibrate.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = load_params(args.params).calibrate
-        result = calibrate(args.model, args.prepared, args.pairs / "val.tsv", p.criterion, p.target_far)
-    except (ValueError, OSError) as e:
-        log.error("%s", e)
-        return 1
-    files.write_json(args.out, result)
+    with tracking.stage_run("calibrate", args.params) as rec:
+        try:
+            params = load_params(args.params)
+            p = params.calibrate
+            rec.params({"seed": params.seed, **flatten(p, "calibrate.")})
+            rec.tags({"model_sha256": tracking.sha256_file(args.model)})
+            result = calibrate(args.model, args.prepared, args.pairs / "val.tsv", p.criterion, p.target_far)
+        except (ValueError, OSError) as e:
+            log.error("%s", e)
+            rec.fail()
+            return 1
+        tracking.write_metrics(args.out, result, rec)
+        rec.artifact(args.out)
     log.info("threshold %.4f (%s): validation accuracy %.4f", result["threshold"], p.criterion, result["val_accuracy"])
     return 0
 

@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline import files, lfw
-from pipeline.params import load_params
+from pipeline import files, lfw, tracking
+from pipeline.params import flatten, load_params
 
 log = logging.getLogger("pipeline.download")
 
@@ -202,7 +202,7 @@ def check_dataset(root: Path, protocol_md5: dict[str, str] | None) -> dict:
     }
 
 
-def run(out: Path, report_path: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
+def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
         retries: int, local_archive: str | None, local_checksum: str | None, protocol_md5: dict | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="lfw-download-", dir=out.parent if out.parent.exists() else None) as tmp:
         tmp = Path(tmp)
@@ -235,7 +235,6 @@ def run(out: Path, report_path: Path, url: str, checksum: str, protocol_url: str
             report["sha256sums_checked"] = n_sums
             for item in root.iterdir():
                 shutil.move(str(item), staging / item.name)
-    files.write_json(report_path, report)
     return report
 
 
@@ -246,14 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=Path("metrics/data.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = load_params(args.params).download
-        report = run(args.out, args.report, p.url, p.checksum, p.protocol_url, p.timeout_s, p.retries,
-                     os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"),
-                     lfw.PROTOCOL_MD5 if p.verify_protocol_md5 else None)
-    except (DataError, lfw.ProtocolError, ValueError) as e:
-        log.error("%s", e)
-        return 1
+    with tracking.stage_run("download", args.params) as rec:
+        try:
+            params = load_params(args.params)
+            p = params.download
+            rec.params({"seed": params.seed, **flatten(p, "download.")})
+            rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
+            report = run(args.out, p.url, p.checksum, p.protocol_url, p.timeout_s, p.retries,
+                         os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"),
+                         lfw.PROTOCOL_MD5 if p.verify_protocol_md5 else None)
+        except (DataError, lfw.ProtocolError, ValueError) as e:
+            log.error("%s", e)
+            rec.fail()
+            return 1
+        tracking.write_metrics(args.report, report, rec)
     log.info("dataset ready in %s: %s", args.out, report)
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import files, lfw
+from pipeline import files, lfw, tracking
 from pipeline.metrics import roc, verification_metrics
 from pipeline.model import Siamese, embed_all, euclidean, load_checkpoint
 from pipeline.prepare import load_image
@@ -96,6 +96,22 @@ def write_pngs(plots: Path, fpr, tpr, auc: float, distances, labels, threshold: 
     plt.close(fig)
 
 
+def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tuple[Path, Path], val_auc: float) -> None:
+    """Log the pyfunc model in this stage's run, register it, and move the champion alias on validation AUC."""
+    if not rec.active:
+        return
+    from pipeline import serving
+
+    def log_and_promote(client):
+        with rec.mlflow.start_run(run_id=rec.child_id):
+            info = serving.log_model(model, threshold, example, tracking.REGISTERED_MODEL)
+        version = str(info.registered_model_version)
+        rec.tags({"registered_model": f"{tracking.REGISTERED_MODEL}/{version}"}, parent_too=True)
+        tracking.promote(client, tracking.REGISTERED_MODEL, version, val_auc)
+
+    rec.call(log_and_promote)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
@@ -105,15 +121,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     parser.add_argument("--predictions", type=Path, default=Path("results/predictions.csv"))
     parser.add_argument("--plots", type=Path, default=Path("plots"))
+    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with tracking.stage_run("evaluate", args.params) as rec:
+        return _main(args, rec)
+
+
+def _main(args, rec: tracking.Recorder) -> int:
     try:
-        threshold = json.loads(args.threshold.read_text())["threshold"]
+        calibration = json.loads(args.threshold.read_text())
+        threshold = calibration["threshold"]
         model, ckpt = load_checkpoint(args.model)
         pairs, d, y, metrics = score_pairs_file(model, ckpt, args.pairs_file, args.images, threshold)
     except (ValueError, OSError, KeyError, lfw.ProtocolError) as e:
         log.error("%s", e)
+        rec.fail()
         return 1
+    rec.tags({"model_sha256": tracking.sha256_file(args.model)})
     files.write_text(args.predictions, to_csv([
         {"name1": p.name1, "i1": p.i1, "name2": p.name2, "i2": p.i2, "label": int(l),
          "distance": round(float(dist), 6), "prediction": int(dist <= threshold)}
@@ -123,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
                                                      for a, b, t in zip(fpr, tpr, np.where(np.isfinite(thr), thr, -1.0))]))
     files.write_text(args.plots / "distances.csv", to_csv(histogram(d, y)))
     write_pngs(args.plots, fpr, tpr, metrics["roc_auc"], d, y, threshold)
-    files.write_json(args.metrics, metrics)
+    tracking.write_metrics(args.metrics, metrics, rec)
+    for path in (args.threshold, args.predictions, args.plots / "roc.png", args.plots / "distances.png",
+                 args.plots / "roc.csv", args.plots / "distances.csv"):
+        rec.artifact(path)
+    first = pairs[0]
+    example = (image_path(args.images, first.name1, first.i1), image_path(args.images, first.name2, first.i2))
+    register(rec, args.model, args.threshold, example, calibration["val_roc_auc"])
     log.info("test accuracy %.4f [%.4f, %.4f], AUC %.4f, EER %.4f on %d pairs", metrics["accuracy"],
              metrics["accuracy_ci95_low"], metrics["accuracy_ci95_high"], metrics["roc_auc"], metrics["eer"], metrics["n_pairs"])
     return 0

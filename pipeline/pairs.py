@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files, lfw
-from pipeline.params import PairsParams, load_params
+from pipeline import files, lfw, tracking
+from pipeline.params import PairsParams, flatten, load_params
 
 log = logging.getLogger("pipeline.pairs")
 
@@ -143,16 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=Path("metrics/pairs.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        params = load_params(args.params)
-        tables, report = make_tables(args.data, params.pairs, params.seed)
-    except (ValueError, lfw.ProtocolError) as e:
-        log.error("%s", e)
-        return 1
-    with files.atomic_dir(args.out) as tmp:
-        for key, rows in tables.items():
-            write_table(tmp / f"{key}.tsv", rows)
-    files.write_json(args.report, report)
+    with tracking.stage_run("pairs", args.params) as rec:
+        try:
+            params = load_params(args.params)
+            rec.params({"seed": params.seed, **flatten(params.pairs, "pairs.")})
+            tables, report = make_tables(args.data, params.pairs, params.seed)
+        except (ValueError, lfw.ProtocolError) as e:
+            log.error("%s", e)
+            rec.fail()
+            return 1
+        with files.atomic_dir(args.out) as tmp:
+            for key, rows in tables.items():
+                write_table(tmp / f"{key}.tsv", rows)
+        tracking.write_metrics(args.report, report, rec)
     log.info("pairs written to %s: %s", args.out, report)
     return 0
 

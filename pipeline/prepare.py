@@ -21,8 +21,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from pipeline import files, lfw
-from pipeline.params import load_params
+from pipeline import files, lfw, tracking
+from pipeline.params import flatten, load_params
 
 log = logging.getLogger("pipeline.prepare")
 
@@ -86,17 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=Path("metrics/prepare.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        p = load_params(args.params).prepare
-        images, index = prepare(args.data, p.crop, p.size, workers=os.cpu_count() or 1)
-    except ValueError as e:
-        log.error("%s", e)
-        return 1
-    with files.atomic_dir(args.out) as tmp:
-        np.save(tmp / "images.npy", images)
-        (tmp / "index.tsv").write_text("".join(f"{n}\t{i}\n" for n, i in index))
-    report = {"images": len(index), "people": len({n for n, _ in index}), "size": p.size, "all_decoded_250x250_gray": True}
-    files.write_json(args.report, report)
+    with tracking.stage_run("prepare", args.params) as rec:
+        try:
+            params = load_params(args.params)
+            p = params.prepare
+            rec.params({"seed": params.seed, **flatten(p, "prepare.")})
+            images, index = prepare(args.data, p.crop, p.size, workers=os.cpu_count() or 1)
+        except ValueError as e:
+            log.error("%s", e)
+            rec.fail()
+            return 1
+        with files.atomic_dir(args.out) as tmp:
+            np.save(tmp / "images.npy", images)
+            (tmp / "index.tsv").write_text("".join(f"{n}\t{i}\n" for n, i in index))
+        report = {"images": len(index), "people": len({n for n, _ in index}), "size": p.size, "all_decoded_250x250_gray": True}
+        tracking.write_metrics(args.report, report, rec)
     log.info("prepared %d images into %s (%.1f MB)", len(index), args.out, images.nbytes / 1e6)
     return 0
 

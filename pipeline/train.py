@@ -27,11 +27,11 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from pipeline import files
+from pipeline import files, tracking
 from pipeline.data import PairSet, augment, load_images, load_pairs
 from pipeline.metrics import choose_threshold
 from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, embed_all, euclidean
-from pipeline.params import Params, TrainParams, load_params
+from pipeline.params import Params, TrainParams, flatten, load_params
 
 log = logging.getLogger("pipeline.train")
 
@@ -195,7 +195,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,
-               **{k: state["best"][k] for k in ("val_auc", "val_loss", "val_accuracy", "train_loss")}}
+               **{f"best_{k}": state["best"][k] for k in ("val_auc", "val_loss", "val_accuracy", "train_loss")}}
     return model.cpu(), state["history"], summary
 
 
@@ -225,8 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, default=Path("models/resume.pt"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    with tracking.stage_run("train", args.params) as rec:
+        return _main(args, rec)
+
+
+def _main(args, rec: tracking.Recorder) -> int:
     try:
         params = load_params(args.params)
+        rec.params({"seed": params.seed, "pairs.mode": params.pairs.mode, **flatten(params.prepare, "prepare."),
+                    **flatten(params.train, "train.")})
         if params.train.threads:
             torch.set_num_threads(params.train.threads)
         images, rows = load_images(args.prepared)
@@ -235,16 +242,26 @@ def main(argv: list[str] | None = None) -> int:
         key = fingerprint(repr(params.seed).encode(), repr(params.pairs).encode(), repr(params.prepare).encode(),
                           repr(params.train).encode(), (args.pairs / "train.tsv").read_bytes(),
                           (args.pairs / "val.tsv").read_bytes(), images.numpy().tobytes())
-        model, history, summary = fit(images, train, val, params, args.resume, key)
+        n_images = 2 * (len(train.label) // params.train.batch_size or 1) * params.train.batch_size
+
+        def on_epoch(row: dict, seconds: float) -> None:
+            rec.metrics({**row, "epoch_seconds": seconds, "train_images_per_s": n_images / seconds}, step=row["epoch"])
+
+        t0 = time.perf_counter()
+        model, history, summary = fit(images, train, val, params, args.resume, key, on_epoch)
     except (ValueError, TrainingError, OSError) as e:
         log.error("%s", e)
+        rec.fail()
         return 1
     with files.atomic_path(args.model) as tmp:
         torch.save(checkpoint(model, params), tmp)
     write_history(args.plot, history)
-    files.write_json(args.metrics, summary)
+    tracking.write_metrics(args.metrics, summary, rec)
+    rec.metrics({"train_seconds": time.perf_counter() - t0})
+    rec.tags({"model_sha256": tracking.sha256_file(args.model), "mining": summary["mining"]})
+    rec.artifact(args.plot)
     args.resume.unlink(missing_ok=True)
-    log.info("best epoch %d: val_auc %.4f; model saved to %s", summary["best_epoch"], summary["val_auc"], args.model)
+    log.info("best epoch %d: val_auc %.4f; model saved to %s", summary["best_epoch"], summary["best_val_auc"], args.model)
     return 0
 
 

@@ -1,0 +1,90 @@
+"""The trained verifier as an MLflow pyfunc model: preprocessing, network and threshold in one.
+
+Input: a DataFrame with columns `image1`, `image2`, each an image file's bytes in base64 (any
+format and size Pillow reads; aligned, centred faces like LFW-a). Output: columns `distance`,
+`same` (bool), `threshold`. `mlflow models serve` answers the same over REST.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from importlib import metadata
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from pipeline.model import embed_all, euclidean, load_checkpoint
+from pipeline.prepare import preprocess
+
+
+def decode(b64: str, what: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(base64.b64decode(b64)))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{what}: not a readable base64-encoded image ({e})") from None
+
+
+class Verifier:
+    """A loaded checkpoint and threshold that scores image pairs."""
+
+    def __init__(self, checkpoint: str | Path, threshold: float):
+        self.model, self.ckpt = load_checkpoint(checkpoint)
+        self.threshold = float(threshold)
+
+    def arrays(self, images: list[Image.Image]) -> torch.Tensor:
+        pre = self.ckpt["preprocess"]
+        return torch.from_numpy(np.stack([preprocess(im, pre["crop"], pre["size"]) for im in images])).unsqueeze(1)
+
+    def distances(self, first: list[Image.Image], second: list[Image.Image]) -> np.ndarray:
+        emb = embed_all(self.model, self.arrays(first + second), self.ckpt["tta_flip"])
+        a, b = emb.chunk(2)
+        return euclidean(a, b).numpy()
+
+
+class FaceVerifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        threshold = json.loads(Path(context.artifacts["threshold"]).read_text())["threshold"]
+        self.verifier = Verifier(context.artifacts["checkpoint"], threshold)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        first = [decode(v, f"row {k} image1") for k, v in enumerate(model_input["image1"])]
+        second = [decode(v, f"row {k} image2") for k, v in enumerate(model_input["image2"])]
+        d = self.verifier.distances(first, second)
+        t = self.verifier.threshold
+        return pd.DataFrame({"distance": d.astype(np.float64), "same": d <= t, "threshold": np.full(len(d), t)})
+
+
+def b64_file(path: str | Path) -> str:
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def requirements() -> list[str]:
+    """Pinned requirements of the logged model (no network look-up needed to infer them)."""
+    names = ("torch", "torchvision", "mlflow", "numpy", "pandas", "pillow", "pyyaml", "scikit-learn")
+    out = []
+    for name in names:
+        try:
+            out.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def log_model(checkpoint: Path, threshold_file: Path, example_pair: tuple[Path, Path], registered_name: str | None):
+    """Log (and register) the pyfunc model in the active MLflow run; returns the ModelInfo."""
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"image1": [b64_file(example_pair[0])], "image2": [b64_file(example_pair[1])]})
+    model = FaceVerifierModel()
+    model.verifier = Verifier(checkpoint, json.loads(Path(threshold_file).read_text())["threshold"])
+    signature = infer_signature(example, model.predict(None, example))
+    code = str(Path(__file__).resolve().parent)
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=model, artifacts={"checkpoint": str(checkpoint), "threshold": str(threshold_file)},
+        code_paths=[code], signature=signature, input_example=example, pip_requirements=requirements(),
+        registered_model_name=registered_name)

@@ -1,0 +1,222 @@
+"""The MLflow record of a pipeline execution: one parent run per execution, one nested run per stage.
+
+The parent run is the row a user compares in the MLflow UI: it collects every stage's params and
+metrics (metrics prefixed with the stage name, e.g. `evaluate.accuracy`). Each stage's own nested
+run holds its params, its unprefixed metrics (per-epoch history with `step` for `train`), its
+artifacts and tags. Stages find their parent through a tag, `pipeline_key`: a hash of params.yaml,
+the git commit and the DVC experiment name, so the separate stage processes of one `dvc repro`
+or `dvc exp run` land in one row.
+
+The store defaults to SQLite at the repository root (`mlflow.db`), found from DVC_ROOT and
+anchored outside the temporary copies that `dvc exp run --queue` works in; MLFLOW_TRACKING_URI
+overrides it (a remote `mlflow server`, say). MLflow records, it never decides a DVC output: if
+the store cannot be reached, the stage warns once, goes on without a record and still writes
+its outputs. FACEVERIFY_TRACKING=off turns the record off.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from pipeline import files
+
+log = logging.getLogger("pipeline.tracking")
+
+EXPERIMENT = os.environ.get("FACEVERIFY_MLFLOW_EXPERIMENT", "faceverify")
+REGISTERED_MODEL = os.environ.get("FACEVERIFY_REGISTERED_MODEL", "faceverify")
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The real repository root, also from inside `.dvc/tmp/exps/...` copies made by queued experiments."""
+    here = Path(os.environ.get("DVC_ROOT") or start or Path.cwd()).resolve()
+    parts = here.parts
+    for k in range(len(parts) - 2):
+        if parts[k:k + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:k])
+    for candidate in (here, *here.parents):
+        if (candidate / ".dvc").is_dir() or (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_state() -> tuple[str, bool]:
+    """(commit, dirty): dirty means tracked code or params differ from the commit (outputs excluded)."""
+    commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!metrics",
+                  ":!plots", ":!results", ":!docs")
+    return commit, bool(status)
+
+
+def lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """{'data.lfw-a': md5, ...}: the content hashes of stage outputs already recorded in dvc.lock."""
+    if not lock.exists():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    out = {}
+    for stage in stages.values():
+        for o in stage.get("outs", []):
+            if "md5" in o and not o["path"].startswith(("metrics/", "plots/", "results/")):
+                out["hash." + o["path"].replace("/", ".")] = o["md5"]
+    return out
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Recorder:
+    """What a stage records; every call is a no-op (after one warning) when the store is unusable."""
+
+    def __init__(self, stage: str, mlflow=None, client=None, parent_id: str | None = None, child_id: str | None = None):
+        self.stage, self.mlflow, self.client = stage, mlflow, client
+        self.parent_id, self.child_id = parent_id, child_id
+        self.failed = False
+
+    def fail(self) -> None:
+        """Mark this stage's run FAILED when it ends (the stage reported an error)."""
+        self.failed = True
+
+    @property
+    def active(self) -> bool:
+        return self.client is not None
+
+    def call(self, fn):
+        """fn(client) if the store is usable; a failure warns once and turns the record off."""
+        if not self.active:
+            return None
+        try:
+            return fn(self.client)
+        except Exception as e:  # noqa: BLE001 - any store failure must not cost the DVC outputs
+            log.warning("MLflow record failed (%s: %s); going on without it", type(e).__name__, e)
+            self.client = None
+            return None
+
+    def params(self, flat: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for run_id in (self.child_id, self.parent_id):
+            self.call(lambda c: c.log_batch(run_id, params=items))
+
+    def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
+        import time
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        numeric = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
+        child = [Metric(k, v, now, step or 0) for k, v in numeric.items()]
+        parent = [Metric(f"{self.stage}.{k}", v, now, step or 0) for k, v in numeric.items()]
+        self.call(lambda c: c.log_batch(self.child_id, metrics=child))
+        self.call(lambda c: c.log_batch(self.parent_id, metrics=parent))
+
+    def artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        if Path(path).exists():
+            self.call(lambda c: c.log_artifact(self.child_id, str(path), subdir))
+
+    def tags(self, values: dict[str, Any], parent_too: bool = False) -> None:
+        from mlflow.entities import RunTag
+        items = [RunTag(k, str(v)) for k, v in values.items()]
+        for run_id in (self.child_id, self.parent_id) if parent_too else (self.child_id,):
+            self.call(lambda c: c.log_batch(run_id, tags=items))
+
+
+def write_metrics(path: str | Path, values: dict, recorder: Recorder) -> None:
+    """The one place a stage's final metrics go: the DVC metrics file and MLflow get the same dict."""
+    files.write_json(path, values)
+    recorder.metrics(values)
+
+
+def pipeline_key(params_path: Path, commit: str) -> str:
+    h = hashlib.sha256()
+    h.update(params_path.read_bytes() if params_path.exists() else b"")
+    h.update(commit.encode())
+    h.update(os.environ.get("DVC_EXP_NAME", "").encode())
+    return h.hexdigest()[:16]
+
+
+def _open(stage: str, params_path: Path) -> Recorder:
+    if os.environ.get("FACEVERIFY_TRACKING", "").lower() in ("off", "0", "false"):
+        return Recorder(stage)
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    default_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read before set_tracking_uri exports it
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        if exp:
+            exp_id = exp.experiment_id
+        else:  # artifacts beside the default store, not in the (possibly temporary) working copy
+            where = (repo_root() / "mlartifacts").as_uri() if default_store else None
+            exp_id = client.create_experiment(EXPERIMENT, artifact_location=where)
+        commit, dirty = git_state()
+        key = pipeline_key(params_path, commit)
+        found = client.search_runs([exp_id], f"tags.pipeline_key = '{key}' and tags.kind = 'pipeline'", max_results=1)
+        exp_name = os.environ.get("DVC_EXP_NAME", "")
+        common = {"git_commit": commit, "git_dirty": str(dirty).lower(), "pipeline_key": key,
+                  **({"dvc_exp_name": exp_name} if exp_name else {})}
+        if found:
+            parent_id = found[0].info.run_id
+        else:
+            name = exp_name or f"repro-{commit[:7] or 'nogit'}-{key[:6]}"
+            parent_id = client.create_run(exp_id, run_name=name, tags={**common, "kind": "pipeline"}).info.run_id
+            client.set_terminated(parent_id)
+        child = client.create_run(exp_id, run_name=stage, tags={
+            **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes()})
+    except Exception as e:  # noqa: BLE001
+        log.warning("MLflow store %s unusable (%s: %s): this stage runs without a record", uri, type(e).__name__, e)
+        return Recorder(stage)
+    log.info("recording to MLflow %s (run %s, parent %s)", uri, child.info.run_id, parent_id)
+    return Recorder(stage, mlflow, client, parent_id, child.info.run_id)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params_path: str | Path = "params.yaml") -> Iterator[Recorder]:
+    """Open this stage's nested run (and its pipeline's parent run); close it FINISHED or FAILED."""
+    rec = _open(stage, Path(params_path))
+    status = "FAILED"
+    try:
+        yield rec
+        status = "FAILED" if rec.failed else "FINISHED"
+    finally:
+        if rec.active:
+            rec.call(lambda c: c.set_terminated(rec.child_id, status))
+
+
+def promote(client, name: str, version: str, val_auc: float, alias: str = "champion") -> bool:
+    """Point `alias` at `version` if it beats the current holder on validation AUC (never on test)."""
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+        best = float(current.tags.get("val_roc_auc", "-inf"))
+    except Exception:  # noqa: BLE001 - no holder yet
+        current, best = None, float("-inf")
+    client.set_model_version_tag(name, version, "val_roc_auc", str(val_auc))
+    if val_auc > best:
+        client.set_registered_model_alias(name, alias, version)
+        log.info("model %s version %s is the new %s (validation AUC %.4f > %.4f)", name, version, alias, val_auc, best)
+        return True
+    log.info("model %s version %s stays unaliased: validation AUC %.4f <= %s's %.4f", name, version, val_auc, alias, best)
+    return False

@@ -1,0 +1,161 @@
+"""Fixtures: a tiny, learnable, synthetic LFW-a (layout, protocol files, archive) and shrunk params."""
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "lfw-a.tar.gz"
+
+
+def face(template: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A 250x250 grayscale image: the identity's template, jittered, in the face box, plus noise."""
+    img = rng.normal(100, 20, (250, 250))
+    patch = np.kron(template, np.ones((15, 15)))  # (120, 120) blocky identity pattern
+    dy, dx = rng.integers(-3, 4, size=2)
+    img[70 + dy:190 + dy, 65 + dx:185 + dx] = patch + rng.normal(0, 12, patch.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L")
+
+
+def make_lfw(root: Path, n_train: int = 24, n_test: int = 10, per_person: int = 4, seed: int = 0) -> Path:
+    """Write a View 1-shaped dataset under root/lfw-a; return that folder."""
+    rng = np.random.default_rng(seed)
+    base = root / "lfw-a"
+    names = [f"Person_{k:03d}" for k in range(n_train + n_test)]
+    counts = {}
+    for k, name in enumerate(names):
+        template = rng.uniform(20, 235, (8, 8))
+        n = per_person if k % 3 else 1  # some people with a single image, as in LFW
+        counts[name] = n
+        folder = base / "lfw2" / name
+        folder.mkdir(parents=True)
+        for i in range(1, n + 1):
+            face(template, rng).save(folder / f"{name}_{i:04d}.jpg", quality=95)
+    train, test = names[:n_train], names[n_train:]
+    for split, people in (("Train", train), ("Test", test)):
+        (base / f"peopleDev{split}.txt").write_text(f"{len(people)}\n" + "".join(f"{n}\t{counts[n]}\n" for n in people))
+        multi = [n for n in people if counts[n] >= 2]
+        same = [(n, 1 + k % (counts[n] - 1), counts[n]) for k, n in enumerate(multi)]
+        diff = [(people[k], 1, people[(k + 1) % len(people)], 1) for k in range(len(same))]
+        lines = [f"{len(same)}"] + ["\t".join(map(str, s)) for s in same] + ["\t".join(map(str, d)) for d in diff]
+        (base / f"pairsDev{split}.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def make_archive(dataset: Path, out: Path) -> Path:
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(dataset, arcname=dataset.name)
+    return out
+
+
+def add_member(archive: Path, info: tarfile.TarInfo, data: bytes = b"") -> None:
+    """Rewrite a tar.gz with one extra member (used to plant a malicious entry)."""
+    with tarfile.open(archive, "r:gz") as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+    with tarfile.open(archive, "w:gz") as tar:
+        for m, content in members:
+            tar.addfile(m, io.BytesIO(content) if content is not None else None)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+
+
+@pytest.fixture(scope="session")
+def lfw_dir(tmp_path_factory) -> Path:
+    return make_lfw(tmp_path_factory.mktemp("lfw"))
+
+
+@pytest.fixture(scope="session")
+def lfw_archive(lfw_dir, tmp_path_factory) -> Path:
+    return make_archive(lfw_dir, tmp_path_factory.mktemp("archive") / "lfw-a.tar.gz")
+
+
+def small_params(**overrides) -> dict:
+    """The real params.yaml, shrunk for CPU tests on the synthetic data."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["download"]["verify_protocol_md5"] = False
+    p["pairs"].update(mode="unrestricted", val_fraction=0.3, n_train_pairs=64, n_val_pairs=32)
+    p["prepare"]["size"] = 32
+    p["train"].update(width=8, embedding_dim=16, batch_size=16, epochs=3, warmup_epochs=0, patience=3,
+                      threads=1, device="cpu")
+    for key, value in overrides.items():
+        node = p
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return p
+
+
+@pytest.fixture
+def params_file(tmp_path) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prepared(lfw_dir, tmp_path_factory) -> Path:
+    """The synthetic dataset run through the prepare stage (size 32)."""
+    from pipeline import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    params = out / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params()))
+    assert prepare.main(["--params", str(params), "--data", str(lfw_dir), "--out", str(out / "prepared"),
+                         "--report", str(out / "prepare.json")]) == 0
+    return out / "prepared"
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True):
+    import subprocess
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def make_repo(dest: Path, archive: Path, params: dict) -> tuple[Path, dict]:
+    """A fresh git + DVC repository holding this project's pipeline, shrunk params, ready for `dvc repro`."""
+    import os
+    import sys
+
+    shutil.copytree(ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "LFW_A_ARCHIVE": str(archive), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    run(["git", "init", "-q", "-b", "main"], dest, env)
+    run(["dvc", "init", "-q"], dest, env)
+    run(["dvc", "config", "core.autostage", "true"], dest, env)
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "init"], dest, env)
+    return dest, env
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mlflow_store(tmp_path_factory):
+    """Every test records to a throwaway SQLite store, never to the repository's mlflow.db."""
+    import os
+    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    yield
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+
+from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean, load_checkpoint
+
+
+@pytest.mark.parametrize("d, same, expected", [
+    (0.3, 1, 0.3 ** 2 / 2),          # same pair: pulled in, whatever the margin
+    (1.5, 1, 1.5 ** 2 / 2),
+    (0.3, 0, (1.0 - 0.3) ** 2 / 2),  # different pair inside the margin: pushed out
+    (1.5, 0, 0.0),                   # different pair beyond the margin: no loss
+])
+def test_contrastive_loss_hand_computed(d, same, expected):
+    assert contrastive_loss(torch.tensor([d]), torch.tensor([same]), margin=1.0).item() == pytest.approx(expected)
+
+
+def test_contrastive_loss_averages_pairs():
+    loss = contrastive_loss(torch.tensor([0.3, 0.3]), torch.tensor([1, 0]), margin=1.0)
+    assert loss.item() == pytest.approx((0.09 / 2 + 0.49 / 2) / 2)
+
+
+def test_batch_all_loss_hand_computed():
+    e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [3.0, 0.0]])
+    ids = torch.tensor([0, 0, 1, 2])
+    # positives: (0,1) d=0.6. negatives inside margin 1: (0,2) d=0.8, (1,2) d=1.0 -> not inside; others far
+    expected = (0.6 ** 2 + (1 - 0.8) ** 2) / 2
+    assert batch_all_contrastive_loss(e, ids, margin=1.0).item() == pytest.approx(expected, abs=1e-5)
+
+
+def model(**kw):
+    torch.manual_seed(0)
+    return Siamese("compact", in_size=32, width=8, embedding_dim=16, **kw).eval()
+
+
+def test_distance_is_symmetric_and_zero_on_itself():
+    m = model()
+    a = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    b = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(m(a, b), m(b, a), atol=1e-6)
+        assert torch.allclose(m(a, a), torch.zeros(4), atol=1e-4)
+        assert (m(a, b) > 0).all()
+
+
+def test_both_branches_share_weights():
+    m = model()
+    # one backbone: the parameters appear once, and a gradient through either input reaches them
+    names = [n for n, _ in m.named_parameters()]
+    assert len(names) == len(set(names)) and not any("branch" in n for n in names)
+    a = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    m.train()
+    m(a, a.flip(-1)).sum().backward()
+    first = m.features[0].weight
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+def test_normalised_embeddings_have_unit_length():
+    with torch.no_grad():
+        e = model().embed(torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8))
+    assert torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(euclidean(e, -e), torch.full((3,), 2.0), atol=1e-5)
+
+
+def test_koch2015_builds_at_105_and_refuses_small_inputs():
+    m = Siamese("koch2015", in_size=105, embedding_dim=32).eval()
+    with torch.no_grad():
+        assert m.embed(torch.zeros(2, 1, 105, 105)).shape == (2, 32)
+    convs = [l for l in m.features if isinstance(l, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(64, 10), (128, 7), (128, 4), (256, 4)]
+    with pytest.raises(ValueError, match="needs a larger input"):
+        Siamese("koch2015", in_size=32)
+
+
+def test_checkpoint_rebuilds_model_from_its_own_config(tmp_path):
+    m = model(normalize=False)
+    path = tmp_path / "m.pt"
+    torch.save({"config": m.config, "state_dict": m.state_dict()}, path)
+    m2, ckpt = load_checkpoint(path)
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(m.embed(x), m2.embed(x))
+    assert ckpt["config"]["normalize"] is False and not math.isnan(m2(x, x).sum().item())

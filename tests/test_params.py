@@ -1,0 +1,67 @@
+import pytest
+import yaml
+
+from conftest import ROOT, small_params
+from pipeline.params import ParamsError, flatten, load_params
+
+
+def write(tmp_path, params):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_real_params_load_and_flatten_to_dotted_names():
+    flat = flatten(load_params(ROOT / "params.yaml"))
+    assert "train.lr" in flat and "train.augment.flip" in flat and "seed" in flat
+
+
+def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
+    # `dvc exp run -S train.lr=1e-6` writes 1e-06, which PyYAML reads as a string
+    path = tmp_path / "params.yaml"
+    path.write_text(write(tmp_path, small_params()).read_text().replace("lr: 0.002", "lr: 1e-06"))
+    assert load_params(path).train.lr == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.lrr", 0.1, r"unknown key 'train.lrr'"),
+    ("train.lr", "fast", r"'train.lr' must be a number, got 'fast'"),
+    ("train.batch_size", 0, r"'train.batch_size' must be > 0, got 0"),
+    ("train.batch_size", 1.5, r"'train.batch_size' must be an integer"),
+    ("train.margin", -1.0, r"'train.margin' must be > 0, got -1.0"),
+    ("train.optimizer", "rmsprop", r"'train.optimizer' must be one of \['adam', 'sgd'\]"),
+    ("train.augment.flip", "yes", r"'train.augment.flip' must be true or false"),
+    ("pairs.val_fraction", 1.0, r"'pairs.val_fraction' must be in \(0, 1\), got 1.0"),
+    ("pairs.val_fraction", 0, r"'pairs.val_fraction' must be in \(0, 1\)"),
+    ("prepare.crop", [10, 10, 5, 50], r"'prepare.crop' must be \[left, top, right, bottom\]"),
+    ("download.checksum", "crc32:abc", r"'download.checksum' must be"),
+])
+def test_bad_params_name_the_key(tmp_path, key, value, message):
+    p = small_params()
+    node = p
+    *path, last = key.split(".")
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ParamsError, match=message) as err:
+        load_params(write(tmp_path, p))
+    assert str(tmp_path / "params.yaml") in str(err.value)
+
+
+def test_missing_key_and_cross_section_rule(tmp_path):
+    p = small_params()
+    del p["train"]["margin"]
+    with pytest.raises(ParamsError, match=r"missing key 'train.margin'"):
+        load_params(write(tmp_path, p))
+    p = small_params(**{"pairs.mode": "restricted", "train.mining": "batch_all"})
+    with pytest.raises(ParamsError, match=r"'train.mining' 'batch_all' uses identities"):
+        load_params(write(tmp_path, p))
+
+
+def test_unreadable_params_file(tmp_path):
+    with pytest.raises(ParamsError, match="no such file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)

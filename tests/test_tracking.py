@@ -1,0 +1,165 @@
+"""MLflow: the record of every stage, grouped per pipeline execution, against a real server and
+the default embedded store, including queued DVC experiments."""
+import base64
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import make_repo, run, small_params
+from pipeline import tracking
+
+
+def test_repo_root_escapes_queued_experiment_copies(tmp_path, monkeypatch):
+    (tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc").mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"))
+    assert tracking.repo_root() == tmp_path.resolve()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example:5000")
+    assert tracking.tracking_uri() == "http://example:5000"
+
+
+def test_write_metrics_sends_the_same_dict_to_file_and_mlflow(tmp_path):
+    sent = []
+
+    class Fake(tracking.Recorder):
+        def metrics(self, values, step=None):
+            sent.append(values)
+
+    values = {"accuracy": 0.75, "n_pairs": 4}
+    tracking.write_metrics(tmp_path / "m.json", values, Fake("evaluate"))
+    assert json.loads((tmp_path / "m.json").read_text()) == values == sent[0]
+
+
+def test_unreachable_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
+    from pipeline import pairs
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    code = pairs.main(["--params", str(params_file), "--data", str(lfw_dir), "--out", str(tmp_path / "pairs"),
+                       "--report", str(tmp_path / "pairs.json")])
+    assert code == 0 and (tmp_path / "pairs" / "train.tsv").is_file() and (tmp_path / "pairs.json").is_file()
+    assert "this stage runs without a record" in caplog.text
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    env = {**os.environ}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start within 120 s")
+    yield uri
+    os.killpg(proc.pid, 9)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_two_experiments_recorded_on_a_real_server_and_the_champion_predicts(tmp_path, lfw_archive, mlflow_server):
+    from mlflow.tracking import MlflowClient
+    import mlflow.pyfunc
+    import pandas as pd
+
+    repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params())
+    env = {**env, "MLFLOW_TRACKING_URI": mlflow_server}
+    run(["dvc", "exp", "run", "-n", "adam-run", "-S", "train.optimizer=adam"], repo, env)
+    run(["dvc", "exp", "run", "-n", "sgd-run", "-S", "train.optimizer=sgd", "-S", "train.lr=0.05"], repo, env)
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("faceverify")
+    parents = {r.data.tags["dvc_exp_name"]: r for r in client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")}
+    assert set(parents) == {"adam-run", "sgd-run"}
+    assert parents["adam-run"].data.params["train.optimizer"] == "adam"
+    assert parents["sgd-run"].data.params["train.optimizer"] == "sgd"
+    assert parents["sgd-run"].data.params["train.lr"] == "0.05"
+    for name, parent in parents.items():
+        p = parent.data
+        assert {"evaluate.accuracy", "evaluate.roc_auc", "train.best_val_auc", "calibrate.threshold"} <= set(p.metrics)
+        assert p.tags["git_commit"] and p.tags["git_dirty"] in ("true", "false")
+        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        stages = {c.data.tags["stage"]: c for c in children}
+        assert {"train", "calibrate", "evaluate"} <= set(stages)
+        train = stages["train"]
+        history = client.get_metric_history(train.info.run_id, "val_auc")
+        assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 1
+        assert train.data.tags["dvc_exp_name"] == name and "hash.data.prepared" in train.data.tags
+        assert train.data.tags["model_sha256"] == stages["evaluate"].data.tags["model_sha256"]
+        artifacts = {a.path for a in client.list_artifacts(stages["evaluate"].info.run_id)}
+        assert {"predictions.csv", "roc.png", "calibrate.json"} <= artifacts
+
+    # the second experiment's metrics files, as DVC holds them, equal what MLflow recorded
+    evaluated = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert parents["sgd-run"].data.metrics["evaluate.accuracy"] == pytest.approx(evaluated["accuracy"])
+
+    versions = client.search_model_versions("name = 'faceverify'")
+    assert len(versions) == 2
+    champion = client.get_model_version_by_alias("faceverify", "champion")
+    best = max(float(v.tags["val_roc_auc"]) for v in versions)
+    assert float(champion.tags["val_roc_auc"]) == best
+
+    # the registered model, loaded by alias, answers like the pipeline's own evaluation (on the last run's model
+    # when it is the champion; else compare against that version's run's predictions artifact)
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model("models:/faceverify@champion")
+    local = client.download_artifacts(champion.run_id, "predictions.csv", str(tmp_path))
+    first = next(csv.DictReader(open(local)))
+    img = lambda n, i: base64.b64encode((repo / "data/lfw-a/lfw2" / n / f"{n}_{int(i):04d}.jpg").read_bytes()).decode()  # noqa: E731
+    out = model.predict(pd.DataFrame({"image1": [img(first["name1"], first["i1"])], "image2": [img(first["name2"], first["i2"])]}))
+    assert out["distance"][0] == pytest.approx(float(first["distance"]), abs=1e-4)
+    assert bool(out["same"][0]) == bool(int(first["prediction"]))
+
+
+@pytest.mark.slow
+def test_queued_experiments_land_in_the_one_default_store(tmp_path, lfw_archive):
+    from mlflow.tracking import MlflowClient
+
+    repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params())
+    run(["dvc", "repro", "prepare"], repo, env)  # data stages once, in the workspace
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "data"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "-n", "q-margin-05", "-S", "train.margin=0.5"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "-n", "q-margin-15", "-S", "train.margin=1.5"], repo, env)
+    run(["dvc", "queue", "start"], repo, env)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], repo, env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("faceverify")
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
+    names = {r.data.tags.get("dvc_exp_name") for r in parents}
+    assert {"q-margin-05", "q-margin-15"} <= names
+    margins = {r.data.tags.get("dvc_exp_name"): r.data.params.get("train.margin") for r in parents}
+    assert margins["q-margin-05"] == "0.5" and margins["q-margin-15"] == "1.5"
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing recorded inside the temporary copies

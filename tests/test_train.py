@@ -1,0 +1,144 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, small_params
+from pipeline import pairs as pairs_stage
+from pipeline import train
+from pipeline.data import augment, load_images, load_pairs
+from pipeline.model import Siamese
+from pipeline.params import load_params
+
+
+DTYPE = train.autocast_dtype(torch.device("cpu"), "auto")  # what fit() validates with
+
+
+@pytest.fixture(scope="module")
+def tables(lfw_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pairs")
+    p = out / "params.yaml"
+    p.write_text(yaml.safe_dump(small_params()))
+    assert pairs_stage.main(["--params", str(p), "--data", str(lfw_dir), "--out", str(out / "pairs"),
+                             "--report", str(out / "pairs.json")]) == 0
+    return out / "pairs"
+
+
+def load(tmp_path, **overrides):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params(**overrides)))
+    return load_params(path)
+
+
+def test_training_lowers_the_validation_loss(tmp_path, prepared, tables):
+    params = load(tmp_path, **{"train.epochs": 6, "train.patience": 6, "train.lr": 0.003})
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    torch.manual_seed(params.seed)
+    untrained = Siamese("compact", 32, 8, 16, True)
+    before = train.validate(untrained, images, val, params.train, DTYPE)
+    model, history, summary = train.fit(images, tr, val, params)
+    after = train.validate(model, images, val, params.train, DTYPE)
+    assert after["val_loss"] < before["val_loss"]
+    assert after["val_auc"] > before["val_auc"] and after["val_auc"] > 0.8
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert summary["best_val_auc"] == pytest.approx(after["val_auc"])  # the best weights are what is returned
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best(tmp_path, prepared, tables):
+    # min_delta 1.0: no epoch after the first can count as an improvement of the AUC
+    params = load(tmp_path, **{"train.epochs": 10, "train.patience": 2, "train.min_delta": 1.0})
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    model, history, summary = train.fit(images, tr, val, params)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert summary["best_epoch"] == 1 and summary["stopped_epoch"] == 3 and summary["early_stopped"]
+    again = train.validate(model, images, val, params.train, DTYPE)
+    assert again["val_auc"] == pytest.approx(history[0]["val_auc"])
+    assert again["val_loss"] == pytest.approx(history[0]["val_loss"])
+
+
+def test_lr_schedule_warms_up_then_anneals():
+    p = load_params(ROOT / "params.yaml").train
+    from dataclasses import replace
+    p = replace(p, epochs=10, warmup_epochs=2, schedule="cosine")
+    factors = [train.lr_factor(s, 10, p) for s in range(100)]
+    assert factors[0] == pytest.approx(0.05) and factors[19] == pytest.approx(1.0)
+    assert factors[-1] < 0.01 and all(a >= b for a, b in zip(factors[20:], factors[21:]))
+
+
+def test_augment_is_seeded_and_keeps_shape():
+    x = torch.rand(4, 1, 32, 32) * 255
+    kw = dict(flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1)
+    a = augment(x, torch.Generator().manual_seed(1), **kw)
+    b = augment(x, torch.Generator().manual_seed(1), **kw)
+    c = augment(x, torch.Generator().manual_seed(2), **kw)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    still = augment(x, torch.Generator().manual_seed(1), flip=False, max_rotate_deg=0, max_shift=0, max_scale=0)
+    assert torch.allclose(still, x, atol=1e-3)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, prepared, tables):
+    params = load(tmp_path, **{"train.lr": 1e30, "train.normalize": False, "train.epochs": 3})
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    with pytest.raises(train.TrainingError, match=r"the loss is (nan|inf)"):
+        train.fit(images, tr, val, params)
+
+
+def run_train(tmp_path, params, prepared, tables, tag):
+    out = tmp_path / tag
+    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(params), "--prepared", str(prepared),
+           "--pairs", str(tables), "--model", str(out / "model.pt"), "--metrics", str(out / "train.json"),
+           "--plot", str(out / "train.csv"), "--resume", str(out / "resume.pt")]
+    return out, cmd
+
+
+def test_bit_for_bit_reproducible_and_resumes_after_sigkill(tmp_path, prepared, tables):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 8, "train.patience": 8})))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ref, cmd = run_train(tmp_path, params, prepared, tables, "ref")
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
+    twin, cmd = run_train(tmp_path, params, prepared, tables, "twin")
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
+
+    killed, cmd = run_train(tmp_path, params, prepared, tables, "killed")
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "resume.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.3)  # somewhere inside a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "killed too late: training had already finished"
+    resumed_from = torch.load(killed / "resume.pt", weights_only=True)["state"]["epoch"]
+    assert 1 <= resumed_from < 8
+    done = subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert f"resuming after epoch {resumed_from}" in done.stderr
+    assert not (killed / "resume.pt").exists()
+
+    a = torch.load(ref / "model.pt", weights_only=True)["state_dict"]
+    for other in (twin, killed):
+        b = torch.load(other / "model.pt", weights_only=True)["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert json.loads((other / "train.json").read_text()) == json.loads((ref / "train.json").read_text())
+        assert (other / "train.csv").read_text() == (ref / "train.csv").read_text()
+
+
+def test_resume_state_of_other_params_is_ignored(tmp_path, prepared, tables):
+    params = load(tmp_path, **{"train.epochs": 1})
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    resume = tmp_path / "resume.pt"
+    torch.save({"key": "someone else's", "state": {}}, resume)
+    _, history, _ = train.fit(images, tr, val, params, resume, key="mine")
+    assert len(history) == 1 and torch.load(resume, weights_only=True)["key"] == "mine"
+    assert np.isfinite(history[0]["val_loss"])

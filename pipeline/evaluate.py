@@ -1,10 +1,13 @@
 """Stage `evaluate`: score the official test pairs at the calibrated threshold.
 
 Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json); PAIRS_FILE (the official
-        data/lfw-a/pairsDevTest.txt) against IMAGES (data/lfw-a/lfw2).
+        data/lfw-a/pairsDevTest.txt) against IMAGES (data/lfw-a/lfw2); for the model card, params.yaml,
+        metrics/pairs.json and metrics/train.json.
 Writes: METRICS (metrics/evaluate.json): accuracy with its 95% interval, ROC AUC, EER, TAR at 1% FAR,
         confusion counts; PREDICTIONS (results/predictions.csv): one row per pair; PLOTS folder:
-        roc.csv (threshold -1 marks the "accept nothing" point), distances.csv (histogram of same / different distances) and the PNG renderings.
+        roc.csv (threshold -1 marks the "accept nothing" point), distances.csv (histogram of same and
+        different distances) and their PNG renderings; CARD (reports/model_card.md).
+In MLflow: the same metrics, these files as artifacts, and the model as a registered pyfunc.
 
 `score_pairs_file` is the one scoring path: `faceverify eval` calls it for any LFW-format pairs
 file and image folder.
@@ -21,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from pipeline import files, lfw, tracking
+from pipeline.card import model_card
 from pipeline.metrics import roc, verification_metrics
 from pipeline.model import Siamese, embed_all, euclidean, load_checkpoint
 from pipeline.prepare import load_image
@@ -122,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictions", type=Path, default=Path("results/predictions.csv"))
     parser.add_argument("--plots", type=Path, default=Path("plots"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--pairs-report", type=Path, default=Path("metrics/pairs.json"))
+    parser.add_argument("--train-report", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--card", type=Path, default=Path("reports/model_card.md"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     with tracking.stage_run("evaluate", args.params) as rec:
@@ -130,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args, rec: tracking.Recorder) -> int:
     try:
+        params = yaml.safe_load(Path(args.params).read_text())
         calibration = json.loads(args.threshold.read_text())
         threshold = calibration["threshold"]
         model, ckpt = load_checkpoint(args.model)
@@ -139,6 +148,7 @@ def _main(args, rec: tracking.Recorder) -> int:
         rec.fail()
         return 1
     rec.tags({"model_sha256": tracking.sha256_file(args.model)})
+    rec.params({"seed": params["seed"]})
     files.write_text(args.predictions, to_csv([
         {"name1": p.name1, "i1": p.i1, "name2": p.name2, "i2": p.i2, "label": int(l),
          "distance": round(float(dist), 6), "prediction": int(dist <= threshold)}
@@ -152,6 +162,11 @@ def _main(args, rec: tracking.Recorder) -> int:
     for path in (args.threshold, args.predictions, args.plots / "roc.png", args.plots / "distances.png",
                  args.plots / "roc.csv", args.plots / "distances.csv"):
         rec.artifact(path)
+    commit, _ = tracking.git_state()
+    card = model_card(params, ckpt["config"], json.loads(args.pairs_report.read_text()),
+                      json.loads(args.train_report.read_text()), calibration, metrics, commit)
+    files.write_text(args.card, card)
+    rec.artifact(args.card)
     first = pairs[0]
     example = (image_path(args.images, first.name1, first.i1), image_path(args.images, first.name2, first.i2))
     register(rec, args.model, args.threshold, example, calibration["val_roc_auc"])

@@ -15,7 +15,7 @@ def test_dvc_repro_runs_every_stage_and_writes_every_output(tmp_path, lfw_archiv
         assert f"Running stage '{stage}'" in result.stdout
     for out in ("data/lfw-a/pairsDevTest.txt", "data/pairs/train.tsv", "data/prepared/images.npy",
                 "models/model.pt", "results/predictions.csv", "plots/train.csv", "plots/roc.csv",
-                "plots/distances.csv", "plots/roc.png", "plots/distances.png", "dvc.lock"):
+                "plots/distances.csv", "plots/roc.png", "plots/distances.png", "reports/model_card.md", "dvc.lock"):
         assert (repo / out).is_file(), out
     data = json.loads((repo / "metrics/data.json").read_text())
     assert data["train_test_shared_people"] == 0 and data["images"] > 0

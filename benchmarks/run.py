@@ -1,0 +1,188 @@
+"""Benchmark: prints the pipeline's speed and memory figures on this machine. Not a test.
+
+    python benchmarks/run.py [--archive PATH] [--full-repro]
+
+Measures, in one run: model FLOPs and parameters; training throughput (images/s) in fp32 and
+bf16 and the achieved FLOP/s as a fraction of this machine's measured matmul peak; data
+preparation time (extract, verify, decode, crop, resize all images); evaluation throughput
+(pairs/s) and the latency of verifying one pair from files, model load included; peak RSS of
+a training process; and with --full-repro, the wall time of every stage of `dvc repro` from a
+clean copy of this repository on the real archive.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.data import augment  # noqa: E402
+from pipeline.model import Siamese, batch_all_contrastive_loss  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+from pipeline.train import autocast_dtype, make_optimizer  # noqa: E402
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def train_step_flops(model: Siamese, x: torch.Tensor) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.embed(x).sum().backward()
+    return counter.get_total_flops()
+
+
+def train_throughput(params, dtype: torch.dtype | None, steps: int = 12) -> tuple[float, float]:
+    """(images/s, FLOPs per image for forward + backward) of the real training step."""
+    p = params.train
+    torch.manual_seed(0)
+    model = Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout).to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, p)
+    n = 2 * p.batch_size
+    x = torch.randint(0, 256, (n, 1, params.prepare.size, params.prepare.size), dtype=torch.uint8)
+    ids = torch.arange(n) // 2
+    gen = torch.Generator().manual_seed(0)
+    flops = train_step_flops(model, x[:8].float()) / 8
+    for k in range(steps + 3):
+        if k == 3:
+            t0 = time.perf_counter()
+        xa = augment(x.float(), gen, **vars(p.augment))
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            emb = model.embed(xa)
+        loss = batch_all_contrastive_loss(emb, ids, p.margin)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return steps * n / (time.perf_counter() - t0), flops
+
+
+def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t0, out.stdout + out.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", type=Path, default=Path(os.environ.get("LFW_A_ARCHIVE", ROOT.parent / "shared/data/lfw-a.tar.gz")))
+    parser.add_argument("--full-repro", action="store_true", help="also time a clean `dvc repro` of the whole pipeline")
+    args = parser.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    p = params.train
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"bf16 native: {autocast_dtype(torch.device('cpu'), 'auto') is not None}")
+
+    model = Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout).eval()
+    with FlopCounterMode(display=False) as fc:
+        model.embed(torch.zeros(1, 1, params.prepare.size, params.prepare.size))
+    print(f"model: {p.arch} width {p.width}, input {params.prepare.size}x{params.prepare.size}: "
+          f"{fc.get_total_flops() / 1e6:.1f} MFLOPs forward per image, {sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters")
+
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    print(f"matmul peak (4096^3): fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
+    for name, dtype, peak in (("fp32", None, peak32), ("bf16", torch.bfloat16, peak16)):
+        ips, flops = train_throughput(params, dtype)
+        print(f"training {name}: {ips:.0f} images/s, {flops / 1e6:.0f} MFLOPs per image (fwd+bwd) -> "
+              f"{ips * flops / 1e9:.0f} GFLOP/s = {100 * ips * flops / peak:.1f}% of the {name} matmul peak")
+
+    if not args.archive.exists():
+        print(f"no archive at {args.archive}: data, evaluation and repro figures skipped")
+        return
+    env = {**os.environ, "LFW_A_ARCHIVE": str(args.archive.resolve()), "FACEVERIFY_TRACKING": "off"}
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t_dl, _ = timed([py, "-m", "pipeline.download", "--params", str(ROOT / "params.yaml"), "--out", str(tmp / "lfw-a"),
+                         "--report", str(tmp / "data.json")], ROOT, env)
+        t_prep, _ = timed([py, "-m", "pipeline.prepare", "--params", str(ROOT / "params.yaml"), "--data", str(tmp / "lfw-a"),
+                           "--out", str(tmp / "prepared"), "--report", str(tmp / "prep.json")], ROOT, env)
+        print(f"data: extract + verify {t_dl:.1f} s, decode + crop + resize 13,233 images {t_prep:.1f} s "
+              f"(total {t_dl + t_prep:.1f} s, process start included)")
+
+        model_path = ROOT / "models" / "model.pt"
+        if model_path.exists():
+            from pipeline import lfw
+            from pipeline.evaluate import score_pairs
+            from pipeline.model import load_checkpoint
+            m, ckpt = load_checkpoint(model_path)
+            pairs = lfw.parse_pairs(tmp / "lfw-a" / "pairsDevTest.txt")
+            t0 = time.perf_counter()
+            score_pairs(m, ckpt, tmp / "lfw-a" / "lfw2", pairs)
+            dt = time.perf_counter() - t0
+            print(f"evaluation: {len(pairs)} test pairs from JPEG files in {dt:.2f} s = {len(pairs) / dt:.0f} pairs/s")
+            first = pairs[0]
+            a = tmp / "lfw-a" / lfw.image_relpath(first.name1, first.i1)
+            b = tmp / "lfw-a" / lfw.image_relpath(first.name2, first.i2)
+            from pipeline.serving import Verifier
+            t0 = time.perf_counter()
+            v = Verifier(model_path, 1.0)
+            from PIL import Image
+            v.distances([Image.open(a)], [Image.open(b)])
+            print(f"verify one pair in-process (model load included): {1000 * (time.perf_counter() - t0):.0f} ms")
+            t_cli, _ = timed([shutil.which("faceverify") or "faceverify", "verify", str(a), str(b)], ROOT, env)
+            print(f"verify one pair with the `faceverify` command (interpreter start included): {t_cli:.2f} s")
+
+        pairs_dir = tmp / "pairs"
+        timed([py, "-m", "pipeline.pairs", "--params", str(ROOT / "params.yaml"), "--data", str(tmp / "lfw-a"),
+               "--out", str(pairs_dir), "--report", str(tmp / "pairs.json")], ROOT, env)
+        short = tmp / "params.yaml"
+        import yaml
+        raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+        raw["train"]["epochs"] = 1
+        raw["pairs"]["n_train_pairs"] = min(raw["pairs"]["n_train_pairs"], 4000)
+        short.write_text(yaml.safe_dump(raw))
+        timed([py, "-m", "pipeline.pairs", "--params", str(short), "--data", str(tmp / "lfw-a"),
+               "--out", str(pairs_dir), "--report", str(tmp / "pairs.json")], ROOT, env)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        timed([py, "-m", "pipeline.train", "--params", str(short), "--prepared", str(tmp / "prepared"), "--pairs", str(pairs_dir),
+               "--model", str(tmp / "m.pt"), "--metrics", str(tmp / "t.json"), "--plot", str(tmp / "t.csv"),
+               "--resume", str(tmp / "r.pt")], ROOT, env)
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(f"training peak RSS: {max(rss, before) / 1024:.0f} MiB (largest child process so far; 1 short epoch)")
+
+    if args.full_repro:
+        with tempfile.TemporaryDirectory() as tmp:
+            clone = Path(tmp) / "repo"
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+            renv = {**env, "PATH": f"{Path(py).parent}{os.pathsep}{env['PATH']}"}
+            renv.pop("FACEVERIFY_TRACKING")
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(["dvc", "repro"], cwd=clone, env=renv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stamps = []
+            for line in proc.stdout:
+                m = re.match(r"Running stage '(\w+)'", line)
+                if m:
+                    stamps.append((m.group(1), time.perf_counter()))
+            proc.wait()
+            end = time.perf_counter()
+            if proc.returncode:
+                raise SystemExit("dvc repro failed")
+            print(f"full `dvc repro` from a clean clone: {end - t0:.0f} s ({(end - t0) / 60:.1f} min)")
+            for (stage, t), nxt in zip(stamps, [s[1] for s in stamps[1:]] + [end]):
+                print(f"  {stage:<10} {nxt - t:7.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""`faceverify`: verify a pair of face images, or score an LFW-format pairs file, with a trained model.
+
+    faceverify verify A.jpg B.jpg [--model MODEL] [--json]
+    faceverify eval --pairs PAIRS --images DIR [--model MODEL] --out OUT.json
+
+MODEL is the pipeline's model in this workspace (models/model.pt with the threshold in
+metrics/calibrate.json; the default), a checkpoint path (with --threshold, or a
+metrics/calibrate.json beside the workspace), or an MLflow model URI (`models:/faceverify@champion`,
+`runs:/<run id>/model`). Inputs should be aligned, centred faces like LFW-a's; any size, colour
+mode and common format is accepted, and the model's own crop and resize are applied.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipeline import files
+
+DEFAULT_MODEL = "models/model.pt"
+DEFAULT_THRESHOLD = "metrics/calibrate.json"
+
+
+class UserError(Exception):
+    """A problem to report in one line."""
+
+
+def load_verifier(model: str, threshold: float | None):
+    """A serving.Verifier for a workspace checkpoint or an MLflow model URI."""
+    from pipeline.serving import Verifier
+
+    if "://" in model or model.startswith(("models:/", "runs:/")):
+        os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+        import mlflow.pyfunc
+        from pipeline import tracking
+        mlflow.set_tracking_uri(tracking.tracking_uri())
+        try:
+            verifier = mlflow.pyfunc.load_model(model).unwrap_python_model().verifier
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot load MLflow model {model}: {str(e).splitlines()[0]}") from None
+        if threshold is not None:
+            verifier.threshold = threshold
+        return verifier
+    path = Path(model)
+    if not path.is_file():
+        hint = " (run `dvc repro` first to train one)" if model == DEFAULT_MODEL else ""
+        raise UserError(f"{model}: no such model file{hint}")
+    if threshold is None:
+        calib = Path(DEFAULT_THRESHOLD)
+        if not calib.is_file():
+            raise UserError(f"{model}: no threshold given and no {DEFAULT_THRESHOLD} here; pass --threshold")
+        threshold = json.loads(calib.read_text())["threshold"]
+    try:
+        return Verifier(path, threshold)
+    except Exception as e:  # noqa: BLE001 - a file that is not one of our checkpoints
+        raise UserError(f"{model}: not a faceverify checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def open_image(path: str):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+
+
+def cmd_verify(args) -> int:
+    verifier = load_verifier(args.model, args.threshold)
+    d = float(verifier.distances([open_image(args.image1)], [open_image(args.image2)])[0])
+    same = d <= verifier.threshold
+    result = {"image1": args.image1, "image2": args.image2, "same": bool(same), "distance": d,
+              "threshold": verifier.threshold, "model": args.model}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        verdict = "SAME person" if same else "DIFFERENT people"
+        print(f"{verdict}: distance {d:.4f} {'<=' if same else '>'} threshold {verifier.threshold:.4f} (model: {args.model})")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from pipeline import lfw
+    from pipeline.evaluate import score_pairs_file
+    from pipeline.prepare import ImageError
+
+    verifier = load_verifier(args.model, args.threshold)
+    if not Path(args.images).is_dir():
+        raise UserError(f"{args.images}: no such image folder")
+    try:
+        _, _, _, metrics = score_pairs_file(verifier.model, verifier.ckpt, Path(args.pairs), Path(args.images), verifier.threshold)
+    except (lfw.ProtocolError, ImageError) as e:
+        raise UserError(str(e)) from None
+    metrics["model"] = args.model
+    files.write_json(args.out, metrics)
+    print(f"{metrics['n_pairs']} pairs: accuracy {metrics['accuracy']:.4f} "
+          f"[{metrics['accuracy_ci95_low']:.4f}, {metrics['accuracy_ci95_high']:.4f}], ROC AUC {metrics['roc_auc']:.4f}, "
+          f"EER {metrics['eer']:.4f} at threshold {metrics['threshold']:.4f}; written to {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="faceverify", description="Face verification with the trained Siamese network.")
+    sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint path or MLflow model URI (default: %(default)s)")
+    common.add_argument("--threshold", type=float, help="distance threshold (default: the model's calibrated one)")
+    v = sub.add_parser("verify", parents=[common], help="are two face images the same person?")
+    v.add_argument("image1")
+    v.add_argument("image2")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(func=cmd_verify)
+    e = sub.add_parser("eval", parents=[common], help="score an LFW-format pairs file against an image folder")
+    e.add_argument("--pairs", required=True, help="pairs file: header, then 'name i j' / 'name1 i name2 j' lines")
+    e.add_argument("--images", required=True, help="folder laid out as DIR/<name>/<name>_NNNN.jpg")
+    e.add_argument("--out", required=True, help="where to write the JSON metrics")
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"faceverify: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""`faceverify verify` and `faceverify eval` on a tiny model trained on the synthetic faces."""
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import small_params
+from pipeline import cli, evaluate, lfw, pairs, train
+from pipeline.data import load_images, load_pairs
+from pipeline.model import load_checkpoint
+from pipeline.params import load_params
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, lfw_dir, prepared):
+    """A workspace as `dvc repro` leaves it: models/model.pt and metrics/calibrate.json."""
+    ws = tmp_path_factory.mktemp("ws")
+    (ws / "params.yaml").write_text(yaml.safe_dump(small_params(**{"train.epochs": 4})))
+    params = load_params(ws / "params.yaml")
+    tables, _ = pairs.make_tables(lfw_dir, params.pairs, params.seed)
+    for key, rows in tables.items():
+        pairs.write_table(ws / f"{key}.tsv", rows)
+    images, rows = load_images(prepared)
+    model, _, _ = train.fit(images, load_pairs(ws / "train.tsv", rows), load_pairs(ws / "val.tsv", rows), params)
+    (ws / "models").mkdir()
+    torch.save(train.checkpoint(model, params), ws / "models" / "model.pt")
+    (ws / "metrics").mkdir()
+    (ws / "metrics" / "calibrate.json").write_text(json.dumps({"threshold": 0.9}))
+    return ws
+
+
+def image(lfw_dir, name, i):
+    return str(lfw_dir / lfw.image_relpath(name, i))
+
+
+def test_verify_prints_the_verdict_and_agrees_with_eval(workspace, lfw_dir, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    first = lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")[0]
+    a, b = image(lfw_dir, first.name1, first.i1), image(lfw_dir, first.name2, first.i2)
+    assert cli.main(["verify", a, b, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["threshold"] == 0.9 and result["model"] == "models/model.pt"
+    assert result["same"] == (result["distance"] <= 0.9)
+    model, ckpt = load_checkpoint(workspace / "models" / "model.pt")
+    expected = evaluate.score_pairs(model, ckpt, lfw_dir / "lfw2", [first])[0]
+    assert result["distance"] == pytest.approx(float(expected), abs=1e-5)
+    assert cli.main(["verify", a, b]) == 0
+    text = capsys.readouterr().out
+    assert ("SAME person" in text) == result["same"] and "threshold 0.9000" in text
+
+
+def test_verify_accepts_other_sizes_modes_and_formats(workspace, lfw_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    first = lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")[0]
+    a = image(lfw_dir, first.name1, first.i1)
+    png = tmp_path / "big.png"
+    Image.open(a).resize((500, 500)).convert("RGB").save(png)
+    assert cli.main(["verify", a, str(png), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["distance"] < 0.2  # the same picture, enlarged and in colour
+
+
+def test_eval_writes_the_metrics_json(workspace, lfw_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(workspace)
+    out = tmp_path / "out.json"
+    assert cli.main(["eval", "--pairs", str(lfw_dir / "pairsDevTest.txt"), "--images", str(lfw_dir / "lfw2"),
+                     "--out", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["n_pairs"] == len(lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")) and m["threshold"] == 0.9
+    assert {"accuracy", "roc_auc", "eer"} <= set(m) and "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["verify", "nope.jpg", "nope2.jpg"], "nope.jpg: no such file"),
+    (["verify", "params.yaml", "params.yaml"], "params.yaml: not a readable image"),
+    (["verify", "a.jpg", "b.jpg", "--model", "missing.pt"], "missing.pt: no such model file"),
+    (["verify", "a.jpg", "b.jpg", "--model", "params.yaml"], "params.yaml: not a faceverify checkpoint"),
+    (["eval", "--pairs", "bad_pairs.txt", "--images", "IMAGES", "--out", "o.json"], r"bad_pairs.txt:2: expected 3 fields"),
+    (["eval", "--pairs", "PAIRS", "--images", "no_such_dir", "--out", "o.json"], "no_such_dir: no such image folder"),
+])
+def test_errors_are_one_clear_line(workspace, lfw_dir, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(workspace)
+    (workspace / "bad_pairs.txt").write_text("1\nA\t1\n")
+    argv = [str(lfw_dir / "lfw2") if a == "IMAGES" else str(lfw_dir / "pairsDevTest.txt") if a == "PAIRS" else a for a in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("faceverify: error:") and message.split(":")[0] in err and len(err.splitlines()) == 1
+    import re
+    assert re.search(message, err)
+
+
+def test_no_trained_model_yet(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["verify", "a.jpg", "b.jpg"]) == 1
+    assert "run `dvc repro` first" in capsys.readouterr().err

@@ -22,6 +22,29 @@ class PairSet:
     id2: np.ndarray
 
 
+def label_identities(idx1: np.ndarray, idx2: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-identities from pair labels alone (no names): the classes of the equivalence closure
+    of "same image" and "labelled same pair", which LFW's restricted protocol allows. Images in
+    different classes are taken as different people when pairs are mined inside a batch."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b, y in zip(idx1.tolist(), idx2.tolist(), label.tolist()):
+        ra, rb = find(a), find(b)
+        if y and ra != rb:
+            parent[ra] = rb
+    roots = {}
+    ids = [roots.setdefault(find(r), len(roots)) for r in np.concatenate([idx1, idx2]).tolist()]
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids[:len(idx1)], ids[len(idx1):]
+
+
 def load_images(prepared: str | Path) -> tuple[torch.Tensor, dict[tuple[str, int], int]]:
     """uint8 images (N, 1, H, W) and {(name, number): row}."""
     prepared = Path(prepared)
@@ -33,8 +56,10 @@ def load_images(prepared: str | Path) -> tuple[torch.Tensor, dict[tuple[str, int
     return images, rows
 
 
-def load_pairs(table: str | Path, rows: dict[tuple[str, int], int]) -> PairSet:
-    """Resolve a pairs table against the image index; a missing image is an error naming the line."""
+def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], names: bool = True) -> PairSet:
+    """Resolve a pairs table against the image index; a missing image is an error naming the line.
+
+    Identity numbers come from the names (`names=True`) or from the pair labels alone (restricted)."""
     idx1, idx2, label, names = [], [], [], {}
     id1, id2 = [], []
     for k, (n1, i1, n2, i2, y) in enumerate(read_table(table), start=2):
@@ -46,7 +71,10 @@ def load_pairs(table: str | Path, rows: dict[tuple[str, int], int]) -> PairSet:
     if not label:
         raise ValueError(f"{table}: no pairs")
     as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
-    return PairSet(as_array(idx1), as_array(idx2), as_array(label), as_array(id1), as_array(id2))
+    idx1, idx2, label = as_array(idx1), as_array(idx2), as_array(label)
+    if names:
+        return PairSet(idx1, idx2, label, as_array(id1), as_array(id2))
+    return PairSet(idx1, idx2, label, *label_identities(idx1, idx2, label))
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: float, max_shift: float,

@@ -103,7 +103,7 @@ class TrainParams:
     warmup_epochs: int
     patience: int
     min_delta: float
-    mining: Literal["auto", "pairs", "batch_all"]  # auto: batch_all when pairs.mode is unrestricted, else pairs
+    mining: Literal["auto", "pairs", "batch_all"]  # auto = batch_all: every pair of images in a batch
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
@@ -148,8 +148,6 @@ class Params:
     def check(self) -> dict[str, str]:
         if self.seed < 0:
             return {"seed": "must be >= 0"}
-        if self.train.mining == "batch_all" and self.pairs.mode == "restricted":
-            return {"train.mining": "'batch_all' uses identities, which the restricted protocol forbids; use 'pairs' or 'auto'"}
         return {}
 
 

@@ -148,7 +148,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         key: str = "", on_epoch=None) -> tuple[Siamese, list[dict], dict]:
     """Train from scratch (or resume) and return (best model, per-epoch history, summary)."""
     p = params.train
-    mining = p.mining if p.mining != "auto" else ("batch_all" if params.pairs.mode == "unrestricted" else "pairs")
+    mining = "batch_all" if p.mining == "auto" else p.mining
     device = resolve_device(p.device)
     dtype = autocast_dtype(device, p.precision)
     torch.manual_seed(params.seed)
@@ -237,7 +237,8 @@ def _main(args, rec: tracking.Recorder) -> int:
         if params.train.threads:
             torch.set_num_threads(params.train.threads)
         images, rows = load_images(args.prepared)
-        train = load_pairs(args.pairs / "train.tsv", rows)
+        # restricted: in-batch identities from the pair labels only, never from the names
+        train = load_pairs(args.pairs / "train.tsv", rows, names=params.pairs.mode == "unrestricted")
         val = load_pairs(args.pairs / "val.tsv", rows)
         key = fingerprint(repr(params.seed).encode(), repr(params.pairs).encode(), repr(params.prepare).encode(),
                           repr(params.train).encode(), (args.pairs / "train.tsv").read_bytes(),

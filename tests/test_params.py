@@ -48,13 +48,10 @@ def test_bad_params_name_the_key(tmp_path, key, value, message):
     assert str(tmp_path / "params.yaml") in str(err.value)
 
 
-def test_missing_key_and_cross_section_rule(tmp_path):
+def test_missing_key(tmp_path):
     p = small_params()
     del p["train"]["margin"]
     with pytest.raises(ParamsError, match=r"missing key 'train.margin'"):
-        load_params(write(tmp_path, p))
-    p = small_params(**{"pairs.mode": "restricted", "train.mining": "batch_all"})
-    with pytest.raises(ParamsError, match=r"'train.mining' 'batch_all' uses identities"):
         load_params(write(tmp_path, p))
 
 

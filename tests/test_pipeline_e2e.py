@@ -8,9 +8,15 @@ from conftest import make_repo, run, small_params
 pytestmark = pytest.mark.slow
 
 
-def test_dvc_repro_runs_every_stage_and_writes_every_output(tmp_path, lfw_archive):
-    repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params())
-    result = run(["dvc", "repro"], repo, env)
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, lfw_archive):
+    """A repository after a real `dvc repro`: (repo, env, the command's output)."""
+    repo, env = make_repo(tmp_path_factory.mktemp("e2e") / "repo", lfw_archive, small_params())
+    return repo, env, run(["dvc", "repro"], repo, env)
+
+
+def test_dvc_repro_runs_every_stage_and_writes_every_output(tmp_path, reproduced):
+    repo, env, result = reproduced
     for stage in ("download", "pairs", "prepare", "train", "calibrate", "evaluate"):
         assert f"Running stage '{stage}'" in result.stdout
     for out in ("data/lfw-a/pairsDevTest.txt", "data/pairs/train.tsv", "data/prepared/images.npy",
@@ -39,3 +45,49 @@ def test_dvc_repro_runs_every_stage_and_writes_every_output(tmp_path, lfw_archiv
     assert "up to date" in run(["dvc", "status"], repo, env).stdout
     html = run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo, env)
     assert (tmp_path / "plots" / "index.html").is_file(), html.stdout
+
+
+def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path, reproduced):
+    import base64
+    import os
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    repo, env, _ = reproduced
+    first = (repo / "results/predictions.csv").read_text().splitlines()[1].split(",")
+    a = repo / "data/lfw-a/lfw2" / first[0] / f"{first[0]}_{int(first[1]):04d}.jpg"
+    b = repo / "data/lfw-a/lfw2" / first[2] / f"{first[2]}_{int(first[3]):04d}.jpg"
+    verdict = json.loads(run(["faceverify", "verify", str(a), str(b), "--json"], repo, env).stdout)
+    assert verdict["distance"] == pytest.approx(float(first[5]), abs=1e-5)
+    assert verdict["same"] == bool(int(first[6]))
+    out = tmp_path / "eval.json"
+    run(["faceverify", "eval", "--pairs", "data/lfw-a/pairsDevTest.txt", "--images", "data/lfw-a/lfw2", "--out", str(out)], repo, env)
+    assert json.loads(out.read_text())["accuracy"] == json.loads((repo / "metrics/evaluate.json").read_text())["accuracy"]
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    senv = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/faceverify@champion", "--env-manager", "local",
+                               "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=senv, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = json.dumps({"dataframe_split": {"columns": ["image1", "image2"], "data": [[
+            base64.b64encode(a.read_bytes()).decode(), base64.b64encode(b.read_bytes()).decode()]]}}).encode()
+        deadline, answer = time.time() + 180, None
+        while time.time() < deadline and answer is None:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
+                answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
+            except OSError:
+                assert server.poll() is None, "mlflow models serve exited"
+                time.sleep(1)
+        assert answer is not None, "no answer from mlflow models serve within 180 s"
+        row = answer["predictions"][0]
+        assert row["distance"] == pytest.approx(verdict["distance"], abs=1e-5)
+        assert row["same"] == verdict["same"] and row["threshold"] == pytest.approx(verdict["threshold"])
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait()

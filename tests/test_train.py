@@ -142,3 +142,13 @@ def test_resume_state_of_other_params_is_ignored(tmp_path, prepared, tables):
     _, history, _ = train.fit(images, tr, val, params, resume, key="mine")
     assert len(history) == 1 and torch.load(resume, weights_only=True)["key"] == "mine"
     assert np.isfinite(history[0]["val_loss"])
+
+
+def test_restricted_identities_come_from_labels_only():
+    from pipeline.data import label_identities
+    idx1, idx2 = np.array([0, 1, 3, 0, 6]), np.array([1, 2, 4, 5, 6])
+    label = np.array([1, 1, 0, 0, 1])
+    id1, id2 = label_identities(idx1, idx2, label)
+    ids = dict(zip(np.concatenate([idx1, idx2]).tolist(), np.concatenate([id1, id2]).tolist()))
+    assert ids[0] == ids[1] == ids[2]  # 0~1 and 1~2 (closure)
+    assert len({ids[0], ids[3], ids[4], ids[5], ids[6]}) == 5  # different pairs and loners stay apart

@@ -100,17 +100,27 @@ def params_file(tmp_path) -> Path:
     return path
 
 
+def run_stage(module, lfw_dir: Path, out: Path, name: str) -> Path:
+    """Run a data stage's main() on the synthetic dataset with the shrunk params; return its output folder."""
+    params = out / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params()))
+    assert module.main(["--params", str(params), "--data", str(lfw_dir), "--out", str(out / name),
+                        "--report", str(out / f"{name}.json")]) == 0
+    return out / name
+
+
 @pytest.fixture(scope="session")
 def prepared(lfw_dir, tmp_path_factory) -> Path:
     """The synthetic dataset run through the prepare stage (size 32)."""
     from pipeline import prepare
+    return run_stage(prepare, lfw_dir, tmp_path_factory.mktemp("prepared"), "prepared")
 
-    out = tmp_path_factory.mktemp("prepared")
-    params = out / "params.yaml"
-    params.write_text(yaml.safe_dump(small_params()))
-    assert prepare.main(["--params", str(params), "--data", str(lfw_dir), "--out", str(out / "prepared"),
-                         "--report", str(out / "prepare.json")]) == 0
-    return out / "prepared"
+
+@pytest.fixture(scope="session")
+def tables(lfw_dir, tmp_path_factory) -> Path:
+    """The synthetic dataset's pair tables, as the pairs stage writes them."""
+    from pipeline import pairs
+    return run_stage(pairs, lfw_dir, tmp_path_factory.mktemp("pairs"), "pairs")
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
@@ -147,6 +157,12 @@ def make_repo(dest: Path, archive: Path, params: dict) -> tuple[Path, dict]:
     return dest, env
 
 
+@pytest.fixture(autouse=True)
+def _same_store_for_every_test(_mlflow_store, monkeypatch):
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI; undo whatever a test left there."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _mlflow_store)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _mlflow_store(tmp_path_factory):
     """Every test records to a throwaway SQLite store, never to the repository's mlflow.db."""
@@ -154,7 +170,7 @@ def _mlflow_store(tmp_path_factory):
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
-    yield
+    yield f"sqlite:///{store}"
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:

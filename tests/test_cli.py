@@ -7,23 +7,20 @@ import yaml
 from PIL import Image
 
 from conftest import small_params
-from pipeline import cli, evaluate, lfw, pairs, train
+from pipeline import cli, evaluate, lfw, train
 from pipeline.data import load_images, load_pairs
 from pipeline.model import load_checkpoint
 from pipeline.params import load_params
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, lfw_dir, prepared):
+def workspace(tmp_path_factory, prepared, tables):
     """A workspace as `dvc repro` leaves it: models/model.pt and metrics/calibrate.json."""
     ws = tmp_path_factory.mktemp("ws")
     (ws / "params.yaml").write_text(yaml.safe_dump(small_params(**{"train.epochs": 4})))
     params = load_params(ws / "params.yaml")
-    tables, _ = pairs.make_tables(lfw_dir, params.pairs, params.seed)
-    for key, rows in tables.items():
-        pairs.write_table(ws / f"{key}.tsv", rows)
     images, rows = load_images(prepared)
-    model, _, _ = train.fit(images, load_pairs(ws / "train.tsv", rows), load_pairs(ws / "val.tsv", rows), params)
+    model, _, _ = train.fit(images, load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows), params)
     (ws / "models").mkdir()
     torch.save(train.checkpoint(model, params), ws / "models" / "model.pt")
     (ws / "metrics").mkdir()

@@ -176,3 +176,14 @@ def test_structural_checks_name_the_file(tmp_path, lfw_dir):
 def test_protocol_md5_mismatch_names_the_file(tmp_path, lfw_dir):
     with pytest.raises(download.DataError, match=r"pairsDevTrain.txt: md5 checksum mismatch"):
         download.check_dataset(lfw_dir, lfw.PROTOCOL_MD5)
+
+
+def test_pairs_file_naming_a_missing_image(tmp_path, lfw_dir):
+    broken = tmp_path / "lfw-a"
+    shutil.copytree(lfw_dir, broken)
+    lines = (broken / "pairsDevTest.txt").read_text().splitlines()
+    name = lines[1].split("\t")[0]
+    lines[1] = f"{name}\t1\t99"
+    (broken / "pairsDevTest.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(download.DataError, match=rf"pairsDevTest.txt:2: image lfw2/{name}/{name}_0099.jpg does not exist"):
+        download.check_dataset(broken, None)

@@ -82,3 +82,19 @@ def test_checkpoint_rebuilds_model_from_its_own_config(tmp_path):
     with torch.no_grad():
         assert torch.equal(m.embed(x), m2.embed(x))
     assert ckpt["config"]["normalize"] is False and not math.isnan(m2(x, x).sum().item())
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch PWNED",))
+
+
+def test_untrusted_checkpoint_cannot_run_code(tmp_path, monkeypatch):
+    import pickle
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"config": {}, "state_dict": Evil()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()

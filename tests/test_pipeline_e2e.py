@@ -70,6 +70,9 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     senv = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    by_alias = json.loads(run(["faceverify", "verify", str(a), str(b), "--json", "--model", "models:/faceverify@champion"],
+                              repo, senv).stdout)
+    assert by_alias["distance"] == pytest.approx(verdict["distance"], abs=1e-5) and by_alias["same"] == verdict["same"]
     server = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/faceverify@champion", "--env-manager", "local",
                                "-h", "127.0.0.1", "-p", str(port)], cwd=repo, env=senv, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -28,3 +28,8 @@ def test_each_commit_reproduces_its_committed_metrics_exactly(tmp_path, lfw_arch
         for path in METRICS:
             assert json.loads((clone / path).read_text()) == json.loads(committed[margin][path]), (margin, path)
         assert "up to date" in run(["dvc", "status"], clone, env).stdout
+
+    # and the two commits' plots compare side by side
+    diff = run(["dvc", "plots", "diff", commits[1.0], commits[0.6], "-o", str(tmp_path / "diff")], repo, env)
+    html = (tmp_path / "diff" / "index.html").read_text()
+    assert commits[1.0][:7] in html and commits[0.6][:7] in html, diff.stdout

@@ -83,7 +83,7 @@ def mlflow_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_experiments_recorded_on_a_real_server_and_the_champion_predicts(tmp_path, lfw_archive, mlflow_server):
+def test_two_experiments_recorded_on_a_real_server_and_the_champion_predicts(tmp_path, lfw_archive, mlflow_server, monkeypatch):
     from mlflow.tracking import MlflowClient
     import mlflow.pyfunc
     import pandas as pd
@@ -127,6 +127,7 @@ def test_two_experiments_recorded_on_a_real_server_and_the_champion_predicts(tmp
 
     # the registered model, loaded by alias, answers like the pipeline's own evaluation (on the last run's model
     # when it is the champion; else compare against that version's run's predictions artifact)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # set_tracking_uri exports it; restored after the test
     mlflow.set_tracking_uri(mlflow_server)
     model = mlflow.pyfunc.load_model("models:/faceverify@champion")
     local = client.download_artifacts(champion.run_id, "predictions.csv", str(tmp_path))

@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from conftest import ROOT, small_params
-from pipeline import pairs as pairs_stage
 from pipeline import train
 from pipeline.data import augment, load_images, load_pairs
 from pipeline.model import Siamese
@@ -19,16 +18,6 @@ from pipeline.params import load_params
 
 
 DTYPE = train.autocast_dtype(torch.device("cpu"), "auto")  # what fit() validates with
-
-
-@pytest.fixture(scope="module")
-def tables(lfw_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pairs")
-    p = out / "params.yaml"
-    p.write_text(yaml.safe_dump(small_params()))
-    assert pairs_stage.main(["--params", str(p), "--data", str(lfw_dir), "--out", str(out / "pairs"),
-                             "--report", str(out / "pairs.json")]) == 0
-    return out / "pairs"
 
 
 def load(tmp_path, **overrides):

@@ -1,0 +1,30 @@
+import importlib.util
+import json
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("experiments_table", ROOT / "scripts" / "experiments_table.py")
+table_mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(table_mod)
+
+
+def exp(name, seed, lr, acc):
+    return {"rev": name + "rev", "name": name, "data": {
+        "params": {"params.yaml": {"data": {"seed": seed, "train": {"lr": lr, "epochs": 8}}}},
+        "metrics": {"metrics/evaluate.json": {"data": {"accuracy": acc, "roc_auc": 0.9, "eer": 0.1}},
+                    "metrics/calibrate.json": {"data": {"val_accuracy": 0.8, "val_roc_auc": 0.85}},
+                    "metrics/train.json": {"data": {"best_epoch": 5}}}}}
+
+
+def test_table_groups_seeds_and_gives_mean_and_spread():
+    shown = [{"rev": "workspace", "data": {"params": {}, "metrics": {}}},
+             {**exp("main", 0, 0.002, 0.80), "experiments": [
+                 {"revs": [exp("s1", 1, 0.002, 0.90)]}, {"revs": [exp("s2", 2, 0.002, 0.85)]},
+                 {"revs": [exp("lr", 0, 0.004, 0.70)]}]}]
+    rows = list(table_mod.records(json.loads(json.dumps(shown))))
+    assert [r[0] for r in rows] == ["main", "s1", "s2", "lr"]
+    text = table_mod.table(rows)
+    lines = text.splitlines()
+    assert len(lines) == 4  # header, rule, two configurations
+    assert "0.8500 ± 0.0500" in lines[2] and "| 0, 1, 2 |" in lines[2]
+    assert "train.lr=0.004" in lines[3] and "0.7000" in lines[3] and "`dvc exp run -S train.lr=0.004 -S seed=0`" in lines[3]

@@ -135,7 +135,7 @@ def main() -> None:
             first = pairs[0]
             a = tmp / "lfw-a" / lfw.image_relpath(first.name1, first.i1)
             b = tmp / "lfw-a" / lfw.image_relpath(first.name2, first.i2)
-            from pipeline.serving import Verifier
+            from pipeline.verifier import Verifier
             t0 = time.perf_counter()
             v = Verifier(model_path, 1.0)
             from PIL import Image

@@ -9,7 +9,7 @@ def _pct(x: float) -> str:
 
 
 def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: dict, calibration: dict,
-               test: dict, commit: str) -> str:
+               test: dict) -> str:
     """Render the card from plain dicts (params.yaml, checkpoint config and the stages' metrics)."""
     t = params["train"]
     lines = [
@@ -63,7 +63,9 @@ def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: d
         "- LFW and LFW-a are for research use; cite Huang et al. 2007 and Wolf, Hassner & Taigman 2009.",
         "",
         "## Reproduce",
-        f"`git checkout {commit or '<commit>'}` then the README's pipeline command (`dvc repro`).",
+        "Check out the commit that holds this card, then run the README's pipeline command (`dvc repro`). "
+        "The card names no commit itself, so that one commit always writes the same card; the MLflow runs "
+        "carry the commit as the `git_commit` tag.",
         "",
     ]
     return "\n".join(lines)

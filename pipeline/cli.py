@@ -29,7 +29,7 @@ class UserError(Exception):
 
 def load_verifier(model: str, threshold: float | None):
     """A serving.Verifier for a workspace checkpoint or an MLflow model URI."""
-    from pipeline.serving import Verifier
+    from pipeline.verifier import Verifier
 
     if "://" in model or model.startswith(("models:/", "runs:/")):
         os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")

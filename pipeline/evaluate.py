@@ -162,9 +162,8 @@ def _main(args, rec: tracking.Recorder) -> int:
     for path in (args.threshold, args.predictions, args.plots / "roc.png", args.plots / "distances.png",
                  args.plots / "roc.csv", args.plots / "distances.csv"):
         rec.artifact(path)
-    commit, _ = tracking.git_state()
     card = model_card(params, ckpt["config"], json.loads(args.pairs_report.read_text()),
-                      json.loads(args.train_report.read_text()), calibration, metrics, commit)
+                      json.loads(args.train_report.read_text()), calibration, metrics)
     files.write_text(args.card, card)
     rec.artifact(args.card)
     first = pairs[0]

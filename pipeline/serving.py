@@ -15,11 +15,9 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
-from pipeline.model import embed_all, euclidean, load_checkpoint
-from pipeline.prepare import preprocess
+from pipeline.verifier import Verifier
 
 
 def decode(b64: str, what: str) -> Image.Image:
@@ -27,23 +25,6 @@ def decode(b64: str, what: str) -> Image.Image:
         return Image.open(io.BytesIO(base64.b64decode(b64)))
     except Exception as e:  # noqa: BLE001
         raise ValueError(f"{what}: not a readable base64-encoded image ({e})") from None
-
-
-class Verifier:
-    """A loaded checkpoint and threshold that scores image pairs."""
-
-    def __init__(self, checkpoint: str | Path, threshold: float):
-        self.model, self.ckpt = load_checkpoint(checkpoint)
-        self.threshold = float(threshold)
-
-    def arrays(self, images: list[Image.Image]) -> torch.Tensor:
-        pre = self.ckpt["preprocess"]
-        return torch.from_numpy(np.stack([preprocess(im, pre["crop"], pre["size"]) for im in images])).unsqueeze(1)
-
-    def distances(self, first: list[Image.Image], second: list[Image.Image]) -> np.ndarray:
-        emb = embed_all(self.model, self.arrays(first + second), self.ckpt["tta_flip"])
-        a, b = emb.chunk(2)
-        return euclidean(a, b).numpy()
 
 
 class FaceVerifierModel(mlflow.pyfunc.PythonModel):

@@ -65,14 +65,17 @@ def git_state() -> tuple[str, bool]:
     return commit, bool(status)
 
 
-def lock_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """{'data.lfw-a': md5, ...}: the content hashes of stage outputs already recorded in dvc.lock."""
-    if not lock.exists():
+def lock_hashes(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path("dvc.yaml")) -> dict[str, str]:
+    """{'hash.data.lfw-a': md5, ...}: content hashes, from dvc.lock, of the outputs of the stages that
+    come before `stage` in dvc.yaml (DVC has already written those; later ones are still the last run's)."""
+    if not lock.exists() or not pipeline.exists():
         return {}
+    order = list((yaml.safe_load(pipeline.read_text()) or {}).get("stages", {}))
+    upstream = order[:order.index(stage)] if stage in order else []
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     out = {}
-    for stage in stages.values():
-        for o in stage.get("outs", []):
+    for name in upstream:
+        for o in stages.get(name, {}).get("outs", []):
             if "md5" in o and not o["path"].startswith(("metrics/", "plots/", "results/")):
                 out["hash." + o["path"].replace("/", ".")] = o["md5"]
     return out
@@ -185,7 +188,7 @@ def _open(stage: str, params_path: Path) -> Recorder:
             parent_id = client.create_run(exp_id, run_name=name, tags={**common, "kind": "pipeline"}).info.run_id
             client.set_terminated(parent_id)
         child = client.create_run(exp_id, run_name=stage, tags={
-            **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes()})
+            **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes(stage)})
     except Exception as e:  # noqa: BLE001
         log.warning("MLflow store %s unusable (%s: %s): this stage runs without a record", uri, type(e).__name__, e)
         return Recorder(stage)

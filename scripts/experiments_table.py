@@ -54,8 +54,10 @@ def records(node, baseline=None):
         if metrics["test acc"] is not None:
             yield node.get("name") or node.get("rev", "")[:7], params, metrics
     for key in ("experiments", "revs"):
-        if node.get(key):
-            yield from records(node[key], baseline)
+        for child in node.get(key) or []:
+            state = (child.get("executor") or {}).get("state") if isinstance(child, dict) else None
+            if state in (None, "success"):  # a running or queued experiment still shows its baseline's metrics
+                yield from records(child, baseline)
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:

@@ -20,7 +20,8 @@ def test_table_groups_seeds_and_gives_mean_and_spread():
     shown = [{"rev": "workspace", "data": {"params": {}, "metrics": {}}},
              {**exp("main", 0, 0.002, 0.80), "experiments": [
                  {"revs": [exp("s1", 1, 0.002, 0.90)]}, {"revs": [exp("s2", 2, 0.002, 0.85)]},
-                 {"revs": [exp("lr", 0, 0.004, 0.70)]}]}]
+                 {"revs": [exp("lr", 0, 0.004, 0.70)], "executor": {"state": "success"}},
+                 {"revs": [exp("running", 3, 0.002, 0.80)], "executor": {"state": "running"}}]}]
     rows = list(table_mod.records(json.loads(json.dumps(shown))))
     assert [r[0] for r in rows] == ["main", "s1", "s2", "lr"]
     text = table_mod.table(rows)

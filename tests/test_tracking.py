@@ -164,3 +164,16 @@ def test_queued_experiments_land_in_the_one_default_store(tmp_path, lfw_archive)
     margins = {r.data.tags.get("dvc_exp_name"): r.data.params.get("train.margin") for r in parents}
     assert margins["q-margin-05"] == "0.5" and margins["q-margin-15"] == "1.5"
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing recorded inside the temporary copies
+
+
+def test_lock_hashes_are_only_those_of_upstream_outputs(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a: {cmd: x}\n  b: {cmd: y}\n  c: {cmd: z}\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n"
+        "  a:\n    outs:\n    - {path: data/a, md5: aaa}\n    - {path: metrics/a.json, md5: m}\n"
+        "  b:\n    outs:\n    - {path: models/b.pt, md5: bbb}\n"
+        "  c:\n    outs:\n    - {path: results/c.csv, md5: ccc}\n")
+    lock, pipe = tmp_path / "dvc.lock", tmp_path / "dvc.yaml"
+    assert tracking.lock_hashes("a", lock, pipe) == {}
+    assert tracking.lock_hashes("b", lock, pipe) == {"hash.data.a": "aaa"}
+    assert tracking.lock_hashes("c", lock, pipe) == {"hash.data.a": "aaa", "hash.models.b.pt": "bbb"}

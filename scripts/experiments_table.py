@@ -40,15 +40,19 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def records(node, baseline=None):
-    """(name, flat params, metrics) of every experiment (and the baseline commit) in `dvc exp show --json`."""
+    """(name, flat params, metrics) of every finished experiment in `dvc exp show --json`, and of the
+    newest commit's own run; older commits appear only through their experiments."""
     if isinstance(node, list):
-        for item in node:
-            yield from records(item, baseline)
+        commits = [n for n in node if isinstance(n, dict) and n.get("rev") != "workspace"]
+        for k, item in enumerate(commits):
+            yield from records(item, baseline="self" if k == 0 else "skip")
         return
     if not isinstance(node, dict):
         return
     data = node.get("data")
-    if isinstance(data, dict) and "params" in data and node.get("rev") != "workspace" and not data.get("error"):
+    if baseline == "skip":
+        pass
+    elif isinstance(data, dict) and "params" in data and not data.get("error"):
         params = flatten((data["params"].get("params.yaml") or {}).get("data") or {})
         metrics = {col: ((data.get("metrics") or {}).get(f) or {}).get("data", {}).get(k) for col, (f, k) in METRICS.items()}
         if metrics["test acc"] is not None:
@@ -57,7 +61,7 @@ def records(node, baseline=None):
         for child in node.get(key) or []:
             state = (child.get("executor") or {}).get("state") if isinstance(child, dict) else None
             if state in (None, "success"):  # a running or queued experiment still shows its baseline's metrics
-                yield from records(child, baseline)
+                yield from records(child)
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:
@@ -88,10 +92,11 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "EXPERIMENTS.md")
+    parser.add_argument("--num", type=int, default=5, help="also take the experiments of the last N commits")
     parser.add_argument("--json", type=Path, help="read this saved `dvc exp show --json` output instead of running it")
     args = parser.parse_args()
     raw = args.json.read_text() if args.json else subprocess.run(
-        ["dvc", "exp", "show", "--json"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        ["dvc", "exp", "show", "--json", "--num", str(args.num)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     rows = list(records(json.loads(raw)))
     if not rows:
         print("no experiments with test metrics in `dvc exp show`", file=sys.stderr)

@@ -22,10 +22,12 @@ def test_table_groups_seeds_and_gives_mean_and_spread():
                  {"revs": [exp("s1", 1, 0.002, 0.90)]}, {"revs": [exp("s2", 2, 0.002, 0.85)]},
                  {"revs": [exp("lr", 0, 0.004, 0.70)], "executor": {"state": "success"}},
                  {"revs": [exp("running", 3, 0.002, 0.80)], "executor": {"state": "running"}}]}]
+    older = {**exp("old", 0, 0.001, 0.5), "experiments": [{"revs": [exp("o1", 1, 0.002, 0.87)], "executor": {"state": "success"}}]}
+    shown.append(older)  # an older commit: its experiments count, its own committed run does not
     rows = list(table_mod.records(json.loads(json.dumps(shown))))
-    assert [r[0] for r in rows] == ["main", "s1", "s2", "lr"]
+    assert [r[0] for r in rows] == ["main", "s1", "s2", "lr", "o1"]
     text = table_mod.table(rows)
     lines = text.splitlines()
     assert len(lines) == 4  # header, rule, two configurations
-    assert "0.8500 ± 0.0500" in lines[2] and "| 0, 1, 2 |" in lines[2]
+    assert "0.8550 ± 0.0420" in lines[2] and "| 0, 1, 2, 1 |" in lines[2]
     assert "train.lr=0.004" in lines[3] and "0.7000" in lines[3] and "`dvc exp run -S train.lr=0.004 -S seed=0`" in lines[3]

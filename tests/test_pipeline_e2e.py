@@ -94,3 +94,37 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
     finally:
         os.killpg(server.pid, 9)
         server.wait()
+
+
+def test_mlflow_ui_as_the_readme_starts_it_serves_the_runs(reproduced):
+    import os
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    repo, env, _ = reproduced
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1",
+                           "--port", str(port)], cwd=repo, env=env, start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, found = time.time() + 120, None
+        body = json.dumps({"experiment_ids": ["1"], "max_results": 50}).encode()
+        while time.time() < deadline and found is None:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", body,
+                                             {"Content-Type": "application/json"})
+                found = json.loads(urllib.request.urlopen(req, timeout=10).read())
+            except OSError:
+                assert ui.poll() is None, "mlflow ui exited"
+                time.sleep(1)
+        assert found is not None, "mlflow ui did not answer within 120 s"
+        stages = {t["value"] for r in found["runs"] for t in r["data"].get("tags", []) if t["key"] == "stage"}
+        assert {"download", "pairs", "prepare", "train", "calibrate", "evaluate"} <= stages
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
+    finally:
+        os.killpg(ui.pid, 9)
+        ui.wait()

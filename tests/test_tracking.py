@@ -177,3 +177,21 @@ def test_lock_hashes_are_only_those_of_upstream_outputs(tmp_path):
     assert tracking.lock_hashes("a", lock, pipe) == {}
     assert tracking.lock_hashes("b", lock, pipe) == {"hash.data.a": "aaa"}
     assert tracking.lock_hashes("c", lock, pipe) == {"hash.data.a": "aaa", "hash.models.b.pt": "bbb"}
+
+
+def test_locked_sqlite_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
+    import sqlite3
+    from pipeline import pairs
+    db = tmp_path / "locked.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    tracking._open("warmup", params_file)  # create the schema, then lock the whole file
+    holder = sqlite3.connect(db, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code = pairs.main(["--params", str(params_file), "--data", str(lfw_dir), "--out", str(tmp_path / "pairs"),
+                           "--report", str(tmp_path / "pairs.json")])
+    finally:
+        holder.rollback()
+        holder.close()
+    assert code == 0 and (tmp_path / "pairs" / "train.tsv").is_file() and (tmp_path / "pairs.json").is_file()
+    assert "without a record" in caplog.text or "record failed" in caplog.text

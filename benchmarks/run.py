@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -45,6 +44,11 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> floa
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
+def build(params) -> Siamese:
+    p = params.train
+    return Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout)
+
+
 def train_step_flops(model: Siamese, x: torch.Tensor) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -56,7 +60,7 @@ def train_throughput(params, dtype: torch.dtype | None, steps: int = 12) -> tupl
     """(images/s, FLOPs per image for forward + backward) of the real training step."""
     p = params.train
     torch.manual_seed(0)
-    model = Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout).to(memory_format=torch.channels_last)
+    model = build(params).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, p)
     n = 2 * p.batch_size
     x = torch.randint(0, 256, (n, 1, params.prepare.size, params.prepare.size), dtype=torch.uint8)
@@ -94,7 +98,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"bf16 native: {autocast_dtype(torch.device('cpu'), 'auto') is not None}")
 
-    model = Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout).eval()
+    model = build(params).eval()
     with FlopCounterMode(display=False) as fc:
         model.embed(torch.zeros(1, 1, params.prepare.size, params.prepare.size))
     print(f"model: {p.arch} width {p.width}, input {params.prepare.size}x{params.prepare.size}: "
@@ -145,8 +149,6 @@ def main() -> None:
             print(f"verify one pair with the `faceverify` command (interpreter start included): {t_cli:.2f} s")
 
         pairs_dir = tmp / "pairs"
-        timed([py, "-m", "pipeline.pairs", "--params", str(ROOT / "params.yaml"), "--data", str(tmp / "lfw-a"),
-               "--out", str(pairs_dir), "--report", str(tmp / "pairs.json")], ROOT, env)
         short = tmp / "params.yaml"
         import yaml
         raw = yaml.safe_load((ROOT / "params.yaml").read_text())

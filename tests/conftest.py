@@ -128,6 +128,14 @@ def copy_tree(src: Path, dst: Path) -> Path:
     return dst
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(cmd: list[str], cwd: Path, env: dict, check: bool = True):
     import subprocess
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

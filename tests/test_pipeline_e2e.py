@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import make_repo, run, small_params
+from conftest import free_port, make_repo, run, small_params
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,6 @@ def test_dvc_repro_runs_every_stage_and_writes_every_output(tmp_path, reproduced
 def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path, reproduced):
     import base64
     import os
-    import socket
     import subprocess
     import time
     import urllib.request
@@ -66,9 +65,7 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
     run(["faceverify", "eval", "--pairs", "data/lfw-a/pairsDevTest.txt", "--images", "data/lfw-a/lfw2", "--out", str(out)], repo, env)
     assert json.loads(out.read_text())["accuracy"] == json.loads((repo / "metrics/evaluate.json").read_text())["accuracy"]
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     senv = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     by_alias = json.loads(run(["faceverify", "verify", str(a), str(b), "--json", "--model", "models:/faceverify@champion"],
                               repo, senv).stdout)
@@ -98,15 +95,12 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
 
 def test_mlflow_ui_as_the_readme_starts_it_serves_the_runs(reproduced):
     import os
-    import socket
     import subprocess
     import time
     import urllib.request
 
     repo, env, _ = reproduced
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ui = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1",
                            "--port", str(port)], cwd=repo, env=env, start_new_session=True,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import make_repo, run, small_params
+from conftest import free_port, make_repo, run, small_params
 from pipeline import tracking
 
 
@@ -39,9 +39,7 @@ def test_write_metrics_sends_the_same_dict_to_file_and_mlflow(tmp_path):
 
 def test_unreachable_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
     from pipeline import pairs
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
@@ -49,12 +47,6 @@ def test_unreachable_store_warns_and_the_stage_still_writes_its_outputs(tmp_path
                        "--report", str(tmp_path / "pairs.json")])
     assert code == 0 and (tmp_path / "pairs" / "train.tsv").is_file() and (tmp_path / "pairs.json").is_file()
     assert "this stage runs without a record" in caplog.text
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -82,6 +82,32 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, prepared, tables):
         train.fit(images, tr, val, params)
 
 
+def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, prepared, tables, monkeypatch, caplog):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 3})))
+    real_loss, calls = train.batch_all_contrastive_loss, []
+    steps_per_epoch = 64 // 16  # small_params: 64 train pairs, batch 16
+
+    def loss_turning_nan(emb, ids, margin):
+        calls.append(1)
+        loss = real_loss(emb, ids, margin)
+        return loss * float("nan") if len(calls) > steps_per_epoch + 1 else loss  # 2nd batch of epoch 2
+
+    monkeypatch.setattr(train, "batch_all_contrastive_loss", loss_turning_nan)
+    out, cmd = run_train(tmp_path, params, prepared, tables, "nan")
+    assert train.main(cmd[3:]) == 1
+    assert not (out / "model.pt").exists() and not (out / "train.json").exists()
+    saved = torch.load(out / "resume.pt", weights_only=True)
+    assert saved["state"]["epoch"] == 1 and len(saved["state"]["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert not list(out.glob("*.tmp*")), "a half-written file was left behind"
+    monkeypatch.undo()  # the cause fixed, the same command resumes after the good epoch and finishes
+    with caplog.at_level("INFO", logger="pipeline.train"):
+        assert train.main(cmd[3:]) == 0
+    assert "resuming after epoch 1" in caplog.text
+    assert json.loads((out / "train.json").read_text())["stopped_epoch"] == 3 and not (out / "resume.pt").exists()
+
+
 def run_train(tmp_path, params, prepared, tables, tag):
     out = tmp_path / tag
     cmd = [sys.executable, "-m", "pipeline.train", "--params", str(params), "--prepared", str(prepared),

@@ -108,13 +108,14 @@ def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tupl
     from pipeline import serving
 
     def log_and_promote(client):
-        with rec.mlflow.start_run(run_id=rec.child_id):
-            info = serving.log_model(model, threshold, example, tracking.REGISTERED_MODEL)
-        version = str(info.registered_model_version)
+        with tracking.store_lock():  # parallel experiments: one new version number and one alias move at a time
+            with rec.mlflow.start_run(run_id=rec.child_id):
+                info = serving.log_model(model, threshold, example, tracking.REGISTERED_MODEL)
+            version = str(info.registered_model_version)
+            tracking.promote(client, tracking.REGISTERED_MODEL, version, val_auc)
         rec.tags({"registered_model": f"{tracking.REGISTERED_MODEL}/{version}"}, parent_too=True)
-        tracking.promote(client, tracking.REGISTERED_MODEL, version, val_auc)
 
-    rec.call(log_and_promote)
+    rec.call(log_and_promote, retries=0)  # a retry would register the model twice
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,12 @@ anchored outside the temporary copies that `dvc exp run --queue` works in; MLFLO
 overrides it (a remote `mlflow server`, say). MLflow records, it never decides a DVC output: if
 the store cannot be reached, the stage warns once, goes on without a record and still writes
 its outputs. FACEVERIFY_TRACKING=off turns the record off.
+
+Parallel experiments (`dvc queue start --jobs N`) share one SQLite file. SQLite takes one writer
+at a time, and MLflow creates its schema on first use with no guard against a second process
+doing the same; so the stages of concurrent experiments take a file lock beside the database
+(`mlflow.db.lock`) while they open their runs and register models, and a write that finds the
+database busy is retried before it counts as a failure. A server store needs neither.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,6 +55,38 @@ def repo_root(start: Path | None = None) -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///...` URI, else None."""
+    return Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock beside an SQLite store (no-op for any other store or without fcntl)."""
+    db = sqlite_path(uri or tracking_uri())
+    try:
+        import fcntl
+    except ImportError:  # Windows: one experiment at a time
+        fcntl = None
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+BUSY_RETRIES = 8  # 0.25 s doubling: about a minute in all before a busy database counts as a failure
+
+
+def _busy(e: Exception) -> bool:
+    return "database is locked" in str(e) or "database table is locked" in str(e)
 
 
 def _git(*args: str) -> str:
@@ -105,16 +144,21 @@ class Recorder:
     def active(self) -> bool:
         return self.client is not None
 
-    def call(self, fn):
-        """fn(client) if the store is usable; a failure warns once and turns the record off."""
+    def call(self, fn, retries: int = BUSY_RETRIES):
+        """fn(client) if the store is usable; a busy SQLite store is retried, any other failure (or one
+        busy past the retries) warns once and turns the record off."""
         if not self.active:
             return None
-        try:
-            return fn(self.client)
-        except Exception as e:  # noqa: BLE001 - any store failure must not cost the DVC outputs
-            log.warning("MLflow record failed (%s: %s); going on without it", type(e).__name__, e)
-            self.client = None
-            return None
+        for attempt in range(retries + 1):
+            try:
+                return fn(self.client)
+            except Exception as e:  # noqa: BLE001 - any store failure must not cost the DVC outputs
+                if _busy(e) and attempt < retries:
+                    time.sleep(0.25 * 2 ** attempt)
+                    continue
+                log.warning("MLflow record failed (%s: %s); going on without it", type(e).__name__, e)
+                self.client = None
+                return None
 
     def params(self, flat: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -123,7 +167,6 @@ class Recorder:
             self.call(lambda c: c.log_batch(run_id, params=items))
 
     def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
-        import time
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
         numeric = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
@@ -167,31 +210,36 @@ def _open(stage: str, params_path: Path) -> Recorder:
     uri = tracking_uri()
     default_store = not os.environ.get("MLFLOW_TRACKING_URI")  # read before set_tracking_uri exports it
     try:
-        mlflow.set_tracking_uri(uri)
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name(EXPERIMENT)
-        if exp:
-            exp_id = exp.experiment_id
-        else:  # artifacts beside the default store, not in the (possibly temporary) working copy
-            where = (repo_root() / "mlartifacts").as_uri() if default_store else None
-            exp_id = client.create_experiment(EXPERIMENT, artifact_location=where)
-        commit, dirty = git_state()
-        key = pipeline_key(params_path, commit)
-        found = client.search_runs([exp_id], f"tags.pipeline_key = '{key}' and tags.kind = 'pipeline'", max_results=1)
-        exp_name = os.environ.get("DVC_EXP_NAME", "")
-        common = {"git_commit": commit, "git_dirty": str(dirty).lower(), "pipeline_key": key,
-                  **({"dvc_exp_name": exp_name} if exp_name else {})}
-        if found:
-            parent_id = found[0].info.run_id
-        else:
-            name = exp_name or f"repro-{commit[:7] or 'nogit'}-{key[:6]}"
-            parent_id = client.create_run(exp_id, run_name=name, tags={**common, "kind": "pipeline"}).info.run_id
-            client.set_terminated(parent_id)
-        child = client.create_run(exp_id, run_name=stage, tags={
-            **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes(stage)})
+        with store_lock(uri):  # schema creation and the parent run: one process at a time
+            return _open_runs(stage, params_path, mlflow, MlflowClient, uri, default_store)
     except Exception as e:  # noqa: BLE001
         log.warning("MLflow store %s unusable (%s: %s): this stage runs without a record", uri, type(e).__name__, e)
         return Recorder(stage)
+
+
+def _open_runs(stage: str, params_path: Path, mlflow, MlflowClient, uri: str, default_store: bool) -> Recorder:
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp:
+        exp_id = exp.experiment_id
+    else:  # artifacts beside the default store, not in the (possibly temporary) working copy
+        where = (repo_root() / "mlartifacts").as_uri() if default_store else None
+        exp_id = client.create_experiment(EXPERIMENT, artifact_location=where)
+    commit, dirty = git_state()
+    key = pipeline_key(params_path, commit)
+    found = client.search_runs([exp_id], f"tags.pipeline_key = '{key}' and tags.kind = 'pipeline'", max_results=1)
+    exp_name = os.environ.get("DVC_EXP_NAME", "")
+    common = {"git_commit": commit, "git_dirty": str(dirty).lower(), "pipeline_key": key,
+              **({"dvc_exp_name": exp_name} if exp_name else {})}
+    if found:
+        parent_id = found[0].info.run_id
+    else:
+        name = exp_name or f"repro-{commit[:7] or 'nogit'}-{key[:6]}"
+        parent_id = client.create_run(exp_id, run_name=name, tags={**common, "kind": "pipeline"}).info.run_id
+        client.set_terminated(parent_id)
+    child = client.create_run(exp_id, run_name=stage, tags={
+        **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes(stage)})
     log.info("recording to MLflow %s (run %s, parent %s)", uri, child.info.run_id, parent_id)
     return Recorder(stage, mlflow, client, parent_id, child.info.run_id)
 

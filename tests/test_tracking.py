@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -130,31 +131,85 @@ def test_two_experiments_recorded_on_a_real_server_and_the_champion_predicts(tmp
     assert bool(out["same"][0]) == bool(int(first["prediction"]))
 
 
+WRITER = """
+import os, sys
+from pipeline import tracking
+os.environ["DVC_EXP_NAME"] = "exp" + sys.argv[1]
+for stage in ("train", "calibrate", "evaluate"):
+    with tracking.stage_run(stage, sys.argv[2]) as rec:
+        assert rec.active, stage + " lost its record"
+        rec.params({f"p{i}": i for i in range(20)})
+        for step in range(1, 11):
+            rec.metrics({"val_auc": step / 10, "loss": 1 / step}, step=step)
+"""
+
+
+def test_concurrent_writers_on_a_fresh_sqlite_store_lose_no_record(tmp_path):
+    """Four processes at once on a store that does not exist yet (what `--jobs N` does to mlflow.db):
+    without the lock, they race to create MLflow's schema and some stages run without a record."""
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(Path(tracking.__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(k), str(tmp_path / "params.yaml")], env=env,
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in range(4)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(outputs)
+    assert not any("without a record" in o or "record failed" in o for o in outputs), "\n".join(outputs)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("faceverify").experiment_id], max_results=100)
+    stages = [r for r in runs if r.data.tags["kind"] == "stage"]
+    assert len(runs) == 4 + 12 and len(stages) == 12
+    for r in stages:
+        assert len(r.data.params) == 20 and r.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val_auc")] == list(range(1, 11))
+
+
 @pytest.mark.slow
-def test_queued_experiments_land_in_the_one_default_store(tmp_path, lfw_archive):
+def test_parallel_queued_experiments_land_whole_in_the_one_default_store(tmp_path, lfw_archive):
+    """Three experiments, two at a time (`dvc queue start --jobs 2`), on a fresh SQLite store: every
+    stage of every experiment is recorded whole, and each got its own registered model version."""
     from mlflow.tracking import MlflowClient
 
     repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params())
     run(["dvc", "repro", "prepare"], repo, env)  # data stages once, in the workspace
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "data"], repo, env)
-    run(["dvc", "exp", "run", "--queue", "-n", "q-margin-05", "-S", "train.margin=0.5"], repo, env)
-    run(["dvc", "exp", "run", "--queue", "-n", "q-margin-15", "-S", "train.margin=1.5"], repo, env)
-    run(["dvc", "queue", "start"], repo, env)
-    deadline = time.time() + 600
+    (repo / "mlflow.db").unlink()  # both first experiments then race to create the schema
+    margins = {"q-margin-05": "0.5", "q-margin-10": "1.0", "q-margin-15": "1.5"}
+    for name, margin in margins.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.margin={margin}"], repo, env)
+    started = time.time()
+    run(["dvc", "queue", "start", "--jobs", "2"], repo, env)
+    deadline = time.time() + 900
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], repo, env).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert status.count("Success") == 2, status
+    assert status.count("Success") == 3, status
+    print(f"3 experiments, 2 at a time: {time.time() - started:.0f} s")
+
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("faceverify")
-    parents = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
-    names = {r.data.tags.get("dvc_exp_name") for r in parents}
-    assert {"q-margin-05", "q-margin-15"} <= names
-    margins = {r.data.tags.get("dvc_exp_name"): r.data.params.get("train.margin") for r in parents}
-    assert margins["q-margin-05"] == "0.5" and margins["q-margin-15"] == "1.5"
+    parents = {r.data.tags.get("dvc_exp_name"): r for r in client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")}
+    assert set(margins) <= set(parents)
+    epochs = small_params()["train"]["epochs"]
+    for name, margin in margins.items():
+        parent = parents[name]
+        assert parent.data.params["train.margin"] == margin
+        assert {"train.best_val_auc", "calibrate.threshold", "evaluate.accuracy"} <= set(parent.data.metrics)
+        children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        stages = {c.data.tags["stage"]: c for c in children}
+        assert {"train", "calibrate", "evaluate"} <= set(stages) and len(children) == len(stages)
+        assert all(c.info.status == "FINISHED" for c in children)
+        assert len(client.get_metric_history(stages["train"].info.run_id, "val_auc")) == epochs
+        assert stages["evaluate"].data.tags["registered_model"] == parent.data.tags["registered_model"]
+    versions = client.search_model_versions("name = 'faceverify'")
+    assert sorted(int(v.version) for v in versions) == [1, 2, 3]
+    assert len({v.run_id for v in versions}) == 3
+    champion = client.get_model_version_by_alias("faceverify", "champion")
+    assert float(champion.tags["val_roc_auc"]) == max(float(v.tags["val_roc_auc"]) for v in versions)
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing recorded inside the temporary copies
 
 

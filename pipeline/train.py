@@ -8,6 +8,13 @@ Writes: MODEL (models/model.pt): the best weights with the model's constructor a
 
 A resumable state is written atomically after every epoch (RESUME, models/resume.pt); started
 again with the same inputs after a kill, training resumes there and ends with the same result.
+
+Distributed: `torchrun --nproc_per_node N -m pipeline.train` trains with DistributedDataParallel
+(gloo on the CPU, NCCL on GPUs) on the same params. `train.batch_size` stays the global batch: every
+process draws the same batch and augmentation and embeds its 1/N share; for batch-all mining the
+embeddings are gathered so that each process sees every pair of the global batch, as a single
+process does. Batch norm normalises over each process's share, so the result agrees with a single
+process closely, not bit for bit. Rank 0 validates, writes the outputs and records to MLflow.
 """
 from __future__ import annotations
 
@@ -20,10 +27,12 @@ import logging
 import math
 import sys
 import time
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
@@ -46,6 +55,43 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("train.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless running under torchrun with an initialised process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' (n, D) rows, concatenated in rank order; the gradient of a rank's own rows is the sum
+    over ranks (each rank computes the same loss), which DDP's averaging then brings back to one loss's."""
+
+    @staticmethod
+    def forward(ctx, x):
+        rank, size = world()
+        parts = [torch.empty_like(x) for _ in range(size)]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = rank, x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+class _Embedder(torch.nn.Module):
+    """The model's `embed` as `forward`, so DistributedDataParallel syncs its gradients."""
+
+    def __init__(self, model: Siamese):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -103,29 +149,44 @@ def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams,
 
 
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype) -> float:
-    """One pass over the training pairs in a seeded order with seeded augmentation; mean loss."""
+                device, dtype, embed=None) -> float:
+    """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
+
+    `embed` (default `model.embed`) is the DDP-wrapped embedder when distributed: then every rank
+    draws the same global batch and augmentation, and embeds its own share of the pairs."""
     model.train()
+    rank, size = world()
+    embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     torch.manual_seed(seed * 100_003 + epoch)  # dropout
     order = torch.randperm(len(train.label), generator=gen).numpy()
     n_batches = len(order) // p.batch_size or 1
     total, seen = 0.0, 0
-    bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
+    bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=None if rank == 0 else True)
     for k in bar:
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
         rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
-        x = augment(images[rows].float(), gen, **vars(p.augment)).to(device)  # (2B, 1, H, W)
+        x = augment(images[rows].float(), gen, **vars(p.augment))  # (2B, 1, H, W), the same on every rank
+        mine = _shares(len(b), size)[rank]  # this rank's pairs
+        if size > 1:
+            x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            emb = model.embed(x)
+            emb = embed(x.to(device))
         if mining == "batch_all":
-            ids = torch.from_numpy(np.concatenate([train.id1[b], train.id2[b]])).to(device)
+            ids = torch.from_numpy(np.concatenate([train.id1[b][mine], train.id2[b][mine]])).to(device)
+            if size > 1:  # every rank's share, in rank order; the ids are known here without asking
+                emb = _GatherRows.apply(emb)
+                ids = torch.from_numpy(np.concatenate([np.concatenate([train.id1[b][part], train.id2[b][part]])
+                                                       for part in _shares(len(b), size)])).to(device)
             loss = batch_all_contrastive_loss(emb, ids, p.margin)
-        else:
+        else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
-            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(train.label[b]).to(device), p.margin)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"epoch {epoch}, batch {k}: the loss is {loss.item()}; stopping (lower train.lr?). "
+            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(train.label[b][mine]).to(device), p.margin)
+        check = loss.detach().clone()
+        if size > 1:  # a non-finite loss on any rank stops every rank
+            dist.all_reduce(check)
+        if not torch.isfinite(check):
+            raise TrainingError(f"epoch {epoch}, batch {k}: the loss is {check.item()}; stopping (lower train.lr?). "
                                 "The last good checkpoint is kept.")
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +195,16 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
         total += loss.item() * len(b)
         seen += len(b)
         bar.set_postfix(loss=f"{total / seen:.4f}")
+    if size > 1:  # the mean over the ranks' losses
+        mean = torch.tensor([total / seen], dtype=torch.float64, device=device)
+        dist.all_reduce(mean)
+        return mean.item() / size
     return total / seen
+
+
+def _shares(n: int, size: int) -> list[slice]:
+    """The contiguous, equal shares of a batch of n pairs that the ranks embed."""
+    return [slice(r * n // size, (r + 1) * n // size) for r in range(size)]
 
 
 def fingerprint(*parts: bytes) -> str:
@@ -149,11 +219,20 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     """Train from scratch (or resume) and return (best model, per-epoch history, summary)."""
     p = params.train
     mining = "batch_all" if p.mining == "auto" else p.mining
+    rank, size = world()
     device = resolve_device(p.device)
+    if device.type == "cuda" and size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if p.batch_size % size:
+        raise ValueError(f"train.batch_size {p.batch_size} must divide among {size} processes")
     dtype = autocast_dtype(device, p.precision)
     torch.manual_seed(params.seed)
     model = Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout)
     model = model.to(device, memory_format=torch.channels_last)
+    embed = None
+    if size > 1:  # the same initial weights everywhere (seeded, and DDP broadcasts rank 0's)
+        embed = torch.nn.parallel.DistributedDataParallel(_Embedder(model), device_ids=[device] if device.type == "cuda" else None)
     opt = make_optimizer(model, p)
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
@@ -167,15 +246,23 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         else:
             log.info("ignoring %s: it belongs to other inputs or params", resume_path)
     images_dev = images.to(device) if device.type == "cuda" else images
-    log.info("training %s on %s (%s), %d train / %d val pairs, mining=%s", p.arch, device,
-             "bf16" if dtype else "fp32", len(train.label), len(val.label), mining)
+    log.info("training %s on %s (%s), %d train / %d val pairs, mining=%s%s", p.arch, device,
+             "bf16" if dtype else "fp32", len(train.label), len(val.label), mining,
+             f", {size} processes" if size > 1 else "")
     while state["epoch"] < p.epochs and state["bad_epochs"] < p.patience:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype)
+        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "train_loss": train_loss, **validate(model, images_dev, val, p, dtype),
-               "lr": opt.param_groups[0]["lr"]}
+        if size > 1:  # rank 0's batch-norm statistics everywhere, then rank 0's validation decides for all
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
+            found = [validate(model, images_dev, val, p, dtype) if rank == 0 else None]
+            dist.broadcast_object_list(found, 0)
+            scores = found[0]
+        else:
+            scores = validate(model, images_dev, val, p, dtype)
+        row = {"epoch": epoch, "train_loss": train_loss, **scores, "lr": opt.param_groups[0]["lr"]}
         state["history"].append(row)
         if row["val_auc"] > state["best_auc"] + p.min_delta:
             state.update(best_auc=row["val_auc"], bad_epochs=0, best={"epoch": epoch, **row},
@@ -188,7 +275,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
                  2 * steps_per_epoch * p.batch_size / seconds)
         if on_epoch:
             on_epoch(row, seconds)
-        if resume_path is not None:
+        if resume_path is not None and rank == 0:
             with files.atomic_path(resume_path) as tmp:
                 torch.save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(),
                             "sched": sched.state_dict(), "state": state}, tmp)
@@ -224,9 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=Path("plots/train.csv"))
     parser.add_argument("--resume", type=Path, default=Path("models/resume.pt"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    with tracking.stage_run("train", args.params) as rec:
-        return _main(args, rec)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    rank = world()[0]
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if rank:  # one record and one set of outputs: rank 0's
+            return _main(args, tracking.Recorder("train"))
+        with tracking.stage_run("train", args.params) as rec:
+            return _main(args, rec)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
 
 
 def _main(args, rec: tracking.Recorder) -> int:
@@ -254,6 +352,8 @@ def _main(args, rec: tracking.Recorder) -> int:
         log.error("%s", e)
         rec.fail()
         return 1
+    if world()[0]:
+        return 0
     with files.atomic_path(args.model) as tmp:
         torch.save(checkpoint(model, params), tmp)
     write_history(args.plot, history)

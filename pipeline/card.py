@@ -25,7 +25,7 @@ def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: d
         f"- Optimiser {t['optimizer']}, lr {t['lr']}, weight decay {t['weight_decay']}, batch {t['batch_size']} pairs, "
         f"{t['schedule']} schedule; early stopping on validation AUC (patience {t['patience']}): best epoch "
         f"{train['best_epoch']} of {train['stopped_epoch']}.",
-        f"- Trained from scratch on LFW-a View 1 training identities only; no pretrained weights, no outside data.",
+        "- Trained from scratch on LFW-a View 1 training identities only; no pretrained weights, no outside data.",
         "",
         "## Data and split",
         f"- Pairs mode `{pairs['mode']}`: {pairs['train_pairs']} training pairs ({pairs['train_people']} people), "

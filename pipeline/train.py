@@ -19,7 +19,6 @@ process closely, not bit for bit. Rank 0 validates, writes the outputs and recor
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import hashlib
 import io

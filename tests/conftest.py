@@ -1,6 +1,7 @@
 """Fixtures: a tiny, learnable, synthetic LFW-a (layout, protocol files, archive) and shrunk params."""
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import tarfile
@@ -183,3 +184,38 @@ def _mlflow_store(tmp_path_factory):
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@contextlib.contextmanager
+def start_mlflow_server(backend_uri: str, artifacts: Path):
+    """A real `mlflow server` on 127.0.0.1 over `backend_uri`; yields its URL, killed on exit."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    port = free_port()
+    env = {**os.environ}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(artifacts.parent / f"mlflow-server-{port}.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"mlflow server over {backend_uri} did not start:\n{log.read()[-3000:]}")
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
+        log.close()

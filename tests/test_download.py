@@ -1,7 +1,6 @@
 """The download stage against a real HTTP server on 127.0.0.1, and the archive safety checks."""
 import hashlib
 import http.server
-import json
 import shutil
 import tarfile
 import threading

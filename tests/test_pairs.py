@@ -12,7 +12,7 @@ def params(**kw):
 
 def test_unrestricted_tables_are_balanced_disjoint_and_seeded(lfw_dir):
     tables, report = pairs.make_tables(lfw_dir, params(), seed=3)
-    train, val, test = tables["train"], tables["val"], tables["test"]
+    train, val = tables["train"], tables["val"]
     assert sum(r[4] for r in train) == len(train) // 2 == 32
     assert sum(r[4] for r in val) == len(val) // 2 == 16
     ids = {k: pairs.identities(v) for k, v in tables.items()}

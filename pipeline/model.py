@@ -10,20 +10,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float) -> torch.Tensor:
+def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float = 0.0) -> torch.Tensor:
     """Contrastive loss of Hadsell, Chopra & LeCun (2006), averaged over pairs.
 
-    L = y * d^2 / 2 + (1 - y) * max(0, margin - d)^2 / 2
+    L = y * max(0, d - pos_margin)^2 / 2 + (1 - y) * max(0, margin - d)^2 / 2
 
     with d the Euclidean distance between the two embeddings and y = 1 for a same-person pair,
-    y = 0 for a different-person pair: same pairs are pulled together, different pairs pushed
-    apart until they are `margin` away.
+    y = 0 for a different-person pair: same pairs are pulled together (to within `pos_margin`;
+    0 is the original loss), different pairs pushed apart until they are `margin` away.
     """
     y = same.to(distance.dtype)
-    return (y * distance.pow(2) + (1 - y) * F.relu(margin - distance).pow(2)).mean() / 2
+    return (y * F.relu(distance - pos_margin).pow(2) + (1 - y) * F.relu(margin - distance).pow(2)).mean() / 2
 
 
-def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float) -> torch.Tensor:
+def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float = 0.0) -> torch.Tensor:
     """Contrastive loss over every pair of a batch's embeddings (B, D) with identity labels (B,).
 
     The same formula as `contrastive_loss`, with the positive term averaged over all same-identity
@@ -33,7 +33,7 @@ def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: flo
     d = euclidean_matrix(emb)  # (B, B)
     same = ids[:, None] == ids[None, :]
     upper = torch.triu(torch.ones_like(same), diagonal=1)
-    pos = d[same & upper]
+    pos = F.relu(d[same & upper] - pos_margin)
     hinge = F.relu(margin - d[~same & upper])
     active = hinge > 0
     pos_term = pos.pow(2).mean() if pos.numel() else d.new_zeros(())

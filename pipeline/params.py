@@ -92,7 +92,8 @@ class TrainParams:
     width: int  # channels of the first conv block (compact); doubles per block
     embedding_dim: int
     normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
-    margin: float
+    margin: float  # different-person pairs closer than this are pushed apart
+    pos_margin: float  # same-person pairs farther than this are pulled together (0: all the way)
     optimizer: Literal["adam", "sgd"]
     lr: float
     momentum: float
@@ -124,6 +125,8 @@ class TrainParams:
             errors["momentum"] = "must be < 1"
         if self.dropout >= 1:
             errors["dropout"] = "must be < 1"
+        if not 0 <= self.pos_margin < self.margin:
+            errors["pos_margin"] = "must be in [0, train.margin)"
         return errors
 
 

@@ -141,7 +141,7 @@ def pair_distances(model: Siamese, images: torch.Tensor, pairs: PairSet, tta_fli
 
 def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams, dtype) -> dict:
     d = pair_distances(model, images, val, p.tta_flip, dtype)
-    loss = contrastive_loss(torch.from_numpy(d), torch.from_numpy(val.label), p.margin).item()
+    loss = contrastive_loss(torch.from_numpy(d), torch.from_numpy(val.label), p.margin, p.pos_margin).item()
     t = choose_threshold(d, val.label)
     return {"val_loss": loss, "val_auc": float(roc_auc_score(val.label, -d)),
             "val_accuracy": float(((d <= t) == val.label.astype(bool)).mean())}
@@ -177,10 +177,11 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
                 emb = _GatherRows.apply(emb)
                 ids = torch.from_numpy(np.concatenate([np.concatenate([train.id1[b][part], train.id2[b][part]])
                                                        for part in _shares(len(b), size)])).to(device)
-            loss = batch_all_contrastive_loss(emb, ids, p.margin)
+            loss = batch_all_contrastive_loss(emb, ids, p.margin, p.pos_margin)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
-            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(train.label[b][mine]).to(device), p.margin)
+            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(train.label[b][mine]).to(device), p.margin,
+                                    p.pos_margin)
         check = loss.detach().clone()
         if size > 1:  # a non-finite loss on any rank stops every rank
             dist.all_reduce(check)

@@ -21,6 +21,18 @@ def test_contrastive_loss_averages_pairs():
     assert loss.item() == pytest.approx((0.09 / 2 + 0.49 / 2) / 2)
 
 
+def test_positive_margin_leaves_close_same_pairs_alone():
+    d, same = torch.tensor([0.2, 0.5, 0.5]), torch.tensor([1, 1, 0])
+    loss = contrastive_loss(d, same, margin=1.0, pos_margin=0.3)
+    assert loss.item() == pytest.approx((0 + 0.2 ** 2 + 0.5 ** 2) / 2 / 3)
+    e = torch.tensor([[0.0, 0.0], [0.2, 0.0], [0.0, 0.5], [0.0, 0.9]])
+    ids = torch.tensor([0, 0, 1, 1])
+    # positives (0,1) d=0.2 -> 0, (2,3) d=0.4 -> 0.1; negatives in margin: d(0,2)=0.5, d(1,2)=sqrt(.29), d(0,3)=0.9, d(1,3)=sqrt(.85)
+    neg = [0.5, 0.29 ** 0.5, 0.9, 0.85 ** 0.5]
+    expected = ((0 + 0.1 ** 2) / 2 + sum((1 - x) ** 2 for x in neg) / 4) / 2
+    assert batch_all_contrastive_loss(e, ids, margin=1.0, pos_margin=0.3).item() == pytest.approx(expected, abs=1e-5)
+
+
 def test_batch_all_loss_hand_computed():
     e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [3.0, 0.0]])
     ids = torch.tensor([0, 0, 1, 2])

@@ -29,6 +29,7 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     ("train.batch_size", 0, r"'train.batch_size' must be > 0, got 0"),
     ("train.batch_size", 1.5, r"'train.batch_size' must be an integer"),
     ("train.margin", -1.0, r"'train.margin' must be > 0, got -1.0"),
+    ("train.pos_margin", 1.0, r"'train.pos_margin' must be in \[0, train.margin\), got 1.0"),
     ("train.optimizer", "rmsprop", r"'train.optimizer' must be one of \['adam', 'sgd'\]"),
     ("train.augment.flip", "yes", r"'train.augment.flip' must be true or false"),
     ("pairs.val_fraction", 1.0, r"'pairs.val_fraction' must be in \(0, 1\), got 1.0"),

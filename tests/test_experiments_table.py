@@ -31,3 +31,11 @@ def test_table_groups_seeds_and_gives_mean_and_spread():
     assert len(lines) == 4  # header, rule, two configurations
     assert "0.8550 ± 0.0420" in lines[2] and "| 0, 1, 2, 1 |" in lines[2]
     assert "train.lr=0.004" in lines[3] and "0.7000" in lines[3] and "`dvc exp run -S train.lr=0.004 -S seed=0`" in lines[3]
+
+
+def test_a_param_added_later_takes_the_baselines_value_for_older_experiments():
+    new = exp("main", 0, 0.002, 0.80)
+    new["data"]["params"]["params.yaml"]["data"]["train"]["pos_margin"] = 0.0
+    older = exp("o1", 1, 0.002, 0.90)  # ran before train.pos_margin existed
+    lines = table_mod.table([("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(older)]).splitlines()
+    assert len(lines) == 3 and "| 0, 1 |" in lines[2] and "pos_margin" not in lines[2]

@@ -1,6 +1,6 @@
 """Write docs/EXPERIMENTS.md from `dvc exp show --json`: one row per configuration, mean and spread over seeds.
 
-    python scripts/experiments_table.py [--out docs/EXPERIMENTS.md]
+    python scripts/experiments_table.py [--out docs/EXPERIMENTS.md] [--earlier REV ...]
 
 Every number in the table comes from a DVC experiment's metrics files; the command that
 reproduces each configuration is printed beside it.
@@ -92,11 +92,25 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines)
 
 
+def earlier_table(rev: str) -> str:
+    """The table this script wrote at commit `rev`, for experiments whose refs no longer exist
+    (DVC keeps experiments as local git refs: a fresh clone or a lost machine has none of them)."""
+    shown = subprocess.run(["git", "show", f"{rev}:docs/EXPERIMENTS.md"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"--earlier {rev}: no docs/EXPERIMENTS.md at that commit ({shown.stderr.strip()})")
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("|")]
+    if not rows:
+        raise SystemExit(f"--earlier {rev}: docs/EXPERIMENTS.md at that commit holds no table")
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "EXPERIMENTS.md")
     parser.add_argument("--num", type=int, default=5, help="also take the experiments of the last N commits")
     parser.add_argument("--json", type=Path, help="read this saved `dvc exp show --json` output instead of running it")
+    parser.add_argument("--earlier", nargs="*", default=[], metavar="REV",
+                        help="also copy the table generated at these commits (experiments run then, refs since lost)")
     args = parser.parse_args()
     raw = args.json.read_text() if args.json else subprocess.run(
         ["dvc", "exp", "show", "--json", "--num", str(args.num)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -112,6 +126,15 @@ def main() -> int:
         "pairsDevTest pairs, reported, never selected on. A param that did not exist yet when an",
         "experiment ran is shown at its default, which reproduces the code from before it existed.", "",
         table(rows), ""])
+    for rev in args.earlier:
+        sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        text += "\n".join([
+            "", f"## Earlier: the table as generated at commit {sha}", "",
+            f"These experiments ran on the code and `params.yaml` of commit {sha}; their DVC experiment refs",
+            "were local to the machine that ran them and are gone, so the rows are copied from the table this",
+            f"script wrote then (`git show {sha}:docs/EXPERIMENTS.md`). \"params.yaml as committed\" means",
+            f"that commit's params; reproduce a row with `git checkout {sha}` and its command.", "",
+            earlier_table(rev), ""])
     files.write_text(args.out, text)
     print(f"{len(rows)} runs written to {args.out}")
     return 0

@@ -39,3 +39,22 @@ def test_a_param_added_later_takes_the_baselines_value_for_older_experiments():
     older = exp("o1", 1, 0.002, 0.90)  # ran before train.pos_margin existed
     lines = table_mod.table([("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(older)]).splitlines()
     assert len(lines) == 3 and "| 0, 1 |" in lines[2] and "pos_margin" not in lines[2]
+
+
+def test_earlier_table_copies_the_rows_generated_at_a_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    import pytest
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "EXPERIMENTS.md").write_text("# Experiments\n\nprose\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    git("add", "-A")
+    git("commit", "-qm", "table")
+    monkeypatch.setattr(table_mod, "ROOT", tmp_path)
+    assert table_mod.earlier_table("HEAD") == "| a | b |\n|---|---|\n| 1 | 2 |"
+    with pytest.raises(SystemExit, match="--earlier nosuchrev"):
+        table_mod.earlier_table("nosuchrev")

@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import files, tracking
 from pipeline.data import load_images, load_pairs
 from pipeline.metrics import choose_threshold, verification_metrics
 from pipeline.model import load_checkpoint
@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, default=Path("data/pairs"))
     parser.add_argument("--out", type=Path, default=Path("metrics/calibrate.json"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracking.setup_logging()
     with tracking.stage_run("calibrate", args.params) as rec:
         try:
             params = load_params(args.params)
             p = params.calibrate
             rec.params({"seed": params.seed, **flatten(p, "calibrate.")})
-            rec.tags({"model_sha256": tracking.sha256_file(args.model)})
+            rec.tags({"model_sha256": files.digest(args.model)})
             result = calibrate(args.model, args.prepared, args.pairs / "val.tsv", p.criterion, p.target_far)
         except (ValueError, OSError) as e:
             log.error("%s", e)

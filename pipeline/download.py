@@ -12,7 +12,6 @@ and renamed into place only when everything passed, so no half-made dataset is e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import logging
 import os
@@ -38,18 +37,10 @@ class DataError(RuntimeError):
     """The data cannot be fetched or is not what it should be; the message names the file."""
 
 
-def file_digest(path: str | Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_checksum(path: str | Path, checksum: str) -> None:
     """Raise DataError unless `path` has `checksum` ('<algo>:<hex>')."""
     algo, _, expected = checksum.partition(":")
-    actual = file_digest(path, algo)
+    actual = files.digest(path, algo)
     if actual != expected.lower():
         raise DataError(f"{path}: {algo} checksum mismatch: expected {expected}, got {actual}")
 
@@ -149,7 +140,7 @@ def verify_sha256sums(root: Path) -> int:
         target = root / rel
         if not target.is_file():
             raise DataError(f"{sums}:{lineno}: listed file {rel} is missing")
-        if file_digest(target, "sha256") != digest:
+        if files.digest(target, "sha256") != digest:
             raise DataError(f"{target}: sha256 differs from {sums}:{lineno}")
         n += 1
     return n
@@ -219,7 +210,7 @@ def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
             verify_checksum(archive, expected)
             log.info("%s: %s verified", archive, expected.split(":")[0])
         else:
-            log.warning("%s: no checksum pinned (sha256 %s); relying on the content checks", archive, file_digest(archive, "sha256"))
+            log.warning("%s: no checksum pinned (sha256 %s); relying on the content checks", archive, files.digest(archive, "sha256"))
         with files.atomic_dir(out) as staging:
             extracted = tmp / "extracted"
             extracted.mkdir()
@@ -244,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/lfw-a"))
     parser.add_argument("--report", type=Path, default=Path("metrics/data.json"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracking.setup_logging()
     with tracking.stage_run("download", args.params) as rec:
         try:
             params = load_params(args.params)

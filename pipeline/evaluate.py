@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-report", type=Path, default=Path("metrics/train.json"))
     parser.add_argument("--card", type=Path, default=Path("reports/model_card.md"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracking.setup_logging()
     with tracking.stage_run("evaluate", args.params) as rec:
         return _main(args, rec)
 
@@ -148,7 +148,7 @@ def _main(args, rec: tracking.Recorder) -> int:
         log.error("%s", e)
         rec.fail()
         return 1
-    rec.tags({"model_sha256": tracking.sha256_file(args.model)})
+    rec.tags({"model_sha256": files.digest(args.model)})
     rec.params({"seed": params["seed"]})
     files.write_text(args.predictions, to_csv([
         {"name1": p.name1, "i1": p.i1, "name2": p.name2, "i2": p.i2, "label": int(l),

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/pairs"))
     parser.add_argument("--report", type=Path, default=Path("metrics/pairs.json"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracking.setup_logging()
     with tracking.stage_run("pairs", args.params) as rec:
         try:
             params = load_params(args.params)

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
     parser.add_argument("--report", type=Path, default=Path("metrics/prepare.json"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracking.setup_logging()
     with tracking.stage_run("prepare", args.params) as rec:
         try:
             params = load_params(args.params)

@@ -120,12 +120,9 @@ def lock_hashes(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path
     return out
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def setup_logging(level: int = logging.INFO) -> None:
+    """The one log format of every stage's command line."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 class Recorder:

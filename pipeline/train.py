@@ -315,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     if distributed and not dist.is_initialized():
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     rank = world()[0]
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracking.setup_logging(logging.INFO if rank == 0 else logging.WARNING)
     try:
         if rank:  # one record and one set of outputs: rank 0's
             return _main(args, tracking.Recorder("train"))
@@ -359,7 +358,7 @@ def _main(args, rec: tracking.Recorder) -> int:
     write_history(args.plot, history)
     tracking.write_metrics(args.metrics, summary, rec)
     rec.metrics({"train_seconds": time.perf_counter() - t0})
-    rec.tags({"model_sha256": tracking.sha256_file(args.model), "mining": summary["mining"]})
+    rec.tags({"model_sha256": files.digest(args.model), "mining": summary["mining"]})
     rec.artifact(args.plot)
     args.resume.unlink(missing_ok=True)
     log.info("best epoch %d: val_auc %.4f; model saved to %s", summary["best_epoch"], summary["best_val_auc"], args.model)

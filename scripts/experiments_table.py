@@ -75,6 +75,7 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
         groups.setdefault(tuple((k, params.get(k)) for k in varying), []).append((name, params.get("seed"), metrics))
     lines = ["| configuration | seeds | " + " | ".join(METRICS) + " | reproduce |", "|---" * (len(METRICS) + 3) + "|"]
     for config, members in groups.items():
+        members.sort(key=lambda m: (m[1] is None, m[1] if m[1] is not None else 0))
         cells = []
         for col in METRICS:
             values = [m[col] for _, _, m in members if m[col] is not None]
@@ -124,7 +125,9 @@ def main() -> int:
         "Mean ± standard deviation over the seeds listed. Every choice of configuration is made on the",
         "validation columns (held-out training identities); the test columns are the official 1,000",
         "pairsDevTest pairs, reported, never selected on. A param that did not exist yet when an",
-        "experiment ran is shown at its default, which reproduces the code from before it existed.", "",
+        "experiment ran is shown at its default, which reproduces the code from before it existed.",
+        "Rows that set `train.epochs` lower than committed are screening runs on a shorter budget: compare",
+        "them with each other (the row that changes nothing else is their baseline), not with the full runs.", "",
         table(rows), ""])
     for rev in args.earlier:
         sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()

@@ -29,7 +29,7 @@ def test_table_groups_seeds_and_gives_mean_and_spread():
     text = table_mod.table(rows)
     lines = text.splitlines()
     assert len(lines) == 4  # header, rule, two configurations
-    assert "0.8550 ± 0.0420" in lines[2] and "| 0, 1, 2, 1 |" in lines[2]
+    assert "0.8550 ± 0.0420" in lines[2] and "| 0, 1, 1, 2 |" in lines[2]
     assert "train.lr=0.004" in lines[3] and "0.7000" in lines[3] and "`dvc exp run -S train.lr=0.004 -S seed=0`" in lines[3]
 
 

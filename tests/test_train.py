@@ -89,9 +89,9 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, prepared,
     real_loss, calls = train.batch_all_contrastive_loss, []
     steps_per_epoch = 64 // 16  # small_params: 64 train pairs, batch 16
 
-    def loss_turning_nan(emb, ids, margin):
+    def loss_turning_nan(*args, **kwargs):
         calls.append(1)
-        loss = real_loss(emb, ids, margin)
+        loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) > steps_per_epoch + 1 else loss  # 2nd batch of epoch 2
 
     monkeypatch.setattr(train, "batch_all_contrastive_loss", loss_turning_nan)
@@ -173,8 +173,10 @@ def test_restricted_identities_come_from_labels_only():
 @pytest.mark.parametrize("mining", ["batch_all", "pairs"])
 def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, mining):
     """DDP on 2 CPU processes (gloo) against one process, same params: the same epochs and learning
-    rates, validation AUC within 0.02 and validation loss within 5% at every epoch (measured: within
-    3%), one model file and one MLflow train run."""
+    rates, validation AUC within 0.02 and validation loss within 15% at every epoch (measured: up to 8%
+    with the default pos_margin 0.4, 3% with pos_margin 0: the loss of a nearly separated tiny set is a
+    small, noisy number), one model file and one MLflow train run. The exact check of the distributed
+    gradient is the next test."""
     from mlflow.tracking import MlflowClient
     from conftest import free_port
     params = tmp_path / "params.yaml"
@@ -195,7 +197,7 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     assert [r["epoch"] for r in h1] == [r["epoch"] for r in h2]
     for a, b in zip(h1, h2):  # batch norm over each process's half batch is the one difference
         assert abs(float(a["val_auc"]) - float(b["val_auc"])) <= 0.02, (a, b)
-        assert float(b["val_loss"]) == pytest.approx(float(a["val_loss"]), rel=0.05), (a, b)
+        assert float(b["val_loss"]) == pytest.approx(float(a["val_loss"]), rel=0.15), (a, b)
         assert float(a["lr"]) == pytest.approx(float(b["lr"]))
     assert sorted(p.name for p in two.iterdir()) == ["model.pt", "train.csv", "train.json"]  # no resume.pt left
     client = MlflowClient(uri)

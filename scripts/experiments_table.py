@@ -93,16 +93,20 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
     return "\n".join(lines)
 
 
-def earlier_table(rev: str) -> str:
-    """The table this script wrote at commit `rev`, for experiments whose refs no longer exist
-    (DVC keeps experiments as local git refs: a fresh clone or a lost machine has none of them)."""
-    shown = subprocess.run(["git", "show", f"{rev}:docs/EXPERIMENTS.md"], cwd=ROOT, capture_output=True, text=True)
+def earlier_table(rev: str) -> tuple[str, str]:
+    """(short commit, table) this script wrote at commit `rev`, for experiments whose refs no longer
+    exist (DVC keeps experiments as local git refs: a fresh clone or a lost machine has none of them)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, capture_output=True, text=True)
+    if sha.returncode != 0:
+        raise SystemExit(f"--earlier {rev}: no such commit ({sha.stderr.strip()})")
+    sha = sha.stdout.strip()
+    shown = subprocess.run(["git", "show", f"{sha}:docs/EXPERIMENTS.md"], cwd=ROOT, capture_output=True, text=True)
     if shown.returncode != 0:
         raise SystemExit(f"--earlier {rev}: no docs/EXPERIMENTS.md at that commit ({shown.stderr.strip()})")
     rows = [line for line in shown.stdout.splitlines() if line.startswith("|")]
     if not rows:
         raise SystemExit(f"--earlier {rev}: docs/EXPERIMENTS.md at that commit holds no table")
-    return "\n".join(rows)
+    return sha, "\n".join(rows)
 
 
 def main() -> int:
@@ -130,14 +134,14 @@ def main() -> int:
         "them with each other (the row that changes nothing else is their baseline), not with the full runs.", "",
         table(rows), ""])
     for rev in args.earlier:
-        sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        sha, earlier = earlier_table(rev)
         text += "\n".join([
             "", f"## Earlier: the table as generated at commit {sha}", "",
             f"These experiments ran on the code and `params.yaml` of commit {sha}; their DVC experiment refs",
             "were local to the machine that ran them and are gone, so the rows are copied from the table this",
             f"script wrote then (`git show {sha}:docs/EXPERIMENTS.md`). \"params.yaml as committed\" means",
             f"that commit's params; reproduce a row with `git checkout {sha}` and its command.", "",
-            earlier_table(rev), ""])
+            earlier, ""])
     files.write_text(args.out, text)
     print(f"{len(rows)} runs written to {args.out}")
     return 0

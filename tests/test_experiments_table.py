@@ -55,6 +55,8 @@ def test_earlier_table_copies_the_rows_generated_at_a_commit(tmp_path, monkeypat
     git("add", "-A")
     git("commit", "-qm", "table")
     monkeypatch.setattr(table_mod, "ROOT", tmp_path)
-    assert table_mod.earlier_table("HEAD") == "| a | b |\n|---|---|\n| 1 | 2 |"
+    sha, rows = table_mod.earlier_table("HEAD")
+    assert rows == "| a | b |\n|---|---|\n| 1 | 2 |"
+    assert sha == subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     with pytest.raises(SystemExit, match="--earlier nosuchrev"):
         table_mod.earlier_table("nosuchrev")

@@ -161,7 +161,7 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
     order = torch.randperm(len(train.label), generator=gen).numpy()
     n_batches = len(order) // p.batch_size or 1
     total, seen = 0.0, 0
-    bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=None if rank == 0 else True)
+    bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=True if rank else None)
     for k in bar:
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
         rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
@@ -171,12 +171,11 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
             x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = embed(x.to(device))
-        if mining == "batch_all":
-            ids = torch.from_numpy(np.concatenate([train.id1[b][mine], train.id2[b][mine]])).to(device)
-            if size > 1:  # every rank's share, in rank order; the ids are known here without asking
+        if mining == "batch_all":  # the ids of every rank's share in rank order (one process: the whole batch)
+            if size > 1:
                 emb = _GatherRows.apply(emb)
-                ids = torch.from_numpy(np.concatenate([np.concatenate([train.id1[b][part], train.id2[b][part]])
-                                                       for part in _shares(len(b), size)])).to(device)
+            ids = torch.from_numpy(np.concatenate([np.concatenate([train.id1[b][part], train.id2[b][part]])
+                                                   for part in _shares(len(b), size)])).to(device)
             loss = batch_all_contrastive_loss(emb, ids, p.margin, p.pos_margin)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)

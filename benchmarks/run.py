@@ -88,6 +88,50 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     return time.perf_counter() - t0, out.stdout + out.stderr
 
 
+def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
+    """Scoring the official test pairs from JPEG files, and verifying one pair: in-process and as a command."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import export, lfw
+    from pipeline.bundle import Bundle
+    from pipeline.evaluate import image_path, score_pairs
+    from pipeline.prepare import load_image
+    from pipeline.verifier import Verifier
+
+    images = tmp / "lfw-a" / "lfw2"
+    pairs = lfw.parse_pairs(tmp / "lfw-a" / "pairsDevTest.txt")
+    verifier = Verifier(model_path, 1.0)
+    t0 = time.perf_counter()
+    score_pairs(verifier, images, pairs)
+    dt = time.perf_counter() - t0
+    keys = sorted({(q.name1, q.i1) for q in pairs} | {(q.name2, q.i2) for q in pairs})
+    crop, size = verifier.preprocess["crop"], verifier.preprocess["size"]
+    t0 = time.perf_counter()
+    arrays = np.stack([load_image(image_path(images, n, i), crop, size, strict=False) for n, i in keys])
+    t_decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    verifier.embed(arrays)
+    t_embed = time.perf_counter() - t0
+    print(f"evaluation: {len(pairs)} test pairs ({len(keys)} distinct images) from JPEG files in {dt:.2f} s = "
+          f"{len(pairs) / dt:.0f} pairs/s; of which decode {t_decode:.2f} s, embed {t_embed:.2f} s = "
+          f"{len(keys) / t_embed:.0f} images/s ({'with' if verifier.tta_flip else 'without'} the mirror pass)")
+
+    bundle = tmp / "faceverify.npz"
+    export.export(model_path, 1.0, bundle)
+    first = pairs[0]
+    a, b = image_path(images, first.name1, first.i1), image_path(images, first.name2, first.i2)
+    for name, load in (("checkpoint (PyTorch)", lambda: Verifier(model_path, 1.0)), ("bundle (NumPy)", lambda: Bundle(bundle))):
+        t0 = time.perf_counter()
+        load().distances([Image.open(a)], [Image.open(b)])
+        print(f"verify one pair in-process, {name}, model load included: {1000 * (time.perf_counter() - t0):.0f} ms")
+    command = [shutil.which("faceverify") or "faceverify", "verify", str(a), str(b), "--threshold", "1.0", "--model"]
+    for name, model in (("bundle", bundle), ("checkpoint", model_path)):
+        times = [timed(command + [str(model)], ROOT, env)[0] for _ in range(3)]
+        print(f"verify one pair with `faceverify verify --model {model.name}` (interpreter start included): "
+              f"{min(times):.2f} s best of 3 ({', '.join(f'{t:.2f}' for t in times)})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=Path(os.environ.get("LFW_A_ARCHIVE", ROOT.parent / "shared/data/lfw-a.tar.gz")))
@@ -127,26 +171,9 @@ def main() -> None:
 
         model_path = ROOT / "models" / "model.pt"
         if model_path.exists():
-            from pipeline import lfw
-            from pipeline.evaluate import score_pairs
-            from pipeline.model import load_checkpoint
-            m, ckpt = load_checkpoint(model_path)
-            pairs = lfw.parse_pairs(tmp / "lfw-a" / "pairsDevTest.txt")
-            t0 = time.perf_counter()
-            score_pairs(m, ckpt, tmp / "lfw-a" / "lfw2", pairs)
-            dt = time.perf_counter() - t0
-            print(f"evaluation: {len(pairs)} test pairs from JPEG files in {dt:.2f} s = {len(pairs) / dt:.0f} pairs/s")
-            first = pairs[0]
-            a = tmp / "lfw-a" / lfw.image_relpath(first.name1, first.i1)
-            b = tmp / "lfw-a" / lfw.image_relpath(first.name2, first.i2)
-            from pipeline.verifier import Verifier
-            t0 = time.perf_counter()
-            v = Verifier(model_path, 1.0)
-            from PIL import Image
-            v.distances([Image.open(a)], [Image.open(b)])
-            print(f"verify one pair in-process (model load included): {1000 * (time.perf_counter() - t0):.0f} ms")
-            t_cli, _ = timed([shutil.which("faceverify") or "faceverify", "verify", str(a), str(b)], ROOT, env)
-            print(f"verify one pair with the `faceverify` command (interpreter start included): {t_cli:.2f} s")
+            evaluation(model_path, tmp, env)
+        else:
+            print(f"no {model_path} (run `dvc repro` first): evaluation and verification figures skipped")
 
         pairs_dir = tmp / "pairs"
         short = tmp / "params.yaml"

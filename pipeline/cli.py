@@ -3,8 +3,10 @@
     faceverify verify A.jpg B.jpg [--model MODEL] [--json]
     faceverify eval --pairs PAIRS --images DIR [--model MODEL] --out OUT.json
 
-MODEL is the pipeline's model in this workspace (models/model.pt with the threshold in
-metrics/calibrate.json; the default), a checkpoint path (with --threshold, or a
+MODEL is, by default, the pipeline's model in this workspace: models/faceverify.npz (written by the
+export stage; scored with NumPy alone, so `verify` answers in well under a second) when it was
+exported from the current models/model.pt, else models/model.pt with the threshold in
+metrics/calibrate.json. It can also be a bundle (.npz), a checkpoint path (with --threshold, or a
 metrics/calibrate.json beside the workspace), or an MLflow model URI (`models:/faceverify@champion`,
 `runs:/<run id>/model`). Inputs should be aligned, centred faces like LFW-a's; any size, colour
 mode and common format is accepted, and the model's own crop and resize are applied.
@@ -20,6 +22,7 @@ from pathlib import Path
 from pipeline import files
 
 DEFAULT_MODEL = "models/model.pt"
+DEFAULT_BUNDLE = "models/faceverify.npz"
 DEFAULT_THRESHOLD = "metrics/calibrate.json"
 
 
@@ -27,10 +30,28 @@ class UserError(Exception):
     """A problem to report in one line."""
 
 
-def load_verifier(model: str, threshold: float | None):
-    """A serving.Verifier for a workspace checkpoint or an MLflow model URI."""
-    from pipeline.verifier import Verifier
+def default_model() -> str:
+    """The workspace's bundle if it was exported from the workspace's checkpoint, else the checkpoint."""
+    bundle, checkpoint = Path(DEFAULT_BUNDLE), Path(DEFAULT_MODEL)
+    if not bundle.is_file():
+        return DEFAULT_MODEL
+    if checkpoint.is_file():
+        import numpy as np
+        try:
+            with np.load(bundle, allow_pickle=False) as z:
+                made_from = json.loads(str(z["meta"]))["checkpoint_sha256"]
+        except Exception:  # noqa: BLE001 - an unreadable bundle: the checkpoint still answers
+            made_from = None
+        if made_from != files.digest(checkpoint):
+            print(f"faceverify: note: {DEFAULT_BUNDLE} is not from the current {DEFAULT_MODEL} (run `dvc repro`); "
+                  f"using {DEFAULT_MODEL}", file=sys.stderr)
+            return DEFAULT_MODEL
+    return DEFAULT_BUNDLE
 
+
+def load_verifier(model: str | None, threshold: float | None):
+    """A bundle.Scorer for a bundle, a workspace checkpoint or an MLflow model URI."""
+    model = model or default_model()
     if "://" in model or model.startswith(("models:/", "runs:/")):
         os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
         import mlflow.pyfunc
@@ -42,18 +63,28 @@ def load_verifier(model: str, threshold: float | None):
             raise UserError(f"cannot load MLflow model {model}: {str(e).splitlines()[0]}") from None
         if threshold is not None:
             verifier.threshold = threshold
-        return verifier
+        return model, verifier
     path = Path(model)
     if not path.is_file():
         hint = " (run `dvc repro` first to train one)" if model == DEFAULT_MODEL else ""
         raise UserError(f"{model}: no such model file{hint}")
+    if path.suffix == ".npz":
+        from pipeline.bundle import Bundle
+        try:
+            verifier = Bundle(path)
+        except Exception as e:  # noqa: BLE001 - a file that is not one of our bundles
+            raise UserError(f"{model}: not a faceverify bundle ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        if threshold is not None:
+            verifier.threshold = threshold
+        return model, verifier
     if threshold is None:
         calib = Path(DEFAULT_THRESHOLD)
         if not calib.is_file():
             raise UserError(f"{model}: no threshold given and no {DEFAULT_THRESHOLD} here; pass --threshold")
         threshold = json.loads(calib.read_text())["threshold"]
+    from pipeline.verifier import Verifier
     try:
-        return Verifier(path, threshold)
+        return model, Verifier(path, threshold)
     except Exception as e:  # noqa: BLE001 - a file that is not one of our checkpoints
         raise UserError(f"{model}: not a faceverify checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
@@ -71,16 +102,16 @@ def open_image(path: str):
 
 
 def cmd_verify(args) -> int:
-    verifier = load_verifier(args.model, args.threshold)
+    model, verifier = load_verifier(args.model, args.threshold)
     d = float(verifier.distances([open_image(args.image1)], [open_image(args.image2)])[0])
     same = d <= verifier.threshold
     result = {"image1": args.image1, "image2": args.image2, "same": bool(same), "distance": d,
-              "threshold": verifier.threshold, "model": args.model}
+              "threshold": verifier.threshold, "model": model}
     if args.json:
         print(json.dumps(result))
     else:
         verdict = "SAME person" if same else "DIFFERENT people"
-        print(f"{verdict}: distance {d:.4f} {'<=' if same else '>'} threshold {verifier.threshold:.4f} (model: {args.model})")
+        print(f"{verdict}: distance {d:.4f} {'<=' if same else '>'} threshold {verifier.threshold:.4f} (model: {model})")
     return 0
 
 
@@ -89,14 +120,14 @@ def cmd_eval(args) -> int:
     from pipeline.evaluate import score_pairs_file
     from pipeline.prepare import ImageError
 
-    verifier = load_verifier(args.model, args.threshold)
+    model, verifier = load_verifier(args.model, args.threshold)
     if not Path(args.images).is_dir():
         raise UserError(f"{args.images}: no such image folder")
     try:
-        _, _, _, metrics = score_pairs_file(verifier.model, verifier.ckpt, Path(args.pairs), Path(args.images), verifier.threshold)
+        _, _, _, metrics = score_pairs_file(verifier, Path(args.pairs), Path(args.images))
     except (lfw.ProtocolError, ImageError) as e:
         raise UserError(str(e)) from None
-    metrics["model"] = args.model
+    metrics["model"] = model
     files.write_json(args.out, metrics)
     print(f"{metrics['n_pairs']} pairs: accuracy {metrics['accuracy']:.4f} "
           f"[{metrics['accuracy_ci95_low']:.4f}, {metrics['accuracy_ci95_high']:.4f}], ROC AUC {metrics['roc_auc']:.4f}, "
@@ -108,7 +139,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceverify", description="Face verification with the trained Siamese network.")
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint path or MLflow model URI (default: %(default)s)")
+    common.add_argument("--model", help=f"bundle (.npz), checkpoint path or MLflow model URI (default: {DEFAULT_BUNDLE} "
+                        f"if exported from the current {DEFAULT_MODEL}, else {DEFAULT_MODEL})")
     common.add_argument("--threshold", type=float, help="distance threshold (default: the model's calibrated one)")
     v = sub.add_parser("verify", parents=[common], help="are two face images the same person?")
     v.add_argument("image1")

@@ -23,14 +23,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from pipeline import files, lfw, tracking
 from pipeline.card import model_card
 from pipeline.metrics import roc, verification_metrics
-from pipeline.model import Siamese, embed_all, euclidean, load_checkpoint
+from pipeline.bundle import Scorer
 from pipeline.prepare import load_image
+from pipeline.verifier import Verifier
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -40,24 +40,23 @@ def image_path(images_dir: Path, name: str, i: int) -> Path:
     return images_dir / Path(lfw.image_relpath(name, i)).relative_to(lfw.IMAGE_DIR)
 
 
-def score_pairs(model: Siamese, ckpt: dict, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
-    """Distances (P,) of LFW pairs read from an image folder; each distinct image is embedded once."""
+def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
+    """Distances (P,) of LFW pairs read from an image folder; each distinct image is decoded and embedded once."""
     keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
-    crop, size = ckpt["preprocess"]["crop"], ckpt["preprocess"]["size"]
-    arrays = [load_image(image_path(images_dir, n, i), crop, size, strict=False) for n, i in keys]
-    emb = embed_all(model, torch.from_numpy(np.stack(arrays)).unsqueeze(1), ckpt["tta_flip"])
+    crop, size = scorer.preprocess["crop"], scorer.preprocess["size"]
+    emb = scorer.embed(np.stack([load_image(image_path(images_dir, n, i), crop, size, strict=False) for n, i in keys]))
     row = {k: r for r, k in enumerate(keys)}
-    a = torch.tensor([row[(p.name1, p.i1)] for p in pairs])
-    b = torch.tensor([row[(p.name2, p.i2)] for p in pairs])
-    return euclidean(emb[a], emb[b]).numpy()
+    a = emb[[row[(p.name1, p.i1)] for p in pairs]]
+    b = emb[[row[(p.name2, p.i2)] for p in pairs]]
+    return np.sqrt(np.maximum(((a - b) ** 2).sum(1), 1e-12))
 
 
-def score_pairs_file(model: Siamese, ckpt: dict, pairs_file: Path, images_dir: Path, threshold: float):
-    """(pairs, distances, labels, metrics) of an LFW-format pairs file against an image folder."""
+def score_pairs_file(scorer: Scorer, pairs_file: Path, images_dir: Path):
+    """(pairs, distances, labels, metrics at scorer.threshold) of an LFW-format pairs file against an image folder."""
     pairs = lfw.parse_pairs(pairs_file)
-    distances = score_pairs(model, ckpt, images_dir, pairs)
+    distances = score_pairs(scorer, images_dir, pairs)
     labels = np.array([int(p.same) for p in pairs])
-    return pairs, distances, labels, verification_metrics(distances, labels, threshold)
+    return pairs, distances, labels, verification_metrics(distances, labels, scorer.threshold)
 
 
 def histogram(distances: np.ndarray, labels: np.ndarray, bins: int = 40) -> list[dict]:
@@ -142,8 +141,8 @@ def _main(args, rec: tracking.Recorder) -> int:
         params = yaml.safe_load(Path(args.params).read_text())
         calibration = json.loads(args.threshold.read_text())
         threshold = calibration["threshold"]
-        model, ckpt = load_checkpoint(args.model)
-        pairs, d, y, metrics = score_pairs_file(model, ckpt, args.pairs_file, args.images, threshold)
+        verifier = Verifier(args.model, threshold)
+        pairs, d, y, metrics = score_pairs_file(verifier, args.pairs_file, args.images)
     except (ValueError, OSError, KeyError, lfw.ProtocolError) as e:
         log.error("%s", e)
         rec.fail()
@@ -163,7 +162,7 @@ def _main(args, rec: tracking.Recorder) -> int:
     for path in (args.threshold, args.predictions, args.plots / "roc.png", args.plots / "distances.png",
                  args.plots / "roc.csv", args.plots / "distances.csv"):
         rec.artifact(path)
-    card = model_card(params, ckpt["config"], json.loads(args.pairs_report.read_text()),
+    card = model_card(params, verifier.ckpt["config"], json.loads(args.pairs_report.read_text()),
                       json.loads(args.train_report.read_text()), calibration, metrics)
     files.write_text(args.card, card)
     rec.artifact(args.card)

@@ -9,8 +9,8 @@ from PIL import Image
 from conftest import small_params
 from pipeline import cli, evaluate, lfw, train
 from pipeline.data import load_images, load_pairs
-from pipeline.model import load_checkpoint
 from pipeline.params import load_params
+from pipeline.verifier import Verifier
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,7 @@ def test_verify_prints_the_verdict_and_agrees_with_eval(workspace, lfw_dir, monk
     result = json.loads(capsys.readouterr().out)
     assert result["threshold"] == 0.9 and result["model"] == "models/model.pt"
     assert result["same"] == (result["distance"] <= 0.9)
-    model, ckpt = load_checkpoint(workspace / "models" / "model.pt")
-    expected = evaluate.score_pairs(model, ckpt, lfw_dir / "lfw2", [first])[0]
+    expected = evaluate.score_pairs(Verifier(workspace / "models" / "model.pt", 0.9), lfw_dir / "lfw2", [first])[0]
     assert result["distance"] == pytest.approx(float(expected), abs=1e-5)
     assert cli.main(["verify", a, b]) == 0
     text = capsys.readouterr().out

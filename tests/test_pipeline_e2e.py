@@ -17,10 +17,10 @@ def reproduced(tmp_path_factory, lfw_archive):
 
 def test_dvc_repro_runs_every_stage_and_writes_every_output(tmp_path, reproduced):
     repo, env, result = reproduced
-    for stage in ("download", "pairs", "prepare", "train", "calibrate", "evaluate"):
+    for stage in ("download", "pairs", "prepare", "train", "calibrate", "export", "evaluate"):
         assert f"Running stage '{stage}'" in result.stdout
     for out in ("data/lfw-a/pairsDevTest.txt", "data/pairs/train.tsv", "data/prepared/images.npy",
-                "models/model.pt", "results/predictions.csv", "plots/train.csv", "plots/roc.csv",
+                "models/model.pt", "models/faceverify.npz", "results/predictions.csv", "plots/train.csv", "plots/roc.csv",
                 "plots/distances.csv", "plots/roc.png", "plots/distances.png", "reports/model_card.md", "dvc.lock"):
         assert (repo / out).is_file(), out
     data = json.loads((repo / "metrics/data.json").read_text())
@@ -59,6 +59,7 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
     a = repo / "data/lfw-a/lfw2" / first[0] / f"{first[0]}_{int(first[1]):04d}.jpg"
     b = repo / "data/lfw-a/lfw2" / first[2] / f"{first[2]}_{int(first[3]):04d}.jpg"
     verdict = json.loads(run(["faceverify", "verify", str(a), str(b), "--json"], repo, env).stdout)
+    assert verdict["model"] == "models/faceverify.npz"  # the torch-free bundle of the export stage
     assert verdict["distance"] == pytest.approx(float(first[5]), abs=1e-5)
     assert verdict["same"] == bool(int(first[6]))
     out = tmp_path / "eval.json"
@@ -117,7 +118,7 @@ def test_mlflow_ui_as_the_readme_starts_it_serves_the_runs(reproduced):
                 time.sleep(1)
         assert found is not None, "mlflow ui did not answer within 120 s"
         stages = {t["value"] for r in found["runs"] for t in r["data"].get("tags", []) if t["key"] == "stage"}
-        assert {"download", "pairs", "prepare", "train", "calibrate", "evaluate"} <= stages
+        assert {"download", "pairs", "prepare", "train", "calibrate", "export", "evaluate"} <= stages
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
     finally:
         os.killpg(ui.pid, 9)

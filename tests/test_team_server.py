@@ -83,7 +83,7 @@ def test_pipeline_records_to_an_mlflow_server_over_postgresql(tmp_path, lfw_arch
         assert parent.data.params["train.margin"] == str(small_params()["train"]["margin"])
         children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         stages = {c.data.tags["stage"]: c for c in children}
-        assert set(stages) == {"download", "pairs", "prepare", "train", "calibrate", "evaluate"}
+        assert set(stages) == {"download", "pairs", "prepare", "train", "calibrate", "export", "evaluate"}
         assert all(c.info.status == "FINISHED" for c in children)
         epochs = len((repo / "plots" / "train.csv").read_text().splitlines()) - 1  # header + one row per epoch
         assert len(client.get_metric_history(stages["train"].info.run_id, "val_auc")) == epochs
@@ -94,7 +94,7 @@ def test_pipeline_records_to_an_mlflow_server_over_postgresql(tmp_path, lfw_arch
     # the records are rows of PostgreSQL, the files are under the server's artifact root
     with psycopg.connect(postgres) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs")
-        assert cur.fetchone()[0] == 7
+        assert cur.fetchone()[0] == 8  # the parent and 7 stages
         cur.execute("SELECT value FROM latest_metrics WHERE key = 'evaluate.accuracy'")
         assert cur.fetchone()[0] == pytest.approx(evaluated["accuracy"])
     assert list(artifacts.rglob("predictions.csv")) and list(artifacts.rglob("MLmodel"))

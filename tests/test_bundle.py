@@ -1,0 +1,117 @@
+"""The export stage and the torch-free bundle: the same distances as the checkpoint, or nothing written."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT
+from pipeline import cli, export
+from pipeline.bundle import Bundle
+from pipeline.model import Siamese
+from pipeline.verifier import Verifier, fold_batchnorm
+
+
+def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0):
+    """A checkpoint of an untrained model whose batch norms have non-trivial statistics."""
+    torch.manual_seed(seed)
+    model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": tta_flip, "margin": 1.0,
+                "preprocess": {"crop": [65, 70, 185, 190], "size": size}}, path)
+    return path
+
+
+def images(n, size, seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("arch, size, tta_flip, normalize", [
+    ("compact", 32, True, True), ("compact", 32, False, False), ("koch2015", 105, True, True)])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, normalize):
+    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta_flip, normalize)
+    export.export(ckpt, 0.7, tmp_path / "fv.npz")
+    bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
+    x = images(6, size)
+    expected = verifier.embed(x)
+    assert bundle.embed(x) == pytest.approx(expected, abs=1e-5)
+    assert bundle.threshold == 0.7 and bundle.tta_flip == tta_flip and bundle.preprocess["size"] == size
+    # folding batch norm changes nothing but speed
+    from pipeline.model import embed_all
+    plain = embed_all(verifier.model, torch.from_numpy(x).unsqueeze(1), tta_flip).numpy()
+    assert expected == pytest.approx(plain, abs=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(verifier.model).modules())
+
+
+def test_pairs_score_alike_from_image_files(tmp_path):
+    ckpt = random_checkpoint(tmp_path / "model.pt")
+    export.export(ckpt, 0.7, tmp_path / "fv.npz")
+    pics = [Image.fromarray(a).resize((250, 250)) for a in images(4, 64)]
+    got = Bundle(tmp_path / "fv.npz").distances(pics[:2], pics[2:])
+    assert got == pytest.approx(Verifier(ckpt, 0.7).distances(pics[:2], pics[2:]), abs=1e-5)
+    assert got.shape == (2,) and (got > 0).all()
+
+
+def test_a_bundle_that_does_not_match_is_not_written(tmp_path, monkeypatch):
+    ckpt = random_checkpoint(tmp_path / "model.pt")
+    monkeypatch.setattr(Bundle, "embed", lambda self, x: np.zeros((len(x), 8), np.float32))
+    with pytest.raises(ValueError, match=r"fv.npz: the exported bundle's distances differ"):
+        export.export(ckpt, 0.7, tmp_path / "fv.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+def test_export_stage_errors_name_the_file(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("FACEVERIFY_TRACKING", "off")
+    ckpt = random_checkpoint(tmp_path / "model.pt")
+    (tmp_path / "calibrate.json").write_text(json.dumps({"criterion": "accuracy"}))
+    argv = ["--model", str(ckpt), "--threshold", str(tmp_path / "calibrate.json"), "--out", str(tmp_path / "fv.npz")]
+    assert export.main(argv) == 1
+    assert "calibrate.json: no 'threshold' key" in caplog.text and not (tmp_path / "fv.npz").exists()
+    (tmp_path / "calibrate.json").write_text(json.dumps({"threshold": 0.5}))
+    assert export.main(argv) == 0 and Bundle(tmp_path / "fv.npz").threshold == 0.5
+
+
+def test_a_file_that_is_not_a_bundle_is_one_clear_error(tmp_path):
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    (tmp_path / "meta.npz").write_bytes(b"not a zip")
+    for name in ("other.npz", "meta.npz"):
+        with pytest.raises(cli.UserError, match=rf"{name}: not a faceverify bundle"):
+            cli.load_verifier(str(tmp_path / name), None)
+
+
+def test_verify_uses_the_bundle_without_importing_torch(tmp_path, lfw_dir):
+    """The workspace default: the bundle when it comes from the current checkpoint, else the checkpoint."""
+    (tmp_path / "models").mkdir()
+    ckpt = random_checkpoint(tmp_path / "models" / "model.pt", size=64)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "calibrate.json").write_text(json.dumps({"threshold": 0.7}))
+    export.export(ckpt, 0.7, tmp_path / "models" / "faceverify.npz")
+    a, b = sorted((lfw_dir / "lfw2").rglob("*.jpg"))[:2]
+    probe = ("import json, sys; from pipeline import cli; rc = cli.main(['verify', sys.argv[1], sys.argv[2], '--json']); "
+             "print(json.dumps({'torch': 'torch' in sys.modules, 'rc': rc}))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def verify():
+        out = subprocess.run([sys.executable, "-c", probe, str(a), str(b)], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, check=True)
+        verdict, status = (json.loads(line) for line in out.stdout.splitlines())
+        return verdict, status, out.stderr
+
+    verdict, status, _ = verify()
+    assert status == {"torch": False, "rc": 0} and verdict["model"] == "models/faceverify.npz"
+    expected = Verifier(ckpt, 0.7).distances([Image.open(a)], [Image.open(b)])[0]
+    assert verdict["distance"] == pytest.approx(float(expected), abs=1e-5)
+
+    random_checkpoint(ckpt, size=64, seed=1)  # retrained, not yet exported: the bundle is stale
+    verdict, status, err = verify()
+    assert status == {"torch": True, "rc": 0} and verdict["model"] == "models/model.pt"
+    assert "models/faceverify.npz is not from the current models/model.pt" in err

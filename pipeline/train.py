@@ -275,9 +275,8 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         if on_epoch:
             on_epoch(row, seconds)
         if resume_path is not None and rank == 0:
-            with files.atomic_path(resume_path) as tmp:
-                torch.save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "state": state}, tmp)
+            save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                  "state": state}, resume_path)
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,
@@ -290,6 +289,13 @@ def checkpoint(model: Siamese, params: Params) -> dict:
     return {"config": model.config, "state_dict": model.state_dict(),
             "preprocess": {"crop": list(params.prepare.crop), "size": params.prepare.size},
             "tta_flip": params.train.tta_flip, "margin": params.train.margin}
+
+
+def save(obj: dict, path: Path) -> None:
+    """torch.save, atomically, through a file handle: the zip's inner folder is then always "archive",
+    so the same weights give the same bytes and DVC the same hash (a path names it after the temporary file)."""
+    with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -352,8 +358,7 @@ def _main(args, rec: tracking.Recorder) -> int:
         return 1
     if world()[0]:
         return 0
-    with files.atomic_path(args.model) as tmp:
-        torch.save(checkpoint(model, params), tmp)
+    save(checkpoint(model, params), args.model)
     write_history(args.plot, history)
     tracking.write_metrics(args.metrics, summary, rec)
     rec.metrics({"train_seconds": time.perf_counter() - t0})

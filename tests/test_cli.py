@@ -90,3 +90,18 @@ def test_no_trained_model_yet(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["verify", "a.jpg", "b.jpg"]) == 1
     assert "run `dvc repro` first" in capsys.readouterr().err
+
+
+def test_eval_and_verify_on_a_bundle_agree_with_the_checkpoint(workspace, lfw_dir, tmp_path, monkeypatch, capsys):
+    from pipeline import export
+    monkeypatch.chdir(workspace)
+    bundle = tmp_path / "fv.npz"
+    export.export(workspace / "models" / "model.pt", 0.9, bundle)
+    outs = {}
+    for model in ("models/model.pt", str(bundle)):
+        outs[model] = tmp_path / f"{len(outs)}.json"
+        assert cli.main(["eval", "--pairs", str(lfw_dir / "pairsDevTest.txt"), "--images", str(lfw_dir / "lfw2"),
+                         "--out", str(outs[model]), "--model", model]) == 0
+    a, b = (json.loads(p.read_text()) for p in outs.values())
+    assert b["model"] == str(bundle) and a["roc_auc"] == pytest.approx(b["roc_auc"], abs=1e-6)
+    assert (a["accuracy"], a["threshold"]) == (b["accuracy"], b["threshold"])

@@ -90,13 +90,11 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 
 def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
     """Scoring the official test pairs from JPEG files, and verifying one pair: in-process and as a command."""
-    import numpy as np
     from PIL import Image
 
     from pipeline import export, lfw
     from pipeline.bundle import Bundle
-    from pipeline.evaluate import image_path, score_pairs
-    from pipeline.prepare import load_image
+    from pipeline.evaluate import image_path, pair_images, score_pairs
     from pipeline.verifier import Verifier
 
     images = tmp / "lfw-a" / "lfw2"
@@ -105,10 +103,8 @@ def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
     t0 = time.perf_counter()
     score_pairs(verifier, images, pairs)
     dt = time.perf_counter() - t0
-    keys = sorted({(q.name1, q.i1) for q in pairs} | {(q.name2, q.i2) for q in pairs})
-    crop, size = verifier.preprocess["crop"], verifier.preprocess["size"]
     t0 = time.perf_counter()
-    arrays = np.stack([load_image(image_path(images, n, i), crop, size, strict=False) for n, i in keys])
+    keys, arrays = pair_images(verifier, images, pairs)
     t_decode = time.perf_counter() - t0
     t0 = time.perf_counter()
     verifier.embed(arrays)

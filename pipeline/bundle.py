@@ -23,6 +23,11 @@ from pipeline.prepare import preprocess
 FORMAT = 1
 
 
+def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Euclidean distance (P,) between embeddings a, b (P, D), as pipeline.model.euclidean."""
+    return np.sqrt(np.maximum(((a - b) ** 2).sum(1), 1e-12))
+
+
 class Scorer:
     """Distances of image pairs from `embed`; attributes `threshold`, `preprocess` {crop, size}, `tta_flip`."""
 
@@ -41,7 +46,7 @@ class Scorer:
     def distances(self, first: list[Image.Image], second: list[Image.Image]) -> np.ndarray:
         """Euclidean distances (P,) between the embeddings of first[k] and second[k]."""
         e = self.embed(self.arrays(first + second))
-        return np.sqrt(np.maximum(((e[:len(first)] - e[len(first):]) ** 2).sum(1), 1e-12))
+        return euclidean(e[:len(first)], e[len(first):])
 
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int) -> np.ndarray:
@@ -63,7 +68,7 @@ class Bundle(Scorer):
     def __init__(self, path: str | Path):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            self.arrays_ = {k: z[k] for k in z.files if k != "meta"}
+            self.weights = {k: z[k] for k in z.files if k != "meta"}
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: bundle format {meta.get('format')!r}, this code reads {FORMAT}")
         self.meta = meta
@@ -75,7 +80,7 @@ class Bundle(Scorer):
         # conv weights to (C, kh, kw, O) once, so that each call is one tensordot per layer
         for op in self.ops:
             if op["op"] == "conv":
-                self.arrays_[op["w"]] = np.ascontiguousarray(self.arrays_[op["w"]].transpose(1, 2, 3, 0))
+                self.weights[op["w"]] = np.ascontiguousarray(self.weights[op["w"]].transpose(1, 2, 3, 0))
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W) -> embeddings (N, D), as Siamese.embed computes them."""
@@ -83,7 +88,7 @@ class Bundle(Scorer):
         mean = x.mean(axis=(1, 2), keepdims=True)
         std = np.maximum(x.std(axis=(1, 2), ddof=1, keepdims=True), 1.0)
         x = ((x - mean) / std)[..., None]  # (N, H, W, 1)
-        a = self.arrays_
+        a = self.weights
         for op in self.ops:
             kind = op["op"]
             if kind == "conv":

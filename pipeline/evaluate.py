@@ -28,7 +28,7 @@ import yaml
 from pipeline import files, lfw, tracking
 from pipeline.card import model_card
 from pipeline.metrics import roc, verification_metrics
-from pipeline.bundle import Scorer
+from pipeline.bundle import Scorer, euclidean
 from pipeline.prepare import load_image
 from pipeline.verifier import Verifier
 
@@ -40,15 +40,19 @@ def image_path(images_dir: Path, name: str, i: int) -> Path:
     return images_dir / Path(lfw.image_relpath(name, i)).relative_to(lfw.IMAGE_DIR)
 
 
-def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
-    """Distances (P,) of LFW pairs read from an image folder; each distinct image is decoded and embedded once."""
+def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once."""
     keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
     crop, size = scorer.preprocess["crop"], scorer.preprocess["size"]
-    emb = scorer.embed(np.stack([load_image(image_path(images_dir, n, i), crop, size, strict=False) for n, i in keys]))
+    return keys, np.stack([load_image(image_path(images_dir, n, i), crop, size, strict=False) for n, i in keys])
+
+
+def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
+    """Distances (P,) of LFW pairs read from an image folder; each distinct image is decoded and embedded once."""
+    keys, images = pair_images(scorer, images_dir, pairs)
+    emb = scorer.embed(images)
     row = {k: r for r, k in enumerate(keys)}
-    a = emb[[row[(p.name1, p.i1)] for p in pairs]]
-    b = emb[[row[(p.name2, p.i2)] for p in pairs]]
-    return np.sqrt(np.maximum(((a - b) ** 2).sum(1), 1e-12))
+    return euclidean(emb[[row[(p.name1, p.i1)] for p in pairs]], emb[[row[(p.name2, p.i2)] for p in pairs]])
 
 
 def score_pairs_file(scorer: Scorer, pairs_file: Path, images_dir: Path):

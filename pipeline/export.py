@@ -22,15 +22,15 @@ import torch
 from torch import nn
 
 from pipeline import files, tracking
-from pipeline.bundle import FORMAT, Bundle
-from pipeline.verifier import Verifier, fold_batchnorm
+from pipeline.bundle import FORMAT, Bundle, euclidean
+from pipeline.verifier import Verifier
 
 log = logging.getLogger("pipeline.export")
 
 
 def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.ndarray]:
     """The npz contents: 'meta' (JSON: ops, preprocessing, threshold) and one float32 array per weight."""
-    model = fold_batchnorm(verifier.model)
+    model = verifier.fast  # batch norm already folded into the convolutions
     arrays: dict[str, np.ndarray] = {}
     ops: list[dict] = []
 
@@ -82,7 +82,7 @@ def export(model_path: Path, threshold: float, out: Path, check_images: int = 8)
 
 def _distances(scorer, images: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     e = scorer.embed(images)
-    return np.linalg.norm(e[first] - e[second], axis=1)
+    return euclidean(e[first], e[second])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -92,3 +92,58 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: f
     ], dim=1)  # (B, 2, 3); shifts in grid units, where the image spans [-1, 1]
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class IdentitySampler:
+    """Batches of images built from identities ("PxK"), for batch-all mining.
+
+    Each batch of `batch_images` holds `per_identity` (K) images of each of P identities, P =
+    round(identity_fraction * batch_images / K), drawn from the identities with at least two images;
+    the rest of the batch is images drawn uniformly from every training image, singletons included,
+    so that people with one photo still serve as negatives. Identities and filler images are taken
+    in reshuffled rounds, so each appears as often as the others; an identity with fewer than K
+    images repeats them (with different augmentation). Everything is drawn from `gen`.
+    """
+
+    def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float):
+        rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
+        self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
+        order = np.argsort(self.ids, kind="stable")
+        ids, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
+        self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]
+        if not self.groups:
+            raise ValueError("train.sampler 'identities' needs an identity with at least two training images; "
+                             "the training pairs have none")
+        self.k = per_identity
+        self.p = min(len(self.groups), max(1, round(identity_fraction * batch_images / per_identity)))
+        self.n_fill = batch_images - self.p * self.k
+        if self.n_fill < 0:
+            raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
+        self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
+
+    def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:
+        """n indices into range(size), in reshuffled rounds. An index a new round would repeat within the
+        batch waits for the next batch while the round has others left."""
+        q = self._queues[queue]
+        out: list[int] = []
+        while len(out) < n:
+            if not q:
+                q.extend(torch.randperm(size, generator=gen).tolist())
+            pick = q.pop()
+            if pick in out and any(x not in out for x in q):  # a new round repeated it: keep it for the next batch
+                q.insert(0, pick)
+                continue
+            out.append(pick)
+        return np.asarray(out, dtype=np.int64)
+
+    def batch(self, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the image array, identity numbers) of one batch."""
+        rows = []
+        for g in self._take("groups", self.p, len(self.groups), gen):
+            group = self.groups[g]
+            picks = torch.randperm(len(group), generator=gen).numpy()
+            rows.append(group[np.resize(picks, self.k)])
+        if self.n_fill:
+            rows.append(self.rows[self._take("fill", self.n_fill, len(self.rows), gen)])
+        rows = np.concatenate(rows)
+        return rows, self.ids[np.searchsorted(self.rows, rows)]

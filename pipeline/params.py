@@ -105,6 +105,9 @@ class TrainParams:
     patience: int
     min_delta: float
     mining: Literal["auto", "pairs", "batch_all"]  # auto = batch_all: every pair of images in a batch
+    sampler: Literal["pairs", "identities"]  # batches of the table's pairs, or of K images per identity (PxK)
+    per_identity: int  # sampler identities: images of each identity in a batch (K)
+    identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
@@ -127,6 +130,12 @@ class TrainParams:
             errors["dropout"] = "must be < 1"
         if not 0 <= self.pos_margin < self.margin:
             errors["pos_margin"] = "must be in [0, train.margin)"
+        if self.per_identity < 2 or self.per_identity > 2 * self.batch_size:
+            errors["per_identity"] = "must be in [2, 2 * train.batch_size] (a batch holds 2 * batch_size images)"
+        if not 0 < self.identity_fraction <= 1:
+            errors["identity_fraction"] = "must be in (0, 1]"
+        if self.sampler == "identities" and self.mining == "pairs":
+            errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors
 
 

@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from pipeline import files, tracking
-from pipeline.data import PairSet, augment, load_images, load_pairs
+from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.metrics import choose_threshold
 from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, embed_all, euclidean
 from pipeline.params import Params, TrainParams, flatten, load_params
@@ -160,22 +160,31 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
     torch.manual_seed(seed * 100_003 + epoch)  # dropout
     order = torch.randperm(len(train.label), generator=gen).numpy()
     n_batches = len(order) // p.batch_size or 1
+    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction) \
+        if p.sampler == "identities" else None
     total, seen = 0.0, 0
     bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=True if rank else None)
     for k in bar:
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
-        rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
-        x = augment(images[rows].float(), gen, **vars(p.augment))  # (2B, 1, H, W), the same on every rank
-        mine = _shares(len(b), size)[rank]  # this rank's pairs
-        if size > 1:
-            x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            emb = embed(x.to(device))
-        if mining == "batch_all":  # the ids of every rank's share in rank order (one process: the whole batch)
+        if sampler:  # a flat batch of images; the ranks embed contiguous shares of it, gathered in rank order
+            batch_rows, batch_ids = sampler.batch(gen)
+            x = augment(images[torch.from_numpy(batch_rows)].float(), gen, **vars(p.augment))
+            x = x[_shares(len(x), size)[rank]]
+            ids = torch.from_numpy(batch_ids).to(device)
+        else:
+            rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
+            x = augment(images[rows].float(), gen, **vars(p.augment))  # (2B, 1, H, W), the same on every rank
+            mine = _shares(len(b), size)[rank]  # this rank's pairs
             if size > 1:
-                emb = _GatherRows.apply(emb)
+                x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
+            # the ids of every rank's share in rank order (one process: the whole batch)
             ids = torch.from_numpy(np.concatenate([np.concatenate([train.id1[b][part], train.id2[b][part]])
                                                    for part in _shares(len(b), size)])).to(device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            emb = embed(x.to(device))
+        if mining == "batch_all":
+            if size > 1:
+                emb = _GatherRows.apply(emb)
             loss = batch_all_contrastive_loss(emb, ids, p.margin, p.pos_margin)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)

@@ -166,11 +166,11 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
     bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=True if rank else None)
     for k in bar:
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
-        if sampler:  # a flat batch of images; the ranks embed contiguous shares of it, gathered in rank order
+        if sampler:  # a flat batch of images; rank r embeds every size-th image from the r-th, so each rank's
+            # share holds part of every identity group and of the uniform images (batch norm sees alike shares)
             batch_rows, batch_ids = sampler.batch(gen)
-            x = augment(images[torch.from_numpy(batch_rows)].float(), gen, **vars(p.augment))
-            x = x[_shares(len(x), size)[rank]]
-            ids = torch.from_numpy(batch_ids).to(device)
+            x = augment(images[torch.from_numpy(batch_rows)].float(), gen, **vars(p.augment))[rank::size]
+            ids = torch.from_numpy(np.concatenate([batch_ids[r::size] for r in range(size)])).to(device)
         else:
             rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
             x = augment(images[rows].float(), gen, **vars(p.augment))  # (2B, 1, H, W), the same on every rank

@@ -27,6 +27,9 @@ METRICS = {  # column -> (metrics file, key)
     "val AUC": ("metrics/calibrate.json", "val_roc_auc"),
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
+# params added after experiments ran, whose committed value is not the behaviour from before they
+# existed: an experiment without the key ran with this value (any other missing key: the baseline's)
+BEFORE_ADDED = {"train.sampler": "pairs"}
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -65,10 +68,10 @@ def records(node, baseline=None):
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:
-    base = rows[0][1] if rows else {}
-    # a param added after an experiment ran takes the baseline's value: every new param's default
-    # reproduces the behaviour from before it existed (e.g. train.pos_margin 0.0)
-    rows = [(name, {**base, **params}, metrics) for name, params, metrics in rows]
+    base = {**BEFORE_ADDED, **rows[0][1]} if rows else {}
+    # a param added after an experiment ran takes its BEFORE_ADDED value, else the baseline's: a new
+    # param is added with a value that reproduces the behaviour from before it existed
+    rows = [(name, {**base, **BEFORE_ADDED, **params}, metrics) for name, params, metrics in rows]
     varying = sorted({k for _, p, _ in rows for k in p if k != "seed" and any(q.get(k) != base.get(k) for _, q, _ in rows)})
     groups: dict[tuple, list] = {}
     for name, params, metrics in rows:

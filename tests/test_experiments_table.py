@@ -41,6 +41,16 @@ def test_a_param_added_later_takes_the_baselines_value_for_older_experiments():
     assert len(lines) == 3 and "| 0, 1 |" in lines[2] and "pos_margin" not in lines[2]
 
 
+
+def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour():
+    new = exp("main", 0, 0.002, 0.80)
+    new["data"]["params"]["params.yaml"]["data"]["train"]["sampler"] = "identities"
+    older = exp("o1", 0, 0.002, 0.90)  # ran before train.sampler existed: pair batches
+    lines = table_mod.table([("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(older)]).splitlines()
+    assert len(lines) == 4 and "params.yaml as committed" in lines[2]
+    assert "train.sampler=pairs" in lines[3] and "`dvc exp run -S train.sampler=pairs -S seed=0`" in lines[3]
+
+
 def test_earlier_table_copies_the_rows_generated_at_a_commit(tmp_path, monkeypatch):
     import subprocess
 

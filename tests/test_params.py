@@ -36,6 +36,9 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     ("pairs.val_fraction", 0, r"'pairs.val_fraction' must be in \(0, 1\)"),
     ("prepare.crop", [10, 10, 5, 50], r"'prepare.crop' must be \[left, top, right, bottom\]"),
     ("download.checksum", "crc32:abc", r"'download.checksum' must be"),
+    ("train.per_identity", 1, r"'train.per_identity' must be in \[2, 2 \* train.batch_size\]"),
+    ("train.identity_fraction", 0.0, r"'train.identity_fraction' must be in \(0, 1\], got 0.0"),
+    ("train.sampler", "people", r"'train.sampler' must be one of \['pairs', 'identities'\]"),
 ])
 def test_bad_params_name_the_key(tmp_path, key, value, message):
     p = small_params()
@@ -63,3 +66,9 @@ def test_unreadable_params_file(tmp_path):
     bad.write_text("train: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_identity_sampler_needs_batch_all_mining(tmp_path):
+    p = small_params(**{"train.sampler": "identities", "train.mining": "pairs"})
+    with pytest.raises(ParamsError, match=r"'train.sampler' 'identities' needs train.mining 'auto' or 'batch_all'"):
+        load_params(write(tmp_path, p))

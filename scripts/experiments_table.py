@@ -140,10 +140,11 @@ def main() -> int:
         sha, earlier = earlier_table(rev)
         text += "\n".join([
             "", f"## Earlier: the table as generated at commit {sha}", "",
-            f"These experiments ran on the code and `params.yaml` of commit {sha}; their DVC experiment refs",
-            "were local to the machine that ran them and are gone, so the rows are copied from the table this",
-            f"script wrote then (`git show {sha}:docs/EXPERIMENTS.md`). \"params.yaml as committed\" means",
-            f"that commit's params; reproduce a row with `git checkout {sha}` and its command.", "",
+            f"These experiments ran on the code and `params.yaml` of commit {sha}. Their DVC experiment refs",
+            "are local to the machine that ran them, and a commit's own run is read only while it is the",
+            f"newest, so the rows are copied from the table this script wrote then (`git show {sha}:docs/EXPERIMENTS.md`).",
+            f"\"params.yaml as committed\" means that commit's params; reproduce a row with `git checkout {sha}`",
+            "and its command.", "",
             earlier, ""])
     files.write_text(args.out, text)
     print(f"{len(rows)} runs written to {args.out}")

@@ -12,6 +12,7 @@ import json
 import statistics
 import subprocess
 import sys
+from itertools import dropwhile, takewhile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,10 @@ def earlier_table(rev: str) -> tuple[str, str]:
     shown = subprocess.run(["git", "show", f"{sha}:docs/EXPERIMENTS.md"], cwd=ROOT, capture_output=True, text=True)
     if shown.returncode != 0:
         raise SystemExit(f"--earlier {rev}: no docs/EXPERIMENTS.md at that commit ({shown.stderr.strip()})")
-    rows = [line for line in shown.stdout.splitlines() if line.startswith("|")]
+    # the commit's own table only: the first run of table lines (any "Earlier" tables after it were
+    # copied from older commits and are copied again from those, under their own headings)
+    rows = list(takewhile(lambda line: line.startswith("|"),
+                          dropwhile(lambda line: not line.startswith("|"), shown.stdout.splitlines())))
     if not rows:
         raise SystemExit(f"--earlier {rev}: docs/EXPERIMENTS.md at that commit holds no table")
     return sha, "\n".join(rows)

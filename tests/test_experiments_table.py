@@ -61,7 +61,8 @@ def test_earlier_table_copies_the_rows_generated_at_a_commit(tmp_path, monkeypat
 
     git("init", "-q")
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "EXPERIMENTS.md").write_text("# Experiments\n\nprose\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    (tmp_path / "docs" / "EXPERIMENTS.md").write_text("# Experiments\n\nprose\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                                                   "## Earlier\n\n| a | b |\n|---|---|\n| 0 | 9 |\n")
     git("add", "-A")
     git("commit", "-qm", "table")
     monkeypatch.setattr(table_mod, "ROOT", tmp_path)

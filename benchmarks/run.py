@@ -46,7 +46,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> floa
 
 def build(params) -> Siamese:
     p = params.train
-    return Siamese(p.arch, params.prepare.size, p.width, p.embedding_dim, p.normalize, p.dropout)
+    return Siamese(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout)
 
 
 def train_step_flops(model: Siamese, x: torch.Tensor) -> float:
@@ -63,7 +63,7 @@ def train_throughput(params, dtype: torch.dtype | None, steps: int = 12) -> tupl
     model = build(params).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, p)
     n = 2 * p.batch_size
-    x = torch.randint(0, 256, (n, 1, params.prepare.size, params.prepare.size), dtype=torch.uint8)
+    x = torch.randint(0, 256, (n, 1, params.prepare.image_size, params.prepare.image_size), dtype=torch.uint8)
     ids = torch.arange(n) // 2
     gen = torch.Generator().manual_seed(0)
     flops = train_step_flops(model, x[:8].float()) / 8
@@ -140,8 +140,8 @@ def main() -> None:
 
     model = build(params).eval()
     with FlopCounterMode(display=False) as fc:
-        model.embed(torch.zeros(1, 1, params.prepare.size, params.prepare.size))
-    print(f"model: {p.arch} width {p.width}, input {params.prepare.size}x{params.prepare.size}: "
+        model.embed(torch.zeros(1, 1, params.prepare.image_size, params.prepare.image_size))
+    print(f"model: {p.arch} width {p.width}, input {params.prepare.image_size}x{params.prepare.image_size}: "
           f"{fc.get_total_flops() / 1e6:.1f} MFLOPs forward per image, {sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters")
 
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)

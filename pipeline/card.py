@@ -34,7 +34,7 @@ def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: d
         f"{pairs['test_pairs']} official test pairs (pairsDevTest.txt, {pairs['test_people']} people).",
         f"- Identities shared between train/validation/test: {pairs['train_val_shared_people']} / "
         f"{pairs['train_test_shared_people']} / {pairs['val_test_shared_people']}.",
-        f"- Face crop {params['prepare']['crop']} of the 250x250 image, resized to {params['prepare']['size']}.",
+        f"- Face crop {params['prepare']['crop']} of the 250x250 image, resized to {params['prepare']['image_size']}.",
         "",
         "## Metrics",
         f"Threshold {calibration['threshold']:.4f}, chosen on the validation pairs only (criterion `{calibration['criterion']}`).",

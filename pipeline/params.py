@@ -60,14 +60,16 @@ class PairsParams:
 @dataclass(frozen=True)
 class PrepareParams:
     crop: list[int]  # [left, top, right, bottom] in the 250x250 LFW-a image
-    size: int  # side of the square network input, pixels
+    # side of the square network input, pixels. Not "size": DVC leaves keys named size or nfiles out
+    # of its run-cache key, so a change of such a param would restore the outputs of the old value.
+    image_size: int
 
     def check(self) -> dict[str, str]:
         errors = {}
         if len(self.crop) != 4 or not (0 <= self.crop[0] < self.crop[2] <= 250 and 0 <= self.crop[1] < self.crop[3] <= 250):
             errors["crop"] = "must be [left, top, right, bottom] with 0 <= left < right <= 250, 0 <= top < bottom <= 250"
-        if not 16 <= self.size <= 250:
-            errors["size"] = "must be in [16, 250]"
+        if not 16 <= self.image_size <= 250:
+            errors["image_size"] = "must be in [16, 250]"
         return errors
 
 
@@ -203,13 +205,17 @@ def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
     raise TypeError(f"unsupported params type {tp!r} for {key}")
 
 
+RENAMED = {"prepare.size": "prepare.image_size"}  # old key -> new key, named in the error
+
+
 def _build(cls: type, section: dict, prefix: str, file: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     dotted = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
     unknown = [k for k in section if k not in names]
     if unknown:
-        raise ParamsError(f"{file}: unknown key '{dotted(unknown[0])}' (expected one of: {', '.join(names)})")
+        hint = f"; renamed '{RENAMED[dotted(unknown[0])]}'" if dotted(unknown[0]) in RENAMED else ""
+        raise ParamsError(f"{file}: unknown key '{dotted(unknown[0])}' (expected one of: {', '.join(names)}){hint}")
     missing = [k for k in names if k not in section]
     if missing:
         raise ParamsError(f"{file}: missing key '{dotted(missing[0])}'")

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             params = load_params(args.params)
             p = params.prepare
             rec.params({"seed": params.seed, **flatten(p, "prepare.")})
-            images, index = prepare(args.data, p.crop, p.size, workers=os.cpu_count() or 1)
+            images, index = prepare(args.data, p.crop, p.image_size, workers=os.cpu_count() or 1)
         except ValueError as e:
             log.error("%s", e)
             rec.fail()
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         with files.atomic_dir(args.out) as tmp:
             np.save(tmp / "images.npy", images)
             (tmp / "index.tsv").write_text("".join(f"{n}\t{i}\n" for n, i in index))
-        report = {"images": len(index), "people": len({n for n, _ in index}), "size": p.size, "all_decoded_250x250_gray": True}
+        report = {"images": len(index), "people": len({n for n, _ in index}), "size": p.image_size, "all_decoded_250x250_gray": True}
         tracking.write_metrics(args.report, report, rec)
     log.info("prepared %d images into %s (%.1f MB)", len(index), args.out, images.nbytes / 1e6)
     return 0

@@ -31,6 +31,14 @@ METRICS = {  # column -> (metrics file, key)
 # params added after experiments ran, whose committed value is not the behaviour from before they
 # existed: an experiment without the key ran with this value (any other missing key: the baseline's)
 BEFORE_ADDED = {"train.sampler": "pairs"}
+RENAMED = {"prepare.size": "prepare.image_size"}  # old key -> new key, for experiments run before the rename
+
+
+def override(key: str, value, quote: bool = True) -> str:
+    """`key=value` as `dvc exp run -S` takes it: a list without spaces, quoted for the shell."""
+    if isinstance(value, tuple):
+        return ("'{}'" if quote else "{}").format(f"{key}=[{','.join(str(v) for v in value)}]")
+    return f"{key}={value}"
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -39,7 +47,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(flatten(v, f"{prefix}{k}."))
         else:
-            out[f"{prefix}{k}"] = v
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v  # hashable, to group rows by
     return out
 
 
@@ -69,10 +77,11 @@ def records(node, baseline=None):
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:
-    base = {**BEFORE_ADDED, **rows[0][1]} if rows else {}
+    base = {**BEFORE_ADDED, **{RENAMED.get(k, k): v for k, v in rows[0][1].items()}} if rows else {}
     # a param added after an experiment ran takes its BEFORE_ADDED value, else the baseline's: a new
     # param is added with a value that reproduces the behaviour from before it existed
-    rows = [(name, {**base, **BEFORE_ADDED, **params}, metrics) for name, params, metrics in rows]
+    rows = [(name, {**base, **BEFORE_ADDED, **{RENAMED.get(k, k): v for k, v in params.items()}}, metrics)
+            for name, params, metrics in rows]
     varying = sorted({k for _, p, _ in rows for k in p if k != "seed" and any(q.get(k) != base.get(k) for _, q, _ in rows)})
     groups: dict[tuple, list] = {}
     for name, params, metrics in rows:
@@ -89,9 +98,9 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
                 cells.append(f"{values[0]:.4f}" if isinstance(values[0], float) else str(values[0]))
             else:
                 cells.append(f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}")
-        label = ", ".join(f"{k}={v}" for k, v in config if v != base.get(k)) or "params.yaml as committed"
+        label = ", ".join(override(k, v, quote=False) for k, v in config if v != base.get(k)) or "params.yaml as committed"
         seeds = ", ".join(str(s) for _, s, _ in members)
-        sets = " ".join(f"-S {k}={v}" for k, v in config if v != base.get(k))
+        sets = " ".join(f"-S {override(k, v)}" for k, v in config if v != base.get(k))
         cmd = " ; ".join(f"`dvc exp run {sets} -S seed={s}`".replace("  ", " ") for _, s, _ in members)
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + f" | {cmd} |")
     return "\n".join(lines)

@@ -51,6 +51,19 @@ def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour():
     assert "train.sampler=pairs" in lines[3] and "`dvc exp run -S train.sampler=pairs -S seed=0`" in lines[3]
 
 
+def test_a_renamed_param_matches_its_old_name_and_lists_are_quoted_for_the_shell():
+    new = exp("main", 0, 0.002, 0.80)
+    new["data"]["params"]["params.yaml"]["data"]["prepare"] = {"crop": [1, 2, 3, 4], "image_size": 64}
+    old = exp("o1", 1, 0.002, 0.90)  # ran while the key was prepare.size
+    old["data"]["params"]["params.yaml"]["data"]["prepare"] = {"crop": [1, 2, 3, 4], "size": 64}
+    wide = exp("w", 0, 0.002, 0.70)
+    wide["data"]["params"]["params.yaml"]["data"]["prepare"] = {"crop": [0, 0, 9, 9], "image_size": 64}
+    rows = [("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(old), *table_mod.records(wide)]
+    lines = table_mod.table(rows).splitlines()
+    assert len(lines) == 4 and "| 0, 1 |" in lines[2] and "size" not in lines[2]
+    assert "`dvc exp run -S 'prepare.crop=[0,0,9,9]' -S seed=0`" in lines[3]
+
+
 def test_earlier_table_copies_the_rows_generated_at_a_commit(tmp_path, monkeypatch):
     import subprocess
 

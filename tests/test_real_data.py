@@ -38,4 +38,4 @@ def test_download_pairs_prepare_on_real_lfw_a(tmp_path):
     assert prepare.main(["--params", str(ROOT / "params.yaml"), "--data", str(data), "--out", str(tmp_path / "prep"),
                          "--report", str(tmp_path / "prep.json")]) == 0
     images = np.load(tmp_path / "prep" / "images.npy", mmap_mode="r")
-    assert images.shape == (13233, p.prepare.size, p.prepare.size)
+    assert images.shape == (13233, p.prepare.image_size, p.prepare.image_size)

@@ -85,7 +85,11 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
     varying = sorted({k for _, p, _ in rows for k in p if k != "seed" and any(q.get(k) != base.get(k) for _, q, _ in rows)})
     groups: dict[tuple, list] = {}
     for name, params, metrics in rows:
-        groups.setdefault(tuple((k, params.get(k)) for k in varying), []).append((name, params.get("seed"), metrics))
+        members = groups.setdefault(tuple((k, params.get(k)) for k in varying), [])
+        # a seed run again (a committed default that ran first as an experiment) counts once: the
+        # first in `dvc exp show` order, the newest commit's own run before any experiment
+        if all(seed != params.get("seed") for _, seed, _ in members):
+            members.append((name, params.get("seed"), metrics))
     lines = ["| configuration | seeds | " + " | ".join(METRICS) + " | reproduce |", "|---" * (len(METRICS) + 3) + "|"]
     for config, members in groups.items():
         members.sort(key=lambda m: (m[1] is None, m[1] if m[1] is not None else 0))

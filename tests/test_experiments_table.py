@@ -29,7 +29,7 @@ def test_table_groups_seeds_and_gives_mean_and_spread():
     text = table_mod.table(rows)
     lines = text.splitlines()
     assert len(lines) == 4  # header, rule, two configurations
-    assert "0.8550 ± 0.0420" in lines[2] and "| 0, 1, 1, 2 |" in lines[2]
+    assert "0.8500 ± 0.0500" in lines[2] and "| 0, 1, 2 |" in lines[2]  # o1 repeats seed 1: counted once
     assert "train.lr=0.004" in lines[3] and "0.7000" in lines[3] and "`dvc exp run -S train.lr=0.004 -S seed=0`" in lines[3]
 
 
@@ -62,6 +62,13 @@ def test_a_renamed_param_matches_its_old_name_and_lists_are_quoted_for_the_shell
     lines = table_mod.table(rows).splitlines()
     assert len(lines) == 4 and "| 0, 1 |" in lines[2] and "size" not in lines[2]
     assert "`dvc exp run -S 'prepare.crop=[0,0,9,9]' -S seed=0`" in lines[3]
+
+
+def test_a_seed_run_twice_in_one_configuration_counts_once():
+    rows = [("main", *list(table_mod.records(exp("main", 0, 0.002, 0.80)))[0][1:]),
+            *table_mod.records(exp("again", 0, 0.002, 0.80)), *table_mod.records(exp("s1", 1, 0.002, 0.90))]
+    lines = table_mod.table(rows).splitlines()
+    assert len(lines) == 3 and "| 0, 1 |" in lines[2] and "0.8500 ± 0.0707" in lines[2]
 
 
 def test_earlier_table_copies_the_rows_generated_at_a_commit(tmp_path, monkeypatch):

@@ -2,16 +2,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import small_params
 from pipeline import prepare
 
 
 def test_prepared_array_matches_the_index(prepared, lfw_dir):
     images = np.load(prepared / "images.npy")
     index = (prepared / "index.tsv").read_text().splitlines()
-    assert images.dtype == np.uint8 and images.shape == (len(index), 32, 32)
+    p = small_params()["prepare"]  # what the fixture ran with: the committed crop, a 32-pixel side
+    assert images.dtype == np.uint8 and images.shape == (len(index), p["image_size"], p["image_size"])
     assert len(index) == sum(1 for _ in (lfw_dir / "lfw2").glob("*/*.jpg"))
     name, number = index[5].split("\t")
-    expected = prepare.load_image(lfw_dir / "lfw2" / name / f"{name}_{int(number):04d}.jpg", [65, 70, 185, 190], 32)
+    expected = prepare.load_image(lfw_dir / "lfw2" / name / f"{name}_{int(number):04d}.jpg", p["crop"], p["image_size"])
     assert np.array_equal(images[5], expected)
 
 

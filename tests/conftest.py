@@ -82,7 +82,7 @@ def small_params(**overrides) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["download"]["verify_protocol_md5"] = False
     p["pairs"].update(mode="unrestricted", val_fraction=0.3, n_train_pairs=64, n_val_pairs=32)
-    p["prepare"]["image_size"] = 32
+    p["prepare"].update(crop=[65, 70, 185, 190], image_size=32)  # the box `face` draws the synthetic faces in
     p["train"].update(width=8, embedding_dim=16, batch_size=16, epochs=3, warmup_epochs=0, patience=3,
                       threads=1, device="cpu")
     for key, value in overrides.items():

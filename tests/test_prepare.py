@@ -9,7 +9,7 @@ from pipeline import prepare
 def test_prepared_array_matches_the_index(prepared, lfw_dir):
     images = np.load(prepared / "images.npy")
     index = (prepared / "index.tsv").read_text().splitlines()
-    p = small_params()["prepare"]  # what the fixture ran with: the committed crop, a 32-pixel side
+    p = small_params()["prepare"]  # what the fixture ran with: the synthetic faces' box, a 32-pixel side
     assert images.dtype == np.uint8 and images.shape == (len(index), p["image_size"], p["image_size"])
     assert len(index) == sum(1 for _ in (lfw_dir / "lfw2").glob("*/*.jpg"))
     name, number = index[5].split("\t")

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import files  # noqa: E402
+from pipeline.params import RENAMED  # noqa: E402  old key -> new key, for experiments run before a rename
 
 METRICS = {  # column -> (metrics file, key)
     "test acc": ("metrics/evaluate.json", "accuracy"),
@@ -31,7 +32,6 @@ METRICS = {  # column -> (metrics file, key)
 # params added after experiments ran, whose committed value is not the behaviour from before they
 # existed: an experiment without the key ran with this value (any other missing key: the baseline's)
 BEFORE_ADDED = {"train.sampler": "pairs"}
-RENAMED = {"prepare.size": "prepare.image_size"}  # old key -> new key, for experiments run before the rename
 
 
 def override(key: str, value, quote: bool = True) -> str:
@@ -66,6 +66,7 @@ def records(node, baseline=None):
         pass
     elif isinstance(data, dict) and "params" in data and not data.get("error"):
         params = flatten((data["params"].get("params.yaml") or {}).get("data") or {})
+        params = {RENAMED.get(k, k): v for k, v in params.items()}
         metrics = {col: ((data.get("metrics") or {}).get(f) or {}).get("data", {}).get(k) for col, (f, k) in METRICS.items()}
         if metrics["test acc"] is not None:
             yield node.get("name") or node.get("rev", "")[:7], params, metrics
@@ -77,11 +78,10 @@ def records(node, baseline=None):
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:
-    base = {**BEFORE_ADDED, **{RENAMED.get(k, k): v for k, v in rows[0][1].items()}} if rows else {}
+    base = {**BEFORE_ADDED, **rows[0][1]} if rows else {}
     # a param added after an experiment ran takes its BEFORE_ADDED value, else the baseline's: a new
     # param is added with a value that reproduces the behaviour from before it existed
-    rows = [(name, {**base, **BEFORE_ADDED, **{RENAMED.get(k, k): v for k, v in params.items()}}, metrics)
-            for name, params, metrics in rows]
+    rows = [(name, {**base, **BEFORE_ADDED, **params}, metrics) for name, params, metrics in rows]
     varying = sorted({k for _, p, _ in rows for k in p if k != "seed" and any(q.get(k) != base.get(k) for _, q, _ in rows)})
     groups: dict[tuple, list] = {}
     for name, params, metrics in rows:

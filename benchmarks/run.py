@@ -110,7 +110,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
     verifier.embed(arrays)
     t_embed = time.perf_counter() - t0
     print(f"evaluation: {len(pairs)} test pairs ({len(keys)} distinct images) from JPEG files in {dt:.2f} s = "
-          f"{len(pairs) / dt:.0f} pairs/s; of which decode {t_decode:.2f} s, embed {t_embed:.2f} s = "
+          f"{len(pairs) / dt:.0f} pairs/s; the two parts timed again apart: decode {t_decode:.2f} s, embed {t_embed:.2f} s = "
           f"{len(keys) / t_embed:.0f} images/s ({'with' if verifier.tta_flip else 'without'} the mirror pass)")
 
     bundle = tmp / "faceverify.npz"

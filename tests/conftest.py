@@ -14,6 +14,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "lfw-a.tar.gz"
+FACE_BOX = (65, 70, 185, 190)  # left, top, right, bottom of the synthetic faces (120x120) in the 250x250 image
 
 
 def face(template: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -21,7 +22,8 @@ def face(template: np.ndarray, rng: np.random.Generator) -> Image.Image:
     img = rng.normal(100, 20, (250, 250))
     patch = np.kron(template, np.ones((15, 15)))  # (120, 120) blocky identity pattern
     dy, dx = rng.integers(-3, 4, size=2)
-    img[70 + dy:190 + dy, 65 + dx:185 + dx] = patch + rng.normal(0, 12, patch.shape)
+    left, top, right, bottom = FACE_BOX
+    img[top + dy:bottom + dy, left + dx:right + dx] = patch + rng.normal(0, 12, patch.shape)
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L")
 
 
@@ -82,7 +84,7 @@ def small_params(**overrides) -> dict:
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     p["download"]["verify_protocol_md5"] = False
     p["pairs"].update(mode="unrestricted", val_fraction=0.3, n_train_pairs=64, n_val_pairs=32)
-    p["prepare"].update(crop=[65, 70, 185, 190], image_size=32)  # the box `face` draws the synthetic faces in
+    p["prepare"].update(crop=list(FACE_BOX), image_size=32)  # the box `face` draws the synthetic faces in
     p["train"].update(width=8, embedding_dim=16, batch_size=16, epochs=3, warmup_epochs=0, patience=3,
                       threads=1, device="cpu")
     for key, value in overrides.items():

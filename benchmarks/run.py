@@ -46,7 +46,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> floa
 
 def build(params) -> Siamese:
     p = params.train
-    return Siamese(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout)
+    return Siamese(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout, p.pool_first)
 
 
 def train_step_flops(model: Siamese, x: torch.Tensor) -> float:

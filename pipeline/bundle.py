@@ -2,9 +2,9 @@
 
 `import torch` alone takes 1-4 s on a small CPU; NumPy and Pillow take ~0.3 s. The export stage
 writes models/faceverify.npz: the network with batch norm folded into the convolutions, as a list
-of ops (conv, relu, maxpool, flatten, linear) over named float32 arrays, plus the preprocessing,
-the test-time flip, the threshold and the SHA-256 of the checkpoint it came from. Loaded with
-`allow_pickle=False`, so a bundle from an untrusted source cannot run code.
+of ops (conv, affine, relu, maxpool, flatten, linear) over named float32 arrays, plus the
+preprocessing, the test-time flip, the threshold and the SHA-256 of the checkpoint it came from.
+Loaded with `allow_pickle=False`, so a bundle from an untrusted source cannot run code.
 
 `Scorer` is the pair-scoring protocol shared with the PyTorch `pipeline.verifier.Verifier`:
 `embed(images)` is all a subclass provides.
@@ -93,6 +93,8 @@ class Bundle(Scorer):
             kind = op["op"]
             if kind == "conv":
                 x = _conv(x, a[op["w"]], a[op["b"]], op["padding"])
+            elif kind == "affine":  # per-channel x * w + b: an eval-mode batch norm
+                x = x * a[op["w"]] + a[op["b"]]
             elif kind == "relu":
                 x = np.maximum(x, 0)
             elif kind == "maxpool":

@@ -1,9 +1,9 @@
 """Stage `export`: the trained model and its threshold as one NumPy file that scores pairs without PyTorch.
 
 Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json).
-Writes: OUT (models/faceverify.npz): the network with batch norm folded into the convolutions, the
-        preprocessing, the test-time flip, the threshold and the checkpoint's SHA-256 (see
-        pipeline/bundle.py). `faceverify verify` uses it when it matches models/model.pt.
+Writes: OUT (models/faceverify.npz): the network with batch norm folded into the convolutions (a
+        per-channel affine op where it follows a max-pool), the preprocessing, the test-time flip,
+        the threshold and the checkpoint's SHA-256 (see pipeline/bundle.py). `faceverify verify` uses it when it matches models/model.pt.
 In MLflow: the bundle as an artifact of this stage's run.
 
 The stage checks its own output: the bundle's distances on random images must match the PyTorch
@@ -45,6 +45,9 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
                 raise ValueError(f"cannot export {layer}: only stride-1, ungrouped, square-padded convolutions")
             bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels)
             ops.append({"op": "conv", "w": add(layer.weight), "b": add(bias), "padding": int(layer.padding[0])})
+        elif isinstance(layer, nn.BatchNorm2d):  # one left after a max-pool: a per-channel affine map
+            scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+            ops.append({"op": "affine", "w": add(scale), "b": add(layer.bias - layer.running_mean * scale)})
         elif isinstance(layer, nn.ReLU):
             ops.append({"op": "relu"})
         elif isinstance(layer, nn.MaxPool2d):

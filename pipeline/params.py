@@ -92,6 +92,7 @@ class AugmentParams:
 class TrainParams:
     arch: Literal["compact", "koch2015"]
     width: int  # channels of the first conv block (compact); doubles per block
+    pool_first: bool  # compact: each stage's max-pool before its last BN and ReLU (faster; see pipeline/model.py)
     embedding_dim: int
     normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
     margin: float  # different-person pairs closer than this are pushed apart
@@ -136,6 +137,8 @@ class TrainParams:
             errors["per_identity"] = "must be in [2, 2 * train.batch_size] (a batch holds 2 * batch_size images)"
         if not 0 < self.identity_fraction <= 1:
             errors["identity_fraction"] = "must be in (0, 1]"
+        if self.pool_first and self.arch != "compact":
+            errors["pool_first"] = "applies to arch 'compact' only; set it to false for 'koch2015'"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors

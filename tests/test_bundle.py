@@ -16,15 +16,16 @@ from pipeline.model import Siamese
 from pipeline.verifier import Verifier, fold_batchnorm
 
 
-def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0):
-    """A checkpoint of an untrained model whose batch norms have non-trivial statistics."""
+def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0, pool_first=False):
+    """A checkpoint of an untrained model whose batch norms have non-trivial statistics (with
+    `pool_first`, scales of both signs: a batch norm after a max-pool must not be folded before it)."""
     torch.manual_seed(seed)
-    model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize)
+    model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize, pool_first=pool_first)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(-1.5, 1.5) if pool_first else m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": tta_flip, "margin": 1.0,
                 "preprocess": {"crop": [65, 70, 185, 190], "size": size}}, path)
@@ -35,10 +36,11 @@ def images(n, size, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("arch, size, tta_flip, normalize", [
-    ("compact", 32, True, True), ("compact", 32, False, False), ("koch2015", 105, True, True)])
-def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, normalize):
-    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta_flip, normalize)
+@pytest.mark.parametrize("arch, size, tta_flip, normalize, pool_first", [
+    ("compact", 32, True, True, False), ("compact", 32, False, False, False), ("koch2015", 105, True, True, False),
+    ("compact", 32, True, True, True)])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, normalize, pool_first):
+    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta_flip, normalize, pool_first=pool_first)
     export.export(ckpt, 0.7, tmp_path / "fv.npz")
     bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
     x = images(6, size)
@@ -49,7 +51,11 @@ def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, no
     from pipeline.model import embed_all
     plain = embed_all(verifier.model, torch.from_numpy(x).unsqueeze(1), tta_flip).numpy()
     assert expected == pytest.approx(plain, abs=1e-5)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(verifier.model).modules())
+    folded = list(fold_batchnorm(verifier.model).features)
+    # every batch norm folded, but those after a max-pool, which stay (the bundle's affine op)
+    assert all(isinstance(folded[k - 1], torch.nn.MaxPool2d) for k, m in enumerate(folded) if isinstance(m, torch.nn.BatchNorm2d))
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in folded) == pool_first
+    assert any(op["op"] == "affine" for op in bundle.ops) == pool_first
 
 
 def test_pairs_score_alike_from_image_files(tmp_path):

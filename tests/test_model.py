@@ -85,6 +85,33 @@ def test_koch2015_builds_at_105_and_refuses_small_inputs():
         Siamese("koch2015", in_size=32)
 
 
+def test_pool_first_is_the_same_function_where_batch_norm_scales_are_positive():
+    """Max-pooling commutes with an increasing per-channel map: with every BN scale > 0 the two layer
+    orders compute the same embedding in eval mode; a negative scale is where they differ."""
+    plain, early = model(), model(pool_first=True)
+    assert early.config["pool_first"] is True and "pool_first" not in plain.config  # old checkpoints unchanged
+    for m in plain.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    # the same tensors in the same order; only the layer indices in the state dict differ
+    early.load_state_dict(dict(zip(early.state_dict(), plain.state_dict().values())))
+    x = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(early.embed(x), plain.embed(x), atol=1e-5)
+        for m in plain.features:  # negative scales: max-pooling after the BN takes the other extreme
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.neg_()
+        early.load_state_dict(dict(zip(early.state_dict(), plain.state_dict().values())))
+        assert (early.embed(x) - plain.embed(x)).abs().max() > 0.05
+    pools = [k for k, m in enumerate(early.features) if isinstance(m, torch.nn.MaxPool2d)]
+    assert all(isinstance(early.features[k - 1], torch.nn.Conv2d) and isinstance(early.features[k + 1], torch.nn.BatchNorm2d)
+               for k in pools) and len(pools) == 4
+    with pytest.raises(ValueError, match="compact"):
+        Siamese("koch2015", in_size=105, pool_first=True)
+
+
 def test_checkpoint_rebuilds_model_from_its_own_config(tmp_path):
     m = model(normalize=False)
     path = tmp_path / "m.pt"

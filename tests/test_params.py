@@ -89,6 +89,12 @@ def test_unreadable_params_file(tmp_path):
         load_params(bad)
 
 
+def test_pool_first_is_for_the_compact_arch_only(tmp_path):
+    p = small_params(**{"train.arch": "koch2015", "train.pool_first": True})
+    with pytest.raises(ParamsError, match=r"'train.pool_first' applies to arch 'compact' only"):
+        load_params(write(tmp_path, p))
+
+
 def test_identity_sampler_needs_batch_all_mining(tmp_path):
     p = small_params(**{"train.sampler": "identities", "train.mining": "pairs"})
     with pytest.raises(ParamsError, match=r"'train.sampler' 'identities' needs train.mining 'auto' or 'batch_all'"):

@@ -31,11 +31,13 @@ METRICS = {  # column -> (metrics file, key)
 }
 # params added after experiments ran, whose committed value is not the behaviour from before they
 # existed: an experiment without the key ran with this value (any other missing key: the baseline's)
-BEFORE_ADDED = {"train.sampler": "pairs"}
+BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False}
 
 
 def override(key: str, value, quote: bool = True) -> str:
-    """`key=value` as `dvc exp run -S` takes it: a list without spaces, quoted for the shell."""
+    """`key=value` as `dvc exp run -S` takes it: a list without spaces, quoted for the shell; YAML's true/false."""
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
     if isinstance(value, tuple):
         return ("'{}'" if quote else "{}").format(f"{key}=[{','.join(str(v) for v in value)}]")
     return f"{key}={value}"

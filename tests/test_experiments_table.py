@@ -51,6 +51,14 @@ def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour():
     assert "train.sampler=pairs" in lines[3] and "`dvc exp run -S train.sampler=pairs -S seed=0`" in lines[3]
 
 
+def test_a_boolean_param_is_written_as_yaml_writes_it():
+    new = exp("main", 0, 0.002, 0.80)
+    new["data"]["params"]["params.yaml"]["data"]["train"]["pool_first"] = True
+    older = exp("o1", 0, 0.002, 0.90)  # ran before train.pool_first existed: pooled after the BN
+    lines = table_mod.table([("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(older)]).splitlines()
+    assert "`dvc exp run -S train.pool_first=false -S seed=0`" in lines[3] and "True" not in lines[3]
+
+
 def test_a_renamed_param_matches_its_old_name_and_lists_are_quoted_for_the_shell():
     new = exp("main", 0, 0.002, 0.80)
     new["data"]["params"]["params.yaml"]["data"]["prepare"] = {"crop": [1, 2, 3, 4], "image_size": 64}

@@ -12,6 +12,7 @@ clean copy of this repository on the real archive.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import resource
@@ -150,6 +151,11 @@ def main() -> None:
         ips, flops = train_throughput(params, dtype)
         print(f"training {name}: {ips:.0f} images/s, {flops / 1e6:.0f} MFLOPs per image (fwd+bwd) -> "
               f"{ips * flops / 1e9:.0f} GFLOP/s = {100 * ips * flops / peak:.1f}% of the {name} matmul peak")
+    if p.arch == "compact":  # the other layer order: the same convolutions, BN and ReLU before or after the pool
+        other = dataclasses.replace(params, train=dataclasses.replace(p, pool_first=not p.pool_first))
+        ips, flops = train_throughput(other, torch.bfloat16)
+        print(f"training bf16 with train.pool_first={str(not p.pool_first).lower()}: {ips:.0f} images/s -> "
+              f"{ips * flops / 1e9:.0f} GFLOP/s = {100 * ips * flops / peak16:.1f}% of the bf16 matmul peak")
 
     if not args.archive.exists():
         print(f"no archive at {args.archive}: data, evaluation and repro figures skipped")

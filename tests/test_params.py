@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -19,7 +21,9 @@ def test_real_params_load_and_flatten_to_dotted_names():
 def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     # `dvc exp run -S train.lr=1e-6` writes 1e-06, which PyYAML reads as a string
     path = tmp_path / "params.yaml"
-    path.write_text(write(tmp_path, small_params()).read_text().replace("lr: 0.002", "lr: 1e-06"))
+    text, n = re.subn(r"(?m)^(\s+)lr: .*$", r"\1lr: 1e-06", write(tmp_path, small_params()).read_text())
+    assert n == 1 and isinstance(yaml.safe_load(text)["train"]["lr"], str)  # the case this test is about
+    path.write_text(text)
     assert load_params(path).train.lr == pytest.approx(1e-6)
 
 

@@ -3,7 +3,8 @@
 Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json).
 Writes: OUT (models/faceverify.npz): the network with batch norm folded into the convolutions (a
         per-channel affine op where it follows a max-pool), the preprocessing, the test-time flip,
-        the threshold and the checkpoint's SHA-256 (see pipeline/bundle.py). `faceverify verify` uses it when it matches models/model.pt.
+        the threshold and the checkpoint's SHA-256 (see pipeline/bundle.py). `faceverify verify`
+        uses it when it matches models/model.pt.
 In MLflow: the bundle as an artifact of this stage's run.
 
 The stage checks its own output: the bundle's distances on random images must match the PyTorch

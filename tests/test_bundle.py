@@ -25,7 +25,7 @@ def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=Tr
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(-1.5, 1.5) if pool_first else m.weight.data.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(-1.5 if pool_first else 0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": tta_flip, "margin": 1.0,
                 "preprocess": {"crop": [65, 70, 185, 190], "size": size}}, path)

@@ -45,11 +45,6 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> floa
     return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
-def build(params) -> Siamese:
-    p = params.train
-    return Siamese(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout, p.pool_first)
-
-
 def train_step_flops(model: Siamese, x: torch.Tensor) -> float:
     counter = FlopCounterMode(display=False)
     with counter:
@@ -61,7 +56,7 @@ def train_throughput(params, dtype: torch.dtype | None, steps: int = 12) -> tupl
     """(images/s, FLOPs per image for forward + backward) of the real training step."""
     p = params.train
     torch.manual_seed(0)
-    model = build(params).to(memory_format=torch.channels_last)
+    model = Siamese.from_params(params).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, p)
     n = 2 * p.batch_size
     x = torch.randint(0, 256, (n, 1, params.prepare.image_size, params.prepare.image_size), dtype=torch.uint8)
@@ -139,7 +134,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"bf16 native: {autocast_dtype(torch.device('cpu'), 'auto') is not None}")
 
-    model = build(params).eval()
+    model = Siamese.from_params(params).eval()
     with FlopCounterMode(display=False) as fc:
         model.embed(torch.zeros(1, 1, params.prepare.image_size, params.prepare.image_size))
     print(f"model: {p.arch} width {p.width}, input {params.prepare.image_size}x{params.prepare.image_size}: "

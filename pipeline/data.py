@@ -109,7 +109,7 @@ class IdentitySampler:
         rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
         self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
         order = np.argsort(self.ids, kind="stable")
-        ids, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
+        _, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
         self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]
         if not self.groups:
             raise ValueError("train.sampler 'identities' needs an identity with at least two training images; "

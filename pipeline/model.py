@@ -66,7 +66,7 @@ class Siamese(nn.Module):
     each stage's max-pool comes right after its last conv, before that conv's BN and ReLU: the same
     function wherever the BN scale is positive (max-pooling commutes with an increasing map), and
     the BN and ReLU then touch a quarter of the values (they, not the convolutions, bound the
-    training step on a CPU: about 1.25x the images/s at 80x80).
+    training step on a CPU: 1.3-1.5x the images/s at 80x80).
     arch "koch2015": Koch, Zemel & Salakhutdinov (2015) at 105x105: conv 64@10x10, 128@7x7,
     128@4x4, 256@4x4, each with BN + ReLU, max-pool after the first three, then linear -> embedding.
     """
@@ -105,6 +105,12 @@ class Siamese(nn.Module):
             raise ValueError(f"arch {arch!r} needs a larger input than {in_size}x{in_size} (koch2015 is made for 105)")
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * side * side, embedding_dim))
+
+    @classmethod
+    def from_params(cls, params) -> "Siamese":
+        """The model that `params` (a pipeline.params.Params: `prepare.image_size` and `train.*`) describes."""
+        p = params.train
+        return cls(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout, p.pool_first)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float images (B, 1, H, W) in 0..255 -> embeddings (B, D), unit length if `normalize`."""

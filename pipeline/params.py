@@ -217,8 +217,9 @@ def _build(cls: type, section: dict, prefix: str, file: str) -> Any:
     dotted = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
     unknown = [k for k in section if k not in names]
     if unknown:
-        hint = f"; renamed '{RENAMED[dotted(unknown[0])]}'" if dotted(unknown[0]) in RENAMED else ""
-        raise ParamsError(f"{file}: unknown key '{dotted(unknown[0])}' (expected one of: {', '.join(names)}){hint}")
+        key = dotted(unknown[0])
+        hint = f"; renamed '{RENAMED[key]}'" if key in RENAMED else ""
+        raise ParamsError(f"{file}: unknown key '{key}' (expected one of: {', '.join(names)}){hint}")
     missing = [k for k in names if k not in section]
     if missing:
         raise ParamsError(f"{file}: missing key '{dotted(missing[0])}'")

@@ -236,7 +236,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         raise ValueError(f"train.batch_size {p.batch_size} must divide among {size} processes")
     dtype = autocast_dtype(device, p.precision)
     torch.manual_seed(params.seed)
-    model = Siamese(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout, p.pool_first)
+    model = Siamese.from_params(params)
     model = model.to(device, memory_format=torch.channels_last)
     embed = None
     if size > 1:  # the same initial weights everywhere (seeded, and DDP broadcasts rank 0's)

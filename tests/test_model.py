@@ -2,8 +2,11 @@ import math
 
 import pytest
 import torch
+import yaml
 
+from conftest import small_params
 from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean, load_checkpoint
+from pipeline.params import load_params
 
 
 @pytest.mark.parametrize("d, same, expected", [
@@ -110,6 +113,18 @@ def test_pool_first_is_the_same_function_where_batch_norm_scales_are_positive():
                for k in pools) and len(pools) == 4
     with pytest.raises(ValueError, match="compact"):
         Siamese("koch2015", in_size=105, pool_first=True)
+
+
+def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):
+    raw = small_params()
+    raw["prepare"]["image_size"] = 48
+    raw["train"].update(width=6, embedding_dim=24, normalize=False, dropout=0.1, pool_first=True)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    m = Siamese.from_params(load_params(path))
+    assert m.config == dict(arch="compact", in_size=48, width=6, embedding_dim=24, normalize=False, dropout=0.1,
+                            pool_first=True)
+    assert m.head[-1].out_features == 24 and m.embed(torch.zeros(2, 1, 48, 48)).shape == (2, 24)
 
 
 def test_checkpoint_rebuilds_model_from_its_own_config(tmp_path):

@@ -116,11 +116,10 @@ def test_pool_first_is_the_same_function_where_batch_norm_scales_are_positive():
 
 
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):
-    raw = small_params()
-    raw["prepare"]["image_size"] = 48
-    raw["train"].update(width=6, embedding_dim=24, normalize=False, dropout=0.1, pool_first=True)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(small_params(**{"prepare.image_size": 48, "train.width": 6, "train.embedding_dim": 24,
+                                                   "train.normalize": False, "train.dropout": 0.1,
+                                                   "train.pool_first": True})))
     m = Siamese.from_params(load_params(path))
     assert m.config == dict(arch="compact", in_size=48, width=6, embedding_dim=24, normalize=False, dropout=0.1,
                             pool_first=True)

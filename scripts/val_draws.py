@@ -1,0 +1,88 @@
+"""How much the validation figures of a trained model depend on which validation pairs are drawn.
+
+    python scripts/val_draws.py SEED=MODEL [SEED=MODEL ...] [--draws 5] [--sizes 2000 20000]
+
+For each model, trained with `seed: SEED` (MODEL a models/model.pt), the people its validation
+pairs come from (those of the pairs stage's validation table for that seed, with params.yaml's
+`pairs.*`), and from them `--draws` independent draws of each size in `--sizes`, balanced and
+sampled as the pairs stage samples: the ROC AUC of each draw, its accuracy-maximising threshold
+(the calibrate stage's choice) and that threshold's accuracy on one more, separate draw of
+20,000 pairs. The official test pairs are scored at each threshold too, and never used to choose.
+Reads data/lfw-a and data/prepared (run `dvc repro` first); unrestricted mode only.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import lfw  # noqa: E402
+from pipeline.data import load_images  # noqa: E402
+from pipeline.metrics import choose_threshold  # noqa: E402
+from pipeline.model import embed_all, euclidean, load_checkpoint  # noqa: E402
+from pipeline.pairs import Row, identities, make_tables, sample_pairs  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+
+
+def distances(model, images: torch.Tensor, rows: dict, tta_flip: bool, table: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, labels) of a pair table; each distinct image embedded once."""
+    idx = np.array([[rows[(r[0], r[1])], rows[(r[2], r[3])]] for r in table])
+    distinct, inverse = np.unique(idx, return_inverse=True)
+    emb = embed_all(model, images[torch.from_numpy(distinct)], tta_flip)
+    inverse = torch.from_numpy(inverse.reshape(idx.shape))
+    return euclidean(emb[inverse[:, 0]], emb[inverse[:, 1]]).numpy(), np.array([r[4] for r in table])
+
+
+def accuracy(d: np.ndarray, y: np.ndarray, t: float) -> float:
+    return float(((d <= t) == y.astype(bool)).mean())
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.4f} to {max(values):.4f} (mean {statistics.mean(values):.4f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="SEED=PATH of a model trained with that seed")
+    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    args = parser.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    if params.pairs.mode != "unrestricted":
+        raise SystemExit("params.yaml: pairs.mode must be 'unrestricted' (restricted mode draws no validation pairs)")
+    data = ROOT / "data" / "lfw-a"
+    images, rows = load_images(ROOT / "data" / "prepared")
+    people = lfw.parse_people(data / "peopleDevTrain.txt")
+    for spec in args.models:
+        seed, sep, path = spec.partition("=")
+        if not sep or not seed.isdigit():
+            raise SystemExit(f"{spec!r}: expected SEED=PATH, e.g. 0=models/model.pt")
+        model, ckpt = load_checkpoint(path)
+        tables, _ = make_tables(data, params.pairs, int(seed))
+        held_out = {n: c for n, c in people.items() if n in identities(tables["val"])}
+        score = lambda table: distances(model, images, rows, ckpt["tta_flip"], table)  # noqa: E731
+        d_check, y_check = score(sample_pairs(held_out, 20000, np.random.default_rng([int(seed), 1])))
+        d_test, y_test = score(tables["test"])
+        print(f"seed {seed} ({path}): {len(held_out)} validation people; test AUC {roc_auc_score(y_test, -d_test):.4f}")
+        for k, size in enumerate(args.sizes):
+            aucs, check, test = [], [], []
+            for draw in range(args.draws):
+                d, y = score(sample_pairs(held_out, size, np.random.default_rng([int(seed), 2, k, draw])))
+                t = choose_threshold(d, y)
+                aucs.append(float(roc_auc_score(y, -d)))
+                check.append(accuracy(d_check, y_check, t))
+                test.append(accuracy(d_test, y_test, t))
+            print(f"  {args.draws} draws of {size:,} pairs: AUC {spread(aucs)}; their thresholds' accuracy on a "
+                  f"separate 20,000-pair draw {spread(check)}, on the test pairs {spread(test)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -19,7 +19,9 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +43,13 @@ def image_path(images_dir: Path, name: str, i: int) -> Path:
 
 
 def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> tuple[list[tuple[str, int]], np.ndarray]:
-    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once."""
+    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once,
+    on a thread a core (Pillow lets go of the GIL while it decodes and resizes)."""
     keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
     crop, size = scorer.preprocess["crop"], scorer.preprocess["size"]
-    return keys, np.stack([load_image(image_path(images_dir, n, i), crop, size, strict=False) for n, i in keys])
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        arrays = list(pool.map(lambda key: load_image(image_path(images_dir, *key), crop, size, strict=False), keys))
+    return keys, np.stack(arrays)
 
 
 def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:

@@ -105,3 +105,23 @@ def test_eval_and_verify_on_a_bundle_agree_with_the_checkpoint(workspace, lfw_di
     a, b = (json.loads(p.read_text()) for p in outs.values())
     assert b["model"] == str(bundle) and a["roc_auc"] == pytest.approx(b["roc_auc"], abs=1e-6)
     assert (a["accuracy"], a["threshold"]) == (b["accuracy"], b["threshold"])
+
+
+def test_pair_images_decode_on_threads_in_order_and_name_a_broken_file(lfw_dir, tmp_path):
+    import re
+    import shutil
+    from types import SimpleNamespace
+
+    import numpy as np
+    from pipeline.prepare import ImageError, load_image
+    pairs = lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")
+    scorer = SimpleNamespace(preprocess={"crop": [55, 55, 195, 195], "size": 24})
+    keys, arrays = evaluate.pair_images(scorer, lfw_dir / "lfw2", pairs)
+    assert len(keys) == len(arrays) > 2
+    for key, array in zip(keys, arrays):  # row k is keys[k]'s image, as decoded alone
+        assert np.array_equal(array, load_image(evaluate.image_path(lfw_dir / "lfw2", *key), [55, 55, 195, 195], 24))
+    images = shutil.copytree(lfw_dir / "lfw2", tmp_path / "lfw2")
+    bad = evaluate.image_path(images, *keys[len(keys) // 2])
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match=re.escape(str(bad))):
+        evaluate.pair_images(scorer, images, pairs)

@@ -71,7 +71,11 @@ def main() -> None:
         score = lambda table: distances(model, images, rows, ckpt["tta_flip"], table)  # noqa: E731
         d_check, y_check = score(sample_pairs(held_out, 20000, np.random.default_rng([int(seed), 1])))
         d_test, y_test = score(tables["test"])
-        print(f"seed {seed} ({path}): {len(held_out)} validation people; test AUC {roc_auc_score(y_test, -d_test):.4f}")
+        same = {(r[0], *sorted((r[1], r[3]))) for r in tables["val"] if r[4]}
+        print(f"seed {seed} ({path}): {len(held_out)} validation people; the validation table's "
+              f"{sum(r[4] for r in tables['val']):,} same-person pairs are {len(same):,} distinct pairs of "
+              f"{len({s[0] for s in same})} people (the test pairs': {len({r[0] for r in tables['test'] if r[4]})} people); "
+              f"test AUC {roc_auc_score(y_test, -d_test):.4f}")
         for k, size in enumerate(args.sizes):
             aucs, check, test = [], [], []
             for draw in range(args.draws):

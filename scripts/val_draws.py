@@ -32,13 +32,18 @@ from pipeline.pairs import Row, identities, make_tables, sample_pairs  # noqa: E
 from pipeline.params import load_params  # noqa: E402
 
 
-def distances(model, images: torch.Tensor, rows: dict, tta_flip: bool, table: list[Row]) -> tuple[np.ndarray, np.ndarray]:
-    """(distances, labels) of a pair table; each distinct image embedded once."""
-    idx = np.array([[rows[(r[0], r[1])], rows[(r[2], r[3])]] for r in table])
-    distinct, inverse = np.unique(idx, return_inverse=True)
-    emb = embed_all(model, images[torch.from_numpy(distinct)], tta_flip)
-    inverse = torch.from_numpy(inverse.reshape(idx.shape))
-    return euclidean(emb[inverse[:, 0]], emb[inverse[:, 1]]).numpy(), np.array([r[4] for r in table])
+class Embedded:
+    """A model's embeddings of a set of images, computed once; the distances of any pair table over them."""
+
+    def __init__(self, model, images: torch.Tensor, rows: dict, tta_flip: bool, keys: set[tuple[str, int]]):
+        keys = sorted(keys)
+        self.at = {k: j for j, k in enumerate(keys)}
+        self.emb = embed_all(model, images[torch.tensor([rows[k] for k in keys])], tta_flip)
+
+    def distances(self, table: list[Row]) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, labels) of a pair table."""
+        a, b = (torch.tensor([self.at[(r[n], r[n + 1])] for r in table]) for n in (0, 2))
+        return euclidean(self.emb[a], self.emb[b]).numpy(), np.array([r[4] for r in table])
 
 
 def accuracy(d: np.ndarray, y: np.ndarray, t: float) -> float:
@@ -68,7 +73,9 @@ def main() -> None:
         model, ckpt = load_checkpoint(path)
         tables, _ = make_tables(data, params.pairs, int(seed))
         held_out = {n: c for n, c in people.items() if n in identities(tables["val"])}
-        score = lambda table: distances(model, images, rows, ckpt["tta_flip"], table)  # noqa: E731
+        # every image of the held-out people and of the test pairs, embedded once for all the draws
+        keys = {k for k in rows if k[0] in held_out} | {(r[n], r[n + 1]) for r in tables["test"] for n in (0, 2)}
+        score = Embedded(model, images, rows, ckpt["tta_flip"], keys).distances
         d_check, y_check = score(sample_pairs(held_out, 20000, np.random.default_rng([int(seed), 1])))
         d_test, y_test = score(tables["test"])
         same = {(r[0], *sorted((r[1], r[3]))) for r in tables["val"] if r[4]}

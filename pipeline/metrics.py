@@ -16,6 +16,10 @@ def choose_threshold(distances: np.ndarray, labels: np.ndarray, criterion: str =
     "accuracy": the threshold of maximum accuracy, placed midway between the two neighbouring
     distances that bound it (ties go to the smallest such threshold).
     "far": the largest threshold whose false-accept rate (different pairs accepted) is <= target_far.
+    "eer": the equal-error threshold, where the false-accept and false-reject rates are closest
+    (ties go to the smallest). It does not depend on how the pairs are split between the classes,
+    and it moves less than the maximum-accuracy one when the validation people change
+    (scripts/threshold_split.py).
     """
     d = np.asarray(distances, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
@@ -31,7 +35,11 @@ def choose_threshold(distances: np.ndarray, labels: np.ndarray, criterion: str =
         far = accepted_diff / max(1, (~y).sum())
         ok = np.flatnonzero(far <= target_far)
         return float(cands[ok[-1]])
-    raise ValueError(f"unknown criterion {criterion!r} (expected 'accuracy' or 'far')")
+    if criterion == "eer":
+        far = accepted_diff / max(1, (~y).sum())
+        frr = 1 - accepted_same / max(1, y.sum())
+        return float(cands[int(np.argmin(np.abs(far - frr)))])
+    raise ValueError(f"unknown criterion {criterion!r} (expected 'accuracy', 'eer' or 'far')")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -146,7 +146,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class CalibrateParams:
-    criterion: Literal["accuracy", "far"]
+    criterion: Literal["accuracy", "eer", "far"]
     target_far: float  # criterion "far": the largest false-accept rate allowed on validation
 
     def check(self) -> dict[str, str]:

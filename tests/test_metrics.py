@@ -18,6 +18,15 @@ def test_far_threshold_is_the_largest_meeting_the_target():
     assert choose_threshold(D, Y, "far", target_far=0.34) == pytest.approx(0.45)  # 1 of 3 different accepted
 
 
+def test_eer_threshold_equalises_the_two_error_rates():
+    # t = 0.35: different 0.3 accepted (FAR 1/3), same 0.4 rejected (FRR 1/3); no other candidate is closer
+    assert choose_threshold(D, Y, "eer") == pytest.approx(0.35)
+    # four times as many different pairs, the same rates: the same threshold (maximum accuracy moves)
+    many = np.concatenate([D, np.repeat(D[Y == 0], 3)]), np.concatenate([Y, np.zeros(9, int)])
+    assert choose_threshold(*many, "eer") == pytest.approx(0.35)
+    assert choose_threshold(*many) == pytest.approx(0.25)
+
+
 def test_unknown_criterion():
     with pytest.raises(ValueError, match="unknown criterion"):
         choose_threshold(D, Y, "f1")

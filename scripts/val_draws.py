@@ -1,12 +1,12 @@
 """How much the validation figures of a trained model depend on which validation pairs are drawn.
 
-    python scripts/val_draws.py SEED=MODEL [SEED=MODEL ...] [--draws 5] [--sizes 2000 20000]
+    python scripts/val_draws.py SEED=MODEL [SEED=MODEL ...] [--draws 5] [--sizes 2000 20000] [--criterion C]
 
 For each model, trained with `seed: SEED` (MODEL a models/model.pt), the people its validation
 pairs come from (those of the pairs stage's validation table for that seed, with params.yaml's
 `pairs.*`), and from them `--draws` independent draws of each size in `--sizes`, balanced and
-sampled as the pairs stage samples: the ROC AUC of each draw, its accuracy-maximising threshold
-(the calibrate stage's choice) and that threshold's accuracy on one more, separate draw of
+sampled as the pairs stage samples: the ROC AUC of each draw, the threshold it gives by
+`--criterion` (default: params.yaml's `calibrate.criterion`, the calibrate stage's choice) and that threshold's accuracy on one more, separate draw of
 20,000 pairs. The official test pairs are scored at each threshold too, and never used to choose.
 Reads data/lfw-a and data/prepared (run `dvc repro` first); unrestricted mode only.
 """
@@ -59,8 +59,10 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="SEED=PATH of a model trained with that seed")
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--criterion", choices=["accuracy", "eer", "far"], help="default: params.yaml's calibrate.criterion")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
+    criterion = args.criterion or params.calibrate.criterion
     if params.pairs.mode != "unrestricted":
         raise SystemExit("params.yaml: pairs.mode must be 'unrestricted' (restricted mode draws no validation pairs)")
     data = ROOT / "data" / "lfw-a"
@@ -87,7 +89,7 @@ def main() -> None:
             aucs, check, test = [], [], []
             for draw in range(args.draws):
                 d, y = score(sample_pairs(held_out, size, np.random.default_rng([int(seed), 2, k, draw])))
-                t = choose_threshold(d, y)
+                t = choose_threshold(d, y, criterion, params.calibrate.target_far)
                 aucs.append(float(roc_auc_score(y, -d)))
                 check.append(accuracy(d_check, y_check, t))
                 test.append(accuracy(d_test, y_test, t))

@@ -5,9 +5,10 @@
 Measures, in one run: model FLOPs and parameters; training throughput (images/s) in fp32 and
 bf16 and the achieved FLOP/s as a fraction of this machine's measured matmul peak; data
 preparation time (extract, verify, decode, crop, resize all images); evaluation throughput
-(pairs/s) and the latency of verifying one pair from files, model load included; peak RSS of
-a training process; and with --full-repro, the wall time of every stage of `dvc repro` from a
-clean copy of this repository on the real archive.
+(pairs/s), what embedding in bf16 would gain and change there (not used), and the latency of
+verifying one pair from files, model load included; peak RSS of a training process; and with
+--full-repro, the wall time of every stage of `dvc repro` from a clean copy of this repository on
+the real archive.
 """
 from __future__ import annotations
 
@@ -108,6 +109,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
     print(f"evaluation: {len(pairs)} test pairs ({len(keys)} distinct images) from JPEG files in {dt:.2f} s = "
           f"{len(pairs) / dt:.0f} pairs/s; the two parts timed again apart: decode {t_decode:.2f} s, embed {t_embed:.2f} s = "
           f"{len(keys) / t_embed:.0f} images/s ({'with' if verifier.tta_flip else 'without'} the mirror pass)")
+    bf16_what_if(verifier, keys, arrays, pairs, t_decode)
 
     bundle = tmp / "faceverify.npz"
     export.export(model_path, 1.0, bundle)
@@ -122,6 +124,39 @@ def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
         times = [timed(command + [str(model)], ROOT, env)[0] for _ in range(3)]
         print(f"verify one pair with `faceverify verify --model {model.name}` (interpreter start included): "
               f"{min(times):.2f} s best of 3 ({', '.join(f'{t:.2f}' for t in times)})")
+
+
+def bf16_what_if(verifier, keys: list, arrays, pairs: list, t_decode: float) -> None:
+    """What embedding in bf16 would gain and change (not used: evaluation, `faceverify verify` and the
+    served model agree in fp32): its time, and the test pairs' distances and decisions against fp32."""
+    import json
+
+    import numpy as np
+
+    from pipeline.model import embed_all, euclidean
+    from pipeline.verifier import BATCH
+
+    x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)
+    embed_all(verifier.fast, x[:BATCH], verifier.tta_flip, BATCH, torch.bfloat16)  # warm-up
+    t0 = time.perf_counter()
+    e16 = embed_all(verifier.fast, x, verifier.tta_flip, BATCH, torch.bfloat16)
+    t16 = time.perf_counter() - t0
+    e32 = torch.from_numpy(verifier.embed(arrays))
+    row = {k: r for r, k in enumerate(keys)}
+    a = torch.tensor([row[(p.name1, p.i1)] for p in pairs])
+    b = torch.tensor([row[(p.name2, p.i2)] for p in pairs])
+    d32, d16 = euclidean(e32[a], e32[b]).numpy(), euclidean(e16[a], e16[b]).numpy()
+    line = (f"evaluation with bf16 embedding (not used): embed {t16:.2f} s = {len(keys) / t16:.0f} images/s, "
+            f"{len(pairs) / (t_decode + t16):.0f} pairs/s with the decode above; distances differ from fp32 by "
+            f"{np.abs(d16 - d32).mean():.4f} on average, {np.abs(d16 - d32).max():.4f} at most")
+    calibrated = ROOT / "metrics" / "calibrate.json"
+    if calibrated.exists():
+        t = json.loads(calibrated.read_text())["threshold"]
+        y = np.array([p.same for p in pairs])
+        print(f"{line}; at the committed threshold {t:.4f}, {int(((d16 <= t) != (d32 <= t)).sum())} of {len(pairs)} "
+              f"decisions change, test accuracy {((d16 <= t) == y).mean():.3f} against {((d32 <= t) == y).mean():.3f} in fp32")
+    else:
+        print(line)
 
 
 def main() -> None:

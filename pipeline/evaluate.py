@@ -109,8 +109,16 @@ def write_pngs(plots: Path, fpr, tpr, auc: float, distances, labels, threshold: 
     plt.close(fig)
 
 
-def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tuple[Path, Path], val_auc: float) -> None:
-    """Log the pyfunc model in this stage's run, register it, and move the champion alias on validation AUC."""
+def val_pairs_key(params: dict) -> str:
+    """What the validation pairs are drawn from: the seed and every `pairs.*` param (the pairs stage
+    draws them from the fixed protocol files). Validation AUCs compare only under the same key."""
+    return " ".join([f"seed={params['seed']}"] + [f"pairs.{k}={v}" for k, v in sorted(params["pairs"].items())])
+
+
+def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tuple[Path, Path], val_auc: float,
+             val_pairs: str) -> None:
+    """Log the pyfunc model in this stage's run, register it, and move the champion alias on validation AUC
+    (only against a champion measured on the same validation pairs)."""
     if not rec.active:
         return
     from pipeline import serving
@@ -120,7 +128,7 @@ def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tupl
             with rec.mlflow.start_run(run_id=rec.child_id):
                 info = serving.log_model(model, threshold, example, tracking.REGISTERED_MODEL)
             version = str(info.registered_model_version)
-            tracking.promote(client, tracking.REGISTERED_MODEL, version, val_auc)
+            tracking.promote(client, tracking.REGISTERED_MODEL, version, val_auc, val_pairs)
         rec.tags({"registered_model": f"{tracking.REGISTERED_MODEL}/{version}"}, parent_too=True)
 
     rec.call(log_and_promote, retries=0)  # a retry would register the model twice
@@ -177,7 +185,7 @@ def _main(args, rec: tracking.Recorder) -> int:
     rec.artifact(args.card)
     first = pairs[0]
     example = (image_path(args.images, first.name1, first.i1), image_path(args.images, first.name2, first.i2))
-    register(rec, args.model, args.threshold, example, calibration["val_roc_auc"])
+    register(rec, args.model, args.threshold, example, calibration["val_roc_auc"], val_pairs_key(params))
     log.info("test accuracy %.4f [%.4f, %.4f], AUC %.4f, EER %.4f on %d pairs", metrics["accuracy"],
              metrics["accuracy_ci95_low"], metrics["accuracy_ci95_high"], metrics["roc_auc"], metrics["eer"], metrics["n_pairs"])
     return 0

@@ -254,14 +254,28 @@ def stage_run(stage: str, params_path: str | Path = "params.yaml") -> Iterator[R
             rec.call(lambda c: c.set_terminated(rec.child_id, status))
 
 
-def promote(client, name: str, version: str, val_auc: float, alias: str = "champion") -> bool:
-    """Point `alias` at `version` if it beats the current holder on validation AUC (never on test)."""
+def promote(client, name: str, version: str, val_auc: float, val_pairs: str = "", alias: str = "champion") -> bool:
+    """Point `alias` at `version` if it beats the current holder on validation AUC (never on test).
+
+    `val_pairs` names the validation pairs the AUC was measured on (evaluate.val_pairs_key): AUCs on
+    different pairs (another seed, other `pairs.*`) do not compare, so a version measured on other
+    pairs than the holder's leaves the alias where it is. A holder without the tag (registered
+    before it existed) compares on AUC alone."""
     try:
         current = client.get_model_version_by_alias(name, alias)
         best = float(current.tags.get("val_roc_auc", "-inf"))
+        held_on = current.tags.get("val_pairs", "")
     except Exception:  # noqa: BLE001 - no holder yet
-        current, best = None, float("-inf")
+        current, best, held_on = None, float("-inf"), ""
     client.set_model_version_tag(name, version, "val_roc_auc", str(val_auc))
+    if val_pairs:
+        client.set_model_version_tag(name, version, "val_pairs", val_pairs)
+    if current is not None and held_on and val_pairs and held_on != val_pairs:
+        log.warning("model %s version %s stays unaliased: its validation AUC %.4f is on other pairs (%s) than %s's "
+                    "version %s (%s), so they do not compare; to move %s by hand: MlflowClient()"
+                    ".set_registered_model_alias(%r, %r, %r)", name, version, val_auc, val_pairs, alias,
+                    current.version, held_on, alias, name, alias, version)
+        return False
     if val_auc > best:
         client.set_registered_model_alias(name, alias, version)
         log.info("model %s version %s is the new %s (validation AUC %.4f > %.4f)", name, version, alias, val_auc, best)

@@ -1,0 +1,44 @@
+"""The champion alias moves on validation AUC, and only between versions measured on the same validation pairs."""
+import logging
+
+import pytest
+
+from pipeline import tracking
+from pipeline.evaluate import val_pairs_key
+
+
+@pytest.fixture
+def client(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    c.create_registered_model("faceverify")
+    (tmp_path / "m").mkdir()
+    c.new_version = lambda: str(c.create_model_version("faceverify", str(tmp_path / "m")).version)
+    return c
+
+
+def champion(client) -> str:
+    return str(client.get_model_version_by_alias("faceverify", "champion").version)
+
+
+def test_the_alias_moves_only_to_a_better_auc_on_the_same_pairs(client, caplog):
+    a = val_pairs_key({"seed": 0, "pairs": {"mode": "unrestricted", "n_val_pairs": 20000}})
+    b = val_pairs_key({"seed": 1, "pairs": {"mode": "unrestricted", "n_val_pairs": 20000}})
+    assert a != b and "seed=0" in a and "pairs.n_val_pairs=20000" in a
+    v1, v2, v3, v4 = (client.new_version() for _ in range(4))
+    assert tracking.promote(client, "faceverify", v1, 0.90, a) and champion(client) == v1
+    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
+        # higher, but on other validation pairs (another seed): they do not compare
+        assert not tracking.promote(client, "faceverify", v2, 0.99, b)
+    assert champion(client) == v1 and "do not compare" in caplog.text and f"'champion', '{v2}'" in caplog.text
+    assert not tracking.promote(client, "faceverify", v3, 0.89, a) and champion(client) == v1  # lower, same pairs
+    assert tracking.promote(client, "faceverify", v4, 0.91, a) and champion(client) == v4  # higher, same pairs
+    tags = client.get_model_version("faceverify", v2).tags
+    assert tags["val_pairs"] == b and float(tags["val_roc_auc"]) == 0.99
+
+
+def test_a_champion_registered_before_the_tag_compares_on_auc_alone(client):
+    v1, v2 = client.new_version(), client.new_version()
+    assert tracking.promote(client, "faceverify", v1, 0.90)  # no key: as versions were registered before
+    assert tracking.promote(client, "faceverify", v2, 0.95, "seed=0 pairs.mode=unrestricted") and champion(client) == v2

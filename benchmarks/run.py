@@ -104,12 +104,12 @@ def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
     keys, arrays = pair_images(verifier, images, pairs)
     t_decode = time.perf_counter() - t0
     t0 = time.perf_counter()
-    verifier.embed(arrays)
+    e32 = verifier.embed(arrays)
     t_embed = time.perf_counter() - t0
     print(f"evaluation: {len(pairs)} test pairs ({len(keys)} distinct images) from JPEG files in {dt:.2f} s = "
           f"{len(pairs) / dt:.0f} pairs/s; the two parts timed again apart: decode {t_decode:.2f} s, embed {t_embed:.2f} s = "
           f"{len(keys) / t_embed:.0f} images/s ({'with' if verifier.tta_flip else 'without'} the mirror pass)")
-    bf16_what_if(verifier, keys, arrays, pairs, t_decode)
+    bf16_what_if(verifier, keys, arrays, e32, pairs, t_decode)
 
     bundle = tmp / "faceverify.npz"
     export.export(model_path, 1.0, bundle)
@@ -126,9 +126,10 @@ def evaluation(model_path: Path, tmp: Path, env: dict) -> None:
               f"{min(times):.2f} s best of 3 ({', '.join(f'{t:.2f}' for t in times)})")
 
 
-def bf16_what_if(verifier, keys: list, arrays, pairs: list, t_decode: float) -> None:
+def bf16_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: float) -> None:
     """What embedding in bf16 would gain and change (not used: evaluation, `faceverify verify` and the
-    served model agree in fp32): its time, and the test pairs' distances and decisions against fp32."""
+    served model agree in fp32): its time, and the test pairs' distances and decisions against `e32`,
+    the verifier's fp32 embeddings of `arrays`."""
     import json
 
     import numpy as np
@@ -141,7 +142,7 @@ def bf16_what_if(verifier, keys: list, arrays, pairs: list, t_decode: float) -> 
     t0 = time.perf_counter()
     e16 = embed_all(verifier.fast, x, verifier.tta_flip, BATCH, torch.bfloat16)
     t16 = time.perf_counter() - t0
-    e32 = torch.from_numpy(verifier.embed(arrays))
+    e32 = torch.from_numpy(e32)
     row = {k: r for r, k in enumerate(keys)}
     a = torch.tensor([row[(p.name1, p.i1)] for p in pairs])
     b = torch.tensor([row[(p.name2, p.i2)] for p in pairs])

@@ -29,9 +29,8 @@ from pipeline import lfw  # noqa: E402
 from pipeline.data import load_images  # noqa: E402
 from pipeline.metrics import choose_threshold  # noqa: E402
 from pipeline.model import load_checkpoint  # noqa: E402
-from pipeline.pairs import Row, identities, make_tables  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from val_draws import Embedded  # noqa: E402
+from pipeline.pairs import identities, make_tables  # noqa: E402
+from val_draws import Embedded, distinct, model_specs, unrestricted_params  # noqa: E402
 
 CRITERIA = ("accuracy", "eer")
 
@@ -41,39 +40,24 @@ def balanced_accuracy(d: np.ndarray, y: np.ndarray, t: float) -> float:
     return float(((d[same] <= t).mean() + (d[~same] > t).mean()) / 2)
 
 
-def distinct(table: list[Row]) -> list[Row]:
-    """The table without repeats of a pair (in either order), first occurrence kept."""
-    seen, out = set(), []
-    for r in table:
-        key = tuple(sorted([(r[0], r[1]), (r[2], r[3])]))
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="SEED=PATH of a model trained with that seed")
     parser.add_argument("--splits", type=int, default=40)
     args = parser.parse_args()
-    params = load_params(ROOT / "params.yaml")
-    if params.pairs.mode != "unrestricted":
-        raise SystemExit("params.yaml: pairs.mode must be 'unrestricted' (restricted mode draws no validation pairs)")
+    params = unrestricted_params()
     data = ROOT / "data" / "lfw-a"
     images, rows = load_images(ROOT / "data" / "prepared")
     gains = {"as drawn": [], "distinct": []}
-    for spec in args.models:
-        seed, sep, path = spec.partition("=")
-        if not sep or not seed.isdigit():
-            raise SystemExit(f"{spec!r}: expected SEED=PATH, e.g. 0=models/model.pt")
+    for seed, path in model_specs(args.models):
         model, ckpt = load_checkpoint(path)
-        val = make_tables(data, params.pairs, int(seed))[0]["val"]
-        people = sorted(identities(val))
-        score = Embedded(model, images, rows, ckpt["tta_flip"], {k for k in rows if k[0] in set(people)}).distances
+        val = make_tables(data, params.pairs, seed)[0]["val"]
+        held_out = identities(val)
+        people = sorted(held_out)
+        score = Embedded(model, images, rows, ckpt["tta_flip"], {k for k in rows if k[0] in held_out}).distances
         results = {c: {"as drawn": [], "distinct": [], "threshold": []} for c in CRITERIA}
         for split in range(args.splits):
-            half = set(np.random.default_rng([int(seed), split]).permutation(people)[:len(people) // 2])
+            half = set(np.random.default_rng([seed, split]).permutation(people)[:len(people) // 2])
             chosen = [r for r in val if r[0] in half and r[2] in half]
             other = [r for r in val if r[0] not in half and r[2] not in half]
             d, y = score(chosen)

@@ -46,6 +46,36 @@ class Embedded:
         return euclidean(self.emb[a], self.emb[b]).numpy(), np.array([r[4] for r in table])
 
 
+def distinct(table: list[Row]) -> list[Row]:
+    """The table without repeats of a pair (in either order), first occurrence kept."""
+    seen, out = set(), []
+    for r in table:
+        key = tuple(sorted([(r[0], r[1]), (r[2], r[3])]))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def unrestricted_params():
+    """params.yaml, which must draw validation pairs (unrestricted mode)."""
+    params = load_params(ROOT / "params.yaml")
+    if params.pairs.mode != "unrestricted":
+        raise SystemExit("params.yaml: pairs.mode must be 'unrestricted' (restricted mode draws no validation pairs)")
+    return params
+
+
+def model_specs(specs: list[str]) -> list[tuple[int, str]]:
+    """(seed, path) of each SEED=PATH argument."""
+    out = []
+    for spec in specs:
+        seed, sep, path = spec.partition("=")
+        if not sep or not seed.isdigit():
+            raise SystemExit(f"{spec!r}: expected SEED=PATH, e.g. 0=models/model.pt")
+        out.append((int(seed), path))
+    return out
+
+
 def accuracy(d: np.ndarray, y: np.ndarray, t: float) -> float:
     return float(((d <= t) == y.astype(bool)).mean())
 
@@ -61,26 +91,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--criterion", choices=["accuracy", "eer", "far"], help="default: params.yaml's calibrate.criterion")
     args = parser.parse_args()
-    params = load_params(ROOT / "params.yaml")
+    params = unrestricted_params()
     criterion = args.criterion or params.calibrate.criterion
-    if params.pairs.mode != "unrestricted":
-        raise SystemExit("params.yaml: pairs.mode must be 'unrestricted' (restricted mode draws no validation pairs)")
     data = ROOT / "data" / "lfw-a"
     images, rows = load_images(ROOT / "data" / "prepared")
     people = lfw.parse_people(data / "peopleDevTrain.txt")
-    for spec in args.models:
-        seed, sep, path = spec.partition("=")
-        if not sep or not seed.isdigit():
-            raise SystemExit(f"{spec!r}: expected SEED=PATH, e.g. 0=models/model.pt")
+    for seed, path in model_specs(args.models):
         model, ckpt = load_checkpoint(path)
-        tables, _ = make_tables(data, params.pairs, int(seed))
+        tables, _ = make_tables(data, params.pairs, seed)
         held_out = {n: c for n, c in people.items() if n in identities(tables["val"])}
         # every image of the held-out people and of the test pairs, embedded once for all the draws
         keys = {k for k in rows if k[0] in held_out} | {(r[n], r[n + 1]) for r in tables["test"] for n in (0, 2)}
         score = Embedded(model, images, rows, ckpt["tta_flip"], keys).distances
-        d_check, y_check = score(sample_pairs(held_out, 20000, np.random.default_rng([int(seed), 1])))
+        d_check, y_check = score(sample_pairs(held_out, 20000, np.random.default_rng([seed, 1])))
         d_test, y_test = score(tables["test"])
-        same = {(r[0], *sorted((r[1], r[3]))) for r in tables["val"] if r[4]}
+        same = [r for r in distinct(tables["val"]) if r[4]]
         print(f"seed {seed} ({path}): {len(held_out)} validation people; the validation table's "
               f"{sum(r[4] for r in tables['val']):,} same-person pairs are {len(same):,} distinct pairs of "
               f"{len({s[0] for s in same})} people (the test pairs': {len({r[0] for r in tables['test'] if r[4]})} people); "
@@ -88,7 +113,7 @@ def main() -> None:
         for k, size in enumerate(args.sizes):
             aucs, check, test = [], [], []
             for draw in range(args.draws):
-                d, y = score(sample_pairs(held_out, size, np.random.default_rng([int(seed), 2, k, draw])))
+                d, y = score(sample_pairs(held_out, size, np.random.default_rng([seed, 2, k, draw])))
                 t = choose_threshold(d, y, criterion, params.calibrate.target_far)
                 aucs.append(float(roc_auc_score(y, -d)))
                 check.append(accuracy(d_check, y_check, t))

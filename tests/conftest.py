@@ -139,12 +139,61 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(cmd: list[str], cwd: Path, env: dict, check: bool = True):
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True, timeout: float = 900):
+    """`cmd` in `cwd`, output captured; a non-zero exit (with `check`) or a hang past `timeout` fails the test."""
     import subprocess
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    try:
+        result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        raise AssertionError(f"{' '.join(cmd)} still running after {timeout:.0f} s, killed\n{out[-4000:]}") from None
     if check and result.returncode:
         raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def start_queue(repo: Path, env: dict, jobs: int) -> None:
+    """`dvc queue start --jobs N`, its output in a file. The workers it spawns keep the command's
+    stdout and stderr open until they exit, so over a pipe (`run`) the call lasts as long as they do."""
+    import subprocess
+    with open(repo / "queue-start.log", "w") as log:
+        result = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=repo, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, timeout=120)
+    assert result.returncode == 0, (repo / "queue-start.log").read_text()[-4000:]
+
+
+def stop_queue_workers(repo: Path, grace: float = 30) -> list[str]:
+    """Waits up to `grace` seconds for the `dvc queue start` workers of `repo` to exit, kills those
+    still running, and returns their names.
+
+    A worker can outlive an empty queue. Workers that start in the same millisecond (`--jobs N`)
+    race to create the broadcast table of kombu's filesystem broker
+    (.dvc/tmp/exps/celery/broker/control/celery.pidbox.exchange), which kombu writes without a lock
+    when the file is new: the last writer's binding wins. The other worker's monitor then gets no
+    answer about its own tasks, calls the queue empty, and sends a shutdown that never reaches it."""
+    import json
+    import os
+    import signal
+
+    import psutil
+    workers = {}
+    for info in sorted((repo / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json")):
+        try:
+            proc = psutil.Process(json.loads(info.read_text())["pid"])
+            if "queue-worker" in " ".join(proc.cmdline()):  # else gone, and the pid reused
+                workers[proc] = info.stem
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(workers), timeout=grace)
+    for proc in alive:
+        # dvc-task gives each worker's supervisor a process group of its own: end both
+        with contextlib.suppress(ProcessLookupError):
+            if (group := os.getpgid(proc.pid)) != os.getpgid(0):
+                os.killpg(group, signal.SIGKILL)
+            else:
+                proc.kill()
+    psutil.wait_procs(alive, timeout=30)
+    return sorted(workers[proc] for proc in alive)
 
 
 def make_repo(dest: Path, archive: Path, params: dict) -> tuple[Path, dict]:

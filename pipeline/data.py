@@ -79,7 +79,9 @@ def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], names: bool 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: float, max_shift: float,
             max_scale: float) -> torch.Tensor:
-    """Random mirror and small affine jitter of float images (B, 1, H, W), drawn from `gen`."""
+    """Random mirror and small affine jitter of float images (B, 1, H, W), drawn from `gen`.
+
+    The draws come from `gen` on the CPU wherever `x` lives, so a GPU sees the same augmentation."""
     b = x.shape[0]
     u = torch.rand(b, 5, generator=gen) * 2 - 1  # (B, 5) uniform in [-1, 1]
     angle = u[:, 0] * math.radians(max_rotate_deg)
@@ -90,7 +92,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: f
         torch.stack([cos * mirror, -sin, u[:, 2] * max_shift * 2], dim=1),
         torch.stack([sin * mirror, cos, u[:, 3] * max_shift * 2], dim=1),
     ], dim=1)  # (B, 2, 3); shifts in grid units, where the image spans [-1, 1]
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -75,6 +75,14 @@ def test_augment_is_seeded_and_keeps_shape():
     assert torch.allclose(still, x, atol=1e-3)
 
 
+def test_augment_stays_on_the_images_device():
+    """The draws are made on the CPU; the images may be elsewhere (CUDA in training). The meta
+    device stands in for a GPU here: a grid left on the CPU fails there as it would on CUDA."""
+    x = torch.empty(4, 1, 32, 32, device="meta")
+    out = augment(x, torch.Generator().manual_seed(1), flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1)
+    assert out.device == x.device and out.shape == x.shape
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.lr": 1e30, "train.normalize": False, "train.epochs": 3})
     images, rows = load_images(prepared)

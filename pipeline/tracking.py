@@ -158,12 +158,16 @@ class Recorder:
                 return None
 
     def params(self, flat: dict[str, Any]) -> None:
+        if not self.active:  # no record, and no need of MLflow (FACEVERIFY_TRACKING=off)
+            return
         from mlflow.entities import Param
         items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
         for run_id in (self.child_id, self.parent_id):
             self.call(lambda c: c.log_batch(run_id, params=items))
 
     def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
+        if not self.active:
+            return
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
         numeric = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
@@ -177,6 +181,8 @@ class Recorder:
             self.call(lambda c: c.log_artifact(self.child_id, str(path), subdir))
 
     def tags(self, values: dict[str, Any], parent_too: bool = False) -> None:
+        if not self.active:
+            return
         from mlflow.entities import RunTag
         items = [RunTag(k, str(v)) for k, v in values.items()]
         for run_id in (self.child_id, self.parent_id) if parent_too else (self.child_id,):

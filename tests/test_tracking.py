@@ -37,6 +37,19 @@ def test_write_metrics_sends_the_same_dict_to_file_and_mlflow(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == values == sent[0]
 
 
+def test_tracking_off_needs_no_mlflow(tmp_path, monkeypatch):
+    """FACEVERIFY_TRACKING=off: a stage runs where MLflow is not installed (a bare GPU node)."""
+    monkeypatch.setenv("FACEVERIFY_TRACKING", "off")
+    for name in ("mlflow", "mlflow.entities", "mlflow.tracking"):
+        monkeypatch.setitem(sys.modules, name, None)  # any import of it now raises ImportError
+    with tracking.stage_run("train", tmp_path / "params.yaml") as rec:
+        rec.params({"seed": 0})
+        rec.tags({"k": "v"}, parent_too=True)
+        rec.metrics({"val_auc": 0.5}, step=1)
+        tracking.write_metrics(tmp_path / "m.json", {"val_auc": 0.5}, rec)
+    assert not rec.active and json.loads((tmp_path / "m.json").read_text()) == {"val_auc": 0.5}
+
+
 def test_unreachable_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
     from pipeline import pairs
     port = free_port()  # nobody listens there

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, stop_queue_workers, make_repo, run, small_params, start_mlflow_server, start_queue
+from conftest import free_port, make_repo, run, small_params, start_mlflow_server, start_queue, stop_queue_workers
 from pipeline import tracking
 
 

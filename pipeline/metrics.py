@@ -28,15 +28,14 @@ def choose_threshold(distances: np.ndarray, labels: np.ndarray, criterion: str =
     cands = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
     accepted_same = np.searchsorted(np.sort(d[y]), cands, side="right")  # same pairs with d <= t
     accepted_diff = np.searchsorted(np.sort(d[~y]), cands, side="right")
+    far = accepted_diff / max(1, (~y).sum())  # false-accept rate at each candidate
     if criterion == "accuracy":
         correct = accepted_same + (len(d[~y]) - accepted_diff)
         return float(cands[int(np.argmax(correct))])
     if criterion == "far":
-        far = accepted_diff / max(1, (~y).sum())
         ok = np.flatnonzero(far <= target_far)
         return float(cands[ok[-1]])
     if criterion == "eer":
-        far = accepted_diff / max(1, (~y).sum())
         frr = 1 - accepted_same / max(1, y.sum())
         return float(cands[int(np.argmin(np.abs(far - frr)))])
     raise ValueError(f"unknown criterion {criterion!r} (expected 'accuracy', 'eer' or 'far')")

@@ -7,7 +7,7 @@ bf16 and the achieved FLOP/s as a fraction of this machine's matmul peak, measur
 right after each training window (a shared VM's peak moves from minute to minute), in three rounds; data
 preparation time (extract, verify, decode, crop, resize all images); evaluation throughput
 (pairs/s), its ceiling (the embedding's FLOPs at the whole measured peak), what embedding in bf16
-would gain and change there (not used), and the latency of
+would gain and change there (not used), the embedding time by batch size, and the latency of
 verifying one pair from files, model load included; peak RSS of a training process; and with
 --full-repro, the wall time of every stage of `dvc repro -f` from a clean copy of this repository on
 the real archive (forced: a clone holds the committed metrics, so a plain `dvc repro` skips
@@ -143,6 +143,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
               f"{name} ({peak / 1e9:.0f} GFLOP/s) >= {total / peak:.2f} s, <= {len(pairs) * peak / total:.0f} pairs/s"
               for name, peak in peaks.items()))
     bf16_what_if(verifier, keys, arrays, e32, pairs, t_decode)
+    batch_sweep(verifier, arrays, e32)
 
     bundle = tmp / "faceverify.npz"
     export.export(model_path, 1.0, bundle)
@@ -191,6 +192,26 @@ def bf16_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: float
               f"decisions change, test accuracy {((d16 <= t) == y).mean():.3f} against {((d32 <= t) == y).mean():.3f} in fp32")
     else:
         print(line)
+
+
+def batch_sweep(verifier, arrays, e32, sizes: tuple[int, ...] = (32, 64, 128, 256), rounds: int = 2) -> None:
+    """The fp32 embedding of `arrays` at several batch sizes, alternating, best of `rounds` each (the
+    verifier's BATCH is the one chosen), and whether each gives `e32`, the verifier's embeddings, bit for bit."""
+    import numpy as np
+
+    from pipeline.model import embed_all
+    from pipeline.verifier import BATCH
+
+    x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)
+    best, same = {}, {}
+    for _ in range(rounds):
+        for size in sizes:
+            t0 = time.perf_counter()
+            e = embed_all(verifier.fast, x, verifier.tta_flip, size).numpy()
+            best[size] = min(best.get(size, float("inf")), time.perf_counter() - t0)
+            same[size] = bool(np.array_equal(e, e32))
+    print(f"evaluation embed by batch size (fp32, best of {rounds}, alternating; the verifier uses {BATCH}): " + ", ".join(
+        f"{size}: {best[size]:.2f} s{'' if same[size] else ' (other embeddings)'}" for size in sizes))
 
 
 def main() -> None:

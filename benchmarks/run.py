@@ -7,7 +7,8 @@ bf16 and the achieved FLOP/s as a fraction of this machine's matmul peak, measur
 right after each training window (a shared VM's peak moves from minute to minute), in three rounds; data
 preparation time (extract, verify, decode, crop, resize all images); evaluation throughput
 (pairs/s), its ceiling (the embedding's FLOPs at the whole measured peak), what embedding in bf16
-would gain and change there (not used), the embedding time by batch size, and the latency of
+and/or without the mirror pass would gain and cost (not used), the embedding time by batch size,
+and the latency of
 verifying one pair from files, model load included; peak RSS of a training process; and with
 --full-repro, the wall time of every stage of `dvc repro -f` from a clean copy of this repository on
 the real archive (forced: a clone holds the committed metrics, so a plain `dvc repro` skips
@@ -142,7 +143,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
           f"{total / 1e9:.0f} GFLOP; even at the whole measured matmul peak, without decoding: " + "; ".join(
               f"{name} ({peak / 1e9:.0f} GFLOP/s) >= {total / peak:.2f} s, <= {len(pairs) * peak / total:.0f} pairs/s"
               for name, peak in peaks.items()))
-    bf16_what_if(verifier, keys, arrays, e32, pairs, t_decode)
+    inference_what_if(verifier, keys, arrays, e32, pairs, t_decode)
     batch_sweep(verifier, arrays, e32)
 
     bundle = tmp / "faceverify.npz"
@@ -160,38 +161,48 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
               f"{min(times):.2f} s best of 3 ({', '.join(f'{t:.2f}' for t in times)})")
 
 
-def bf16_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: float) -> None:
-    """What embedding in bf16 would gain and change (not used: evaluation, `faceverify verify` and the
-    served model agree in fp32): its time, and the test pairs' distances and decisions against `e32`,
-    the verifier's fp32 embeddings of `arrays`."""
-    import json
-
+def inference_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: float) -> None:
+    """What embedding in bf16 and/or without the mirror pass would gain and cost (not used: evaluation,
+    `faceverify verify` and the served model agree in fp32 with the mirror pass). For each variant:
+    its embedding time for `arrays` and the pairs/s with `t_decode`; the threshold chosen again on
+    this workspace's validation pairs the way the calibrate stage chooses it, in the same variant;
+    the test accuracy and AUC at that threshold; the test distances against `e32`'s (the verifier's)."""
     import numpy as np
 
+    from pipeline.data import load_images, load_pairs
+    from pipeline.metrics import choose_threshold, verification_metrics
     from pipeline.model import embed_all, euclidean
+    from pipeline.train import pair_distances
     from pipeline.verifier import BATCH
 
+    prepared, val_table = ROOT / "data" / "prepared", ROOT / "data" / "pairs" / "val.tsv"
+    if not (prepared / "images.npy").exists() or not val_table.exists():
+        print(f"no {prepared} or {val_table} (run `dvc repro` first): the bf16 and mirror-pass what-if skipped")
+        return
+    calibrate = load_params(ROOT / "params.yaml").calibrate
+    images, rows = load_images(prepared)
+    val = load_pairs(val_table, rows)
     x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)
-    embed_all(verifier.fast, x[:BATCH], verifier.tta_flip, BATCH, torch.bfloat16)  # warm-up
-    t0 = time.perf_counter()
-    e16 = embed_all(verifier.fast, x, verifier.tta_flip, BATCH, torch.bfloat16)
-    t16 = time.perf_counter() - t0
-    e32 = torch.from_numpy(e32)
     row = {k: r for r, k in enumerate(keys)}
     a = torch.tensor([row[(p.name1, p.i1)] for p in pairs])
     b = torch.tensor([row[(p.name2, p.i2)] for p in pairs])
-    d32, d16 = euclidean(e32[a], e32[b]).numpy(), euclidean(e16[a], e16[b]).numpy()
-    line = (f"evaluation with bf16 embedding (not used): embed {t16:.2f} s = {len(keys) / t16:.0f} images/s, "
-            f"{len(pairs) / (t_decode + t16):.0f} pairs/s with the decode above; distances differ from fp32 by "
-            f"{np.abs(d16 - d32).mean():.4f} on average, {np.abs(d16 - d32).max():.4f} at most")
-    calibrated = ROOT / "metrics" / "calibrate.json"
-    if calibrated.exists():
-        t = json.loads(calibrated.read_text())["threshold"]
-        y = np.array([p.same for p in pairs])
-        print(f"{line}; at the committed threshold {t:.4f}, {int(((d16 <= t) != (d32 <= t)).sum())} of {len(pairs)} "
-              f"decisions change, test accuracy {((d16 <= t) == y).mean():.3f} against {((d32 <= t) == y).mean():.3f} in fp32")
-    else:
-        print(line)
+    y = np.array([p.same for p in pairs])
+    d_used = euclidean(torch.from_numpy(e32)[a], torch.from_numpy(e32)[b]).numpy()
+    for dtype, mirror in ((None, True), (None, False), (torch.bfloat16, True), (torch.bfloat16, False)):
+        embed_all(verifier.fast, x[:BATCH], mirror, BATCH, dtype)  # warm-up
+        t0 = time.perf_counter()
+        e = embed_all(verifier.fast, x, mirror, BATCH, dtype)
+        t = time.perf_counter() - t0
+        d = euclidean(e[a], e[b]).numpy()
+        d_val = pair_distances(verifier.model, images, val, mirror, dtype)
+        threshold = choose_threshold(d_val, val.label, calibrate.criterion, calibrate.target_far)
+        m, m_val = verification_metrics(d, y, threshold), verification_metrics(d_val, val.label, threshold)
+        name = f"{'bf16' if dtype else 'fp32'}, {'with' if mirror else 'without'} the mirror pass"
+        print(f"evaluation what-if, {name}{' (used)' if dtype is None and mirror == verifier.tta_flip else ''}: "
+              f"embed {t:.2f} s = {len(pairs) / (t_decode + t):.0f} pairs/s with the decode above; validation AUC "
+              f"{m_val['roc_auc']:.4f}, threshold ({calibrate.criterion}) {threshold:.4f} -> test accuracy "
+              f"{m['accuracy']:.3f}, AUC {m['roc_auc']:.4f}; test distances differ from the used ones by "
+              f"{np.abs(d - d_used).mean():.4f} on average, {np.abs(d - d_used).max():.4f} at most")
 
 
 def batch_sweep(verifier, arrays, e32, sizes: tuple[int, ...] = (32, 64, 128, 256), rounds: int = 2) -> None:

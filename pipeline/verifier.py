@@ -2,8 +2,9 @@
 
 For inference the batch norms are folded into the convolutions (the same embeddings to ~1e-7,
 fewer passes over memory) and images go through in batches of 64: together about 2x the throughput
-of the training-time module at batch 512 on a 2-core CPU (batches of 64 against 128, the same
-embeddings bit for bit: 2.1-2.3 s against 2.8-3.6 s for the 1,549 test images, three rounds).
+of the training-time module at batch 512 on a 2-core CPU. Against batches of 128 (the same
+embeddings bit for bit) 64 was never slower on the 1,549 test images: 2.1-2.3 s against 2.8-3.6 s
+in three alternating rounds, 1.97 against 1.99 s in a later run (`benchmarks/run.py` prints it).
 """
 from __future__ import annotations
 

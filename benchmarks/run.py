@@ -3,16 +3,16 @@
     python benchmarks/run.py [--archive PATH] [--full-repro]
 
 Measures, in one run: model FLOPs and parameters; training throughput (images/s) in fp32 and
-bf16 and the achieved FLOP/s as a fraction of this machine's matmul peak, measured right before and
-right after each training window (a shared VM's peak moves from minute to minute), in three rounds; data
-preparation time (extract, verify, decode, crop, resize all images); evaluation throughput
-(pairs/s), its ceiling (the embedding's FLOPs at the whole measured peak), what embedding in bf16
-and/or without the mirror pass would gain and cost (not used), the embedding time by batch size,
-and the latency of
-verifying one pair from files, model load included; peak RSS of a training process; and with
---full-repro, the wall time of every stage of `dvc repro -f` from a clean copy of this repository on
-the real archive (forced: a clone holds the committed metrics, so a plain `dvc repro` skips
-calibrate and evaluate once training has reproduced the committed model bit for bit).
+bf16 and the achieved FLOP/s as a fraction of this machine's matmul peak, measured right before
+and right after each training window (a shared VM's peak moves from minute to minute), in three
+rounds; data preparation time (extract, verify, decode, crop, resize all images); evaluation
+throughput (pairs/s), its ceiling (the embedding's FLOPs at the whole measured peak), what
+embedding in bf16 and/or without the mirror pass would gain and cost (not used), the embedding
+time by batch size, and the latency of verifying one pair from files, model load included; peak
+RSS of a training process; and with --full-repro, the wall time of every stage of `dvc repro -f`
+in a clean clone of this repository on the real archive (forced: a clone holds the committed
+metrics, so a plain `dvc repro` skips calibrate and evaluate once training has reproduced the
+committed model bit for bit).
 """
 from __future__ import annotations
 

@@ -52,23 +52,30 @@ def euclidean_matrix(e: torch.Tensor) -> torch.Tensor:
     return (sq[:, None] + sq[None, :] - 2 * e @ e.T).clamp_min(1e-12).sqrt()
 
 
-def _block(c_in: int, c_out: int, k: int, pool: bool = False) -> list[nn.Module]:
-    """conv -> BN -> ReLU; with `pool`, a 2x2 max-pool between the conv and the BN."""
-    return ([nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)] + ([nn.MaxPool2d(2)] if pool else [])
-            + [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)])
+def _block(c_in: int, c_out: int, k: int, pool: str = "") -> list[nn.Module]:
+    """conv -> BN -> ReLU; with a 2x2 max-pool where `pool` says: "first", between the conv and the BN;
+    "last", between the BN and the ReLU."""
+    maxpool = [nn.MaxPool2d(2)]
+    return ([nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)] + (maxpool if pool == "first" else [])
+            + [nn.BatchNorm2d(c_out)] + (maxpool if pool == "last" else []) + [nn.ReLU(inplace=True)])
 
 
 class Siamese(nn.Module):
     """Shared CNN branch + embedding head. `forward(x1, x2)` returns the distances (B,).
 
     arch "compact": four stages of conv3x3-BN-ReLU (one in the first stage, two after) + max-pool
-    (width, 2w, 4w, 8w channels), then flatten -> dropout -> linear -> embedding. With `pool_first`
+    (width, 2w, 4w, 8w channels), then flatten -> dropout -> linear -> embedding. Each stage's
+    max-pool sits between its last BN and ReLU: max-pooling and ReLU commute exactly (the same
+    outputs, and the same gradients: each value gets its window's gradient or zero either way), and
+    the ReLU then touches a quarter of the values. The state dict is that of the order
+    conv-BN-ReLU-pool (ReLU and max-pool hold no parameters). With `pool_first`
     each stage's max-pool comes right after its last conv, before that conv's BN and ReLU: the same
     function wherever the BN scale is positive (max-pooling commutes with an increasing map), and
     the BN and ReLU then touch a quarter of the values (they, not the convolutions, bound the
     training step on a CPU: 1.3-1.5x the images/s at 80x80).
     arch "koch2015": Koch, Zemel & Salakhutdinov (2015) at 105x105: conv 64@10x10, 128@7x7,
-    128@4x4, 256@4x4, each with BN + ReLU, max-pool after the first three, then linear -> embedding.
+    128@4x4, 256@4x4, each with BN + ReLU, max-pool after the first three (before their ReLU, as
+    above), then linear -> embedding.
     """
 
     def __init__(self, arch: str = "compact", in_size: int = 64, width: int = 32, embedding_dim: int = 128,
@@ -88,14 +95,14 @@ class Siamese(nn.Module):
                 if stage:
                     layers += _block(c_in, c_out, 3)
                     c_in = c_out
-                layers += _block(c_in, c_out, 3, pool=pool_first) + ([] if pool_first else [nn.MaxPool2d(2)])
+                layers += _block(c_in, c_out, 3, pool="first" if pool_first else "last")
                 c_in, side = c_out, side // 2
         elif arch == "koch2015":
             if pool_first:
                 raise ValueError("pool_first applies to arch 'compact' only")
-            layers = ([nn.Conv2d(1, 64, 10), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-                      nn.Conv2d(64, 128, 7), nn.BatchNorm2d(128), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-                      nn.Conv2d(128, 128, 4), nn.BatchNorm2d(128), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            layers = ([nn.Conv2d(1, 64, 10), nn.BatchNorm2d(64), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+                      nn.Conv2d(64, 128, 7), nn.BatchNorm2d(128), nn.MaxPool2d(2), nn.ReLU(inplace=True),
+                      nn.Conv2d(128, 128, 4), nn.BatchNorm2d(128), nn.MaxPool2d(2), nn.ReLU(inplace=True),
                       nn.Conv2d(128, 256, 4), nn.BatchNorm2d(256), nn.ReLU(inplace=True)])
             side = ((((in_size - 9) // 2 - 6) // 2 - 3) // 2) - 3
             c_in = 256

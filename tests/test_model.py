@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -86,6 +87,35 @@ def test_koch2015_builds_at_105_and_refuses_small_inputs():
     assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(64, 10), (128, 7), (128, 4), (256, 4)]
     with pytest.raises(ValueError, match="needs a larger input"):
         Siamese("koch2015", in_size=32)
+
+
+@pytest.mark.parametrize("arch, size", [("compact", 32), ("koch2015", 105)])
+def test_pooling_before_relu_trains_exactly_as_pooling_after_it(arch, size):
+    """Each max-pool sits between its BN and ReLU; the textbook order conv-BN-ReLU-pool gives the same
+    embeddings and the same gradients bit for bit in training (max and ReLU commute, and each value gets
+    its window's gradient or zero either way), and the same state dict keys, so older checkpoints load."""
+    torch.manual_seed(0)
+    m = Siamese(arch, in_size=size, width=8, embedding_dim=16).train()
+    layers = list(m.features)
+    pools = [k for k, l in enumerate(layers) if isinstance(l, torch.nn.MaxPool2d)]
+    assert pools and all(isinstance(layers[k - 1], torch.nn.BatchNorm2d) and isinstance(layers[k + 1], torch.nn.ReLU)
+                         for k in pools)
+    textbook = copy.deepcopy(m)
+    for k in pools:
+        layers[k], layers[k + 1] = layers[k + 1], layers[k]
+    textbook.features = torch.nn.Sequential(*[copy.deepcopy(l) for l in layers])
+    assert list(textbook.state_dict()) == list(m.state_dict())
+    x = torch.randint(0, 256, (8, 1, size, size), dtype=torch.uint8)
+    ids = torch.arange(8) // 2
+    outputs = []
+    for net in (m, textbook):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e = net.embed(x)
+        batch_all_contrastive_loss(e, ids, 1.0, 0.4).backward()
+        outputs.append((e.detach(), [q.grad for q in net.parameters()], [b.clone() for b in net.buffers()]))
+    (e1, g1, b1), (e2, g2, b2) = outputs
+    assert torch.equal(e1, e2) and all(torch.equal(a, b) for a, b in zip(g1 + b1, g2 + b2))
+    assert any(g.abs().sum() > 0 for g in g1)
 
 
 def test_pool_first_is_the_same_function_where_batch_norm_scales_are_positive():

@@ -3,6 +3,10 @@
 Input: a DataFrame with columns `image1`, `image2`, each an image file's bytes in base64 (any
 format and size Pillow reads; aligned, centred faces like LFW-a). Output: columns `distance`,
 `same` (bool), `threshold`. `mlflow models serve` answers the same over REST.
+
+Logged as code (MLflow's "models from code": pipeline/pyfunc_model.py with `pipeline/` as the code
+path, the checkpoint and threshold as artifacts), not as a pickled Python object, which MLflow warns
+about and will refuse to load by default.
 """
 from __future__ import annotations
 
@@ -56,16 +60,22 @@ def requirements() -> list[str]:
     return out
 
 
-def log_model(checkpoint: Path, threshold_file: Path, example_pair: tuple[Path, Path], registered_name: str | None):
-    """Log (and register) the pyfunc model in the active MLflow run; returns the ModelInfo."""
+def pyfunc_args(checkpoint: Path, threshold_file: Path, example_pair: tuple[Path, Path]) -> dict:
+    """The keyword arguments of `mlflow.pyfunc.log_model` / `save_model` for this model: logged as code
+    (pipeline/pyfunc_model.py), not as a pickled object; the signature from one scored example pair."""
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"image1": [b64_file(example_pair[0])], "image2": [b64_file(example_pair[1])]})
-    model = FaceVerifierModel()
-    model.verifier = Verifier(checkpoint, json.loads(Path(threshold_file).read_text())["threshold"])
-    signature = infer_signature(example, model.predict(None, example))
-    code = str(Path(__file__).resolve().parent)
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=model, artifacts={"checkpoint": str(checkpoint), "threshold": str(threshold_file)},
-        code_paths=[code], signature=signature, input_example=example, pip_requirements=requirements(),
-        registered_model_name=registered_name)
+    scorer = FaceVerifierModel()
+    scorer.verifier = Verifier(checkpoint, json.loads(Path(threshold_file).read_text())["threshold"])
+    here = Path(__file__).resolve().parent
+    return dict(python_model=str(here / "pyfunc_model.py"),
+                artifacts={"checkpoint": str(checkpoint), "threshold": str(threshold_file)}, code_paths=[str(here)],
+                signature=infer_signature(example, scorer.predict(None, example)), input_example=example,
+                pip_requirements=requirements())
+
+
+def log_model(checkpoint: Path, threshold_file: Path, example_pair: tuple[Path, Path], registered_name: str | None):
+    """Log (and register) the pyfunc model in the active MLflow run; returns the ModelInfo."""
+    return mlflow.pyfunc.log_model(name="model", registered_model_name=registered_name,
+                                   **pyfunc_args(checkpoint, threshold_file, example_pair))

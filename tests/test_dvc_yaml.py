@@ -8,7 +8,8 @@ from conftest import ROOT
 
 
 def pipeline_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
-    """The pipeline/*.py files `module` needs, itself included, followed transitively."""
+    """The pipeline/*.py files `module` needs, itself included, followed transitively: imported, or
+    named as a file ("x.py") that it runs by path."""
     seen = seen if seen is not None else set()
     if module in seen:
         return seen
@@ -19,6 +20,8 @@ def pipeline_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("pipeline")]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py"):
+            names = [f"pipeline.{node.value[:-3]}"]  # a sibling file run by path (the MLflow model's code file)
         for name in names:
             path = ROOT / (name.replace(".", "/") + ".py")
             if path.exists():

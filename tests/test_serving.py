@@ -1,0 +1,53 @@
+"""The MLflow pyfunc model is logged as code, not as a pickled object, and loads where pickles are refused."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from test_bundle import random_checkpoint
+
+LOAD_AND_PREDICT = """
+import base64, sys
+import mlflow.pyfunc, pandas as pd
+b64 = lambda path: base64.b64encode(open(path, "rb").read()).decode()
+model = mlflow.pyfunc.load_model(sys.argv[1])
+out = model.predict(pd.DataFrame({"image1": [b64(sys.argv[2])], "image2": [b64(sys.argv[3])]}))
+import pipeline
+print(pipeline.__file__, repr(float(out["distance"][0])), bool(out["same"][0]), float(out["threshold"][0]))
+"""
+
+
+def test_pyfunc_model_is_code_and_predicts_as_the_verifier_where_pickles_are_refused(tmp_path):
+    import mlflow.pyfunc
+
+    from pipeline import serving
+    from pipeline.verifier import Verifier
+
+    ckpt = random_checkpoint(tmp_path / "model.pt", size=32)
+    (tmp_path / "calibrate.json").write_text('{"threshold": 0.5}')
+    rng = np.random.default_rng(0)
+    pair = []
+    for k in range(2):
+        pair.append(tmp_path / f"face{k}.jpg")
+        Image.fromarray(rng.integers(0, 256, (250, 250), dtype=np.uint8)).save(pair[-1])
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", **serving.pyfunc_args(ckpt, tmp_path / "calibrate.json", tuple(pair)))
+
+    saved = {p.name for p in (tmp_path / "pyfunc").iterdir()}
+    assert "python_model.pkl" not in saved and "pyfunc_model.py" in saved
+    flavor = yaml.safe_load((tmp_path / "pyfunc" / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["model_code_path"].endswith("pyfunc_model.py")
+
+    # a fresh interpreter outside the repository, pickles refused
+    env = {**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false", "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path / "pyfunc"), *map(str, pair)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    source, distance, same, threshold = out.stdout.split()[-4:]
+    assert source.startswith(str(tmp_path / "pyfunc"))  # the model's own copy of the code, not the checkout
+    expected = Verifier(ckpt, 0.5).distances([Image.open(pair[0])], [Image.open(pair[1])])[0]
+    assert float(distance) == pytest.approx(float(expected), abs=1e-6)
+    assert same == str(bool(expected <= 0.5)) and float(threshold) == 0.5

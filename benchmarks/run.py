@@ -246,7 +246,7 @@ def main() -> None:
         rounds = training_vs_peak(params, dtype)
         report_training(name, rounds)
         peaks[name] = statistics.median(peak for peak, _, _ in rounds)
-    if p.arch == "compact":  # the other layer order: the same convolutions, BN and ReLU before or after the pool
+    if p.arch == "compact":  # the other layer order: the same convolutions, each stage's last BN before or after its pool
         other = dataclasses.replace(params, train=dataclasses.replace(p, pool_first=not p.pool_first))
         report_training(f"bf16 with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, torch.bfloat16))
 

@@ -31,10 +31,14 @@ def decode(b64: str, what: str) -> Image.Image:
         raise ValueError(f"{what}: not a readable base64-encoded image ({e})") from None
 
 
+def load_verifier(artifacts: dict) -> Verifier:
+    """The Verifier of the model's artifacts {"checkpoint": model.pt, "threshold": calibrate.json}."""
+    return Verifier(artifacts["checkpoint"], json.loads(Path(artifacts["threshold"]).read_text())["threshold"])
+
+
 class FaceVerifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        threshold = json.loads(Path(context.artifacts["threshold"]).read_text())["threshold"]
-        self.verifier = Verifier(context.artifacts["checkpoint"], threshold)
+        self.verifier = load_verifier(context.artifacts)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         first = [decode(v, f"row {k} image1") for k, v in enumerate(model_input["image1"])]
@@ -66,11 +70,11 @@ def pyfunc_args(checkpoint: Path, threshold_file: Path, example_pair: tuple[Path
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"image1": [b64_file(example_pair[0])], "image2": [b64_file(example_pair[1])]})
+    artifacts = {"checkpoint": str(checkpoint), "threshold": str(threshold_file)}
     scorer = FaceVerifierModel()
-    scorer.verifier = Verifier(checkpoint, json.loads(Path(threshold_file).read_text())["threshold"])
+    scorer.verifier = load_verifier(artifacts)
     here = Path(__file__).resolve().parent
-    return dict(python_model=str(here / "pyfunc_model.py"),
-                artifacts={"checkpoint": str(checkpoint), "threshold": str(threshold_file)}, code_paths=[str(here)],
+    return dict(python_model=str(here / "pyfunc_model.py"), artifacts=artifacts, code_paths=[str(here)],
                 signature=infer_signature(example, scorer.predict(None, example)), input_example=example,
                 pip_requirements=requirements())
 

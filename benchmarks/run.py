@@ -115,11 +115,12 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
 def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: dict) -> None:
     """Scoring the official test pairs from JPEG files, its ceiling at the measured matmul `peaks`
     {name: FLOP/s} given `fwd_flops` per image, and verifying one pair: in-process and as a command."""
+    import numpy as np
     from PIL import Image
 
     from pipeline import export, lfw
     from pipeline.bundle import Bundle
-    from pipeline.evaluate import image_path, pair_images, score_pairs
+    from pipeline.evaluate import image_path, pair_images, pair_rows, score_pairs
     from pipeline.verifier import Verifier
 
     images = tmp / "lfw-a" / "lfw2"
@@ -143,8 +144,9 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
           f"{total / 1e9:.0f} GFLOP; even at the whole measured matmul peak, without decoding: " + "; ".join(
               f"{name} ({peak / 1e9:.0f} GFLOP/s) >= {total / peak:.2f} s, <= {len(pairs) * peak / total:.0f} pairs/s"
               for name, peak in peaks.items()))
-    inference_what_if(verifier, keys, arrays, e32, pairs, t_decode)
-    batch_sweep(verifier, arrays, e32)
+    x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)  # (N, 1, H, W) uint8, as Verifier.embed makes it
+    inference_what_if(verifier, x, pair_rows(keys, pairs), e32, pairs, t_decode)
+    batch_sweep(verifier, x, e32)
 
     bundle = tmp / "faceverify.npz"
     export.export(model_path, 1.0, bundle)
@@ -161,12 +163,14 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
               f"{min(times):.2f} s best of 3 ({', '.join(f'{t:.2f}' for t in times)})")
 
 
-def inference_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: float) -> None:
+def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], list[int]], e32, pairs: list,
+                      t_decode: float) -> None:
     """What embedding in bf16 and/or without the mirror pass would gain and cost (not used: evaluation,
     `faceverify verify` and the served model agree in fp32 with the mirror pass). For each variant:
-    its embedding time for `arrays` and the pairs/s with `t_decode`; the threshold chosen again on
-    this workspace's validation pairs the way the calibrate stage chooses it, in the same variant;
-    the test accuracy and AUC at that threshold; the test distances against `e32`'s (the verifier's)."""
+    its embedding time for the test images `x` (`test_rows`: each test pair's two rows in `x`) and
+    the pairs/s with `t_decode`; the threshold chosen again on this workspace's validation pairs the
+    way the calibrate stage chooses it, in the same variant; the test accuracy and AUC at that
+    threshold; the test distances against `e32`'s (the verifier's)."""
     import numpy as np
 
     from pipeline.data import load_images, load_pairs
@@ -182,10 +186,7 @@ def inference_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: 
     calibrate = load_params(ROOT / "params.yaml").calibrate
     images, rows = load_images(prepared)
     val = load_pairs(val_table, rows)
-    x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)
-    row = {k: r for r, k in enumerate(keys)}
-    a = torch.tensor([row[(p.name1, p.i1)] for p in pairs])
-    b = torch.tensor([row[(p.name2, p.i2)] for p in pairs])
+    a, b = map(torch.tensor, test_rows)
     y = np.array([p.same for p in pairs])
     d_used = euclidean(torch.from_numpy(e32)[a], torch.from_numpy(e32)[b]).numpy()
     for dtype, mirror in ((None, True), (None, False), (torch.bfloat16, True), (torch.bfloat16, False)):
@@ -205,15 +206,14 @@ def inference_what_if(verifier, keys: list, arrays, e32, pairs: list, t_decode: 
               f"{np.abs(d - d_used).mean():.4f} on average, {np.abs(d - d_used).max():.4f} at most")
 
 
-def batch_sweep(verifier, arrays, e32, sizes: tuple[int, ...] = (32, 64, 128, 256), rounds: int = 2) -> None:
-    """The fp32 embedding of `arrays` at several batch sizes, alternating, best of `rounds` each (the
+def batch_sweep(verifier, x: torch.Tensor, e32, sizes: tuple[int, ...] = (32, 64, 128, 256), rounds: int = 2) -> None:
+    """The fp32 embedding of the images `x` at several batch sizes, alternating, best of `rounds` each (the
     verifier's BATCH is the one chosen), and whether each gives `e32`, the verifier's embeddings, bit for bit."""
     import numpy as np
 
     from pipeline.model import embed_all
     from pipeline.verifier import BATCH
 
-    x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)
     best, same = {}, {}
     for _ in range(rounds):
         for size in sizes:

@@ -56,8 +56,14 @@ def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.n
     """Distances (P,) of LFW pairs read from an image folder; each distinct image is decoded and embedded once."""
     keys, images = pair_images(scorer, images_dir, pairs)
     emb = scorer.embed(images)
+    first, second = pair_rows(keys, pairs)
+    return euclidean(emb[first], emb[second])
+
+
+def pair_rows(keys: list[tuple[str, int]], pairs: list[lfw.Pair]) -> tuple[list[int], list[int]]:
+    """For each pair, the rows of its first and of its second image in `keys` (as pair_images returns them)."""
     row = {k: r for r, k in enumerate(keys)}
-    return euclidean(emb[[row[(p.name1, p.i1)] for p in pairs]], emb[[row[(p.name2, p.i2)] for p in pairs]])
+    return [row[(p.name1, p.i1)] for p in pairs], [row[(p.name2, p.i2)] for p in pairs]
 
 
 def score_pairs_file(scorer: Scorer, pairs_file: Path, images_dir: Path):

@@ -81,7 +81,10 @@ def load_verifier(model: str | None, threshold: float | None):
         calib = Path(DEFAULT_THRESHOLD)
         if not calib.is_file():
             raise UserError(f"{model}: no threshold given and no {DEFAULT_THRESHOLD} here; pass --threshold")
-        threshold = json.loads(calib.read_text())["threshold"]
+        try:
+            threshold = files.read_calibration(calib)["threshold"]
+        except ValueError as e:
+            raise UserError(str(e)) from None
     from pipeline.verifier import Verifier
     try:
         return model, Verifier(path, threshold)

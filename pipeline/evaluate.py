@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 import os
 import sys
@@ -160,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args, rec: tracking.Recorder) -> int:
-    try:
+    try:  # every input read, and the card built, before any output is written
         params = yaml.safe_load(Path(args.params).read_text())
-        calibration = json.loads(args.threshold.read_text())
+        calibration = files.read_calibration(args.threshold)
         threshold = calibration["threshold"]
+        pairs_report, train_report = files.read_json(args.pairs_report), files.read_json(args.train_report)
         verifier = Verifier(args.model, threshold)
         pairs, d, y, metrics = score_pairs_file(verifier, args.pairs_file, args.images)
+        try:
+            card = model_card(params, verifier.ckpt["config"], pairs_report, train_report, calibration, metrics)
+        except KeyError as e:
+            raise ValueError(f"model card: no key {e} in {args.params}, {args.threshold}, {args.pairs_report} or "
+                             f"{args.train_report} (written by an older version of the pipeline? run `dvc repro`)") from None
     except (ValueError, OSError, KeyError, lfw.ProtocolError) as e:
         log.error("%s", e)
         rec.fail()
@@ -185,8 +190,6 @@ def _main(args, rec: tracking.Recorder) -> int:
     for path in (args.threshold, args.predictions, args.plots / "roc.png", args.plots / "distances.png",
                  args.plots / "roc.csv", args.plots / "distances.csv"):
         rec.artifact(path)
-    card = model_card(params, verifier.ckpt["config"], json.loads(args.pairs_report.read_text()),
-                      json.loads(args.train_report.read_text()), calibration, metrics)
     files.write_text(args.card, card)
     rec.artifact(args.card)
     first = pairs[0]

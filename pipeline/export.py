@@ -99,10 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     tracking.setup_logging()
     with tracking.stage_run("export", args.params) as rec:
         try:
-            threshold = json.loads(args.threshold.read_text())["threshold"]
-            diff = export(args.model, threshold, args.out)
-        except (ValueError, OSError, KeyError) as e:
-            log.error("%s", f"{args.threshold}: no 'threshold' key" if isinstance(e, KeyError) else e)
+            diff = export(args.model, files.read_calibration(args.threshold)["threshold"], args.out)
+        except (ValueError, OSError) as e:
+            log.error("%s", e)
             rec.fail()
             return 1
         rec.tags({"model_sha256": files.digest(args.model)})

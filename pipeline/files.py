@@ -1,9 +1,10 @@
-"""Atomic file writes: a reader (or DVC) never sees a half-written output."""
+"""Atomic file writes: a reader (or DVC) never sees a half-written output. JSON reads that name the file."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -49,6 +50,27 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path`; a ValueError naming the file and line where it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+
+
+def read_calibration(path: str | Path) -> dict:
+    """The calibrate stage's JSON (metrics/calibrate.json), its 'threshold' checked to be a finite number."""
+    calibration = read_json(path)
+    if not isinstance(calibration, dict) or "threshold" not in calibration:
+        raise ValueError(f"{path}: no 'threshold' key")
+    t = calibration["threshold"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise ValueError(f"{path}: 'threshold' is {t!r}, not a finite number")
+    return calibration
 
 
 @contextlib.contextmanager

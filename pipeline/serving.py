@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from importlib import metadata
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline import files
 from pipeline.verifier import Verifier
 
 
@@ -33,7 +33,7 @@ def decode(b64: str, what: str) -> Image.Image:
 
 def load_verifier(artifacts: dict) -> Verifier:
     """The Verifier of the model's artifacts {"checkpoint": model.pt, "threshold": calibrate.json}."""
-    return Verifier(artifacts["checkpoint"], json.loads(Path(artifacts["threshold"]).read_text())["threshold"])
+    return Verifier(artifacts["checkpoint"], files.read_calibration(artifacts["threshold"])["threshold"])
 
 
 class FaceVerifierModel(mlflow.pyfunc.PythonModel):

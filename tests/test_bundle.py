@@ -82,6 +82,9 @@ def test_export_stage_errors_name_the_file(tmp_path, caplog, monkeypatch):
     argv = ["--model", str(ckpt), "--threshold", str(tmp_path / "calibrate.json"), "--out", str(tmp_path / "fv.npz")]
     assert export.main(argv) == 1
     assert "calibrate.json: no 'threshold' key" in caplog.text and not (tmp_path / "fv.npz").exists()
+    (tmp_path / "calibrate.json").write_text('{"threshold": 0.5,}')
+    assert export.main(argv) == 1
+    assert "calibrate.json:1: not valid JSON" in caplog.text and not (tmp_path / "fv.npz").exists()
     (tmp_path / "calibrate.json").write_text(json.dumps({"threshold": 0.5}))
     assert export.main(argv) == 0 and Bundle(tmp_path / "fv.npz").threshold == 0.5
 

@@ -125,3 +125,42 @@ def test_pair_images_decode_on_threads_in_order_and_name_a_broken_file(lfw_dir, 
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match=re.escape(str(bad))):
         evaluate.pair_images(scorer, images, pairs)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"threshold": ', "metrics/calibrate.json:1: not valid JSON (Expecting value, column 15)"),
+    ('{"criterion": "eer"}', "metrics/calibrate.json: no 'threshold' key"),
+    ('{"threshold": "abc"}', "metrics/calibrate.json: 'threshold' is 'abc', not a finite number"),
+])
+def test_a_broken_calibration_file_is_one_clear_line(workspace, lfw_dir, tmp_path, monkeypatch, capsys, text, message):
+    import shutil
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "calibrate.json").write_text(text)
+    shutil.copytree(workspace / "models", tmp_path / "models")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["verify", image(lfw_dir, "Person_001", 1), image(lfw_dir, "Person_001", 2)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"faceverify: error: {message}"
+    assert cli.main(["verify", image(lfw_dir, "Person_001", 1), image(lfw_dir, "Person_001", 2), "--threshold", "0.9"]) == 0
+
+
+def test_evaluate_stage_reads_every_input_before_writing_any_output(workspace, lfw_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FACEVERIFY_TRACKING", "off")
+    (tmp_path / "pairs.json").write_text('{"mode": "unrestricted"}')
+    outs = {"--metrics": tmp_path / "out" / "evaluate.json", "--predictions": tmp_path / "out" / "predictions.csv",
+            "--plots": tmp_path / "out" / "plots", "--card": tmp_path / "out" / "card.md"}
+    argv = ["--model", str(workspace / "models" / "model.pt"), "--threshold", str(workspace / "metrics" / "calibrate.json"),
+            "--pairs-file", str(lfw_dir / "pairsDevTest.txt"), "--images", str(lfw_dir / "lfw2"),
+            "--params", str(workspace / "params.yaml"), "--pairs-report", str(tmp_path / "pairs.json"),
+            "--train-report", str(tmp_path / "train.json")] + [str(a) for kv in outs.items() for a in kv]
+    assert evaluate.main(argv) == 1  # no train report
+    assert "train.json" in caplog.text and "No such file" in caplog.text
+    (tmp_path / "train.json").write_text('{"best_epoch": 2, "stopped_epoch": 3,')
+    caplog.clear()
+    assert evaluate.main(argv) == 1
+    assert "train.json:1: not valid JSON" in caplog.text
+    (tmp_path / "train.json").write_text('{"best_epoch": 2, "stopped_epoch": 3}')
+    caplog.clear()
+    assert evaluate.main(argv) == 1  # the calibration file of the fixture has only a threshold, the pairs report only a mode
+    assert "model card: no key" in caplog.text and "calibrate.json" in caplog.text
+    assert not (tmp_path / "out").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -138,13 +139,24 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a number that is not nan or inf (a nan threshold would call every pair different)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="faceverify", description="Face verification with the trained Siamese network.")
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", help=f"bundle (.npz), checkpoint path or MLflow model URI (default: {DEFAULT_BUNDLE} "
                         f"if exported from the current {DEFAULT_MODEL}, else {DEFAULT_MODEL})")
-    common.add_argument("--threshold", type=float, help="distance threshold (default: the model's calibrated one)")
+    common.add_argument("--threshold", type=finite_float, help="distance threshold (default: the model's calibrated one)")
     v = sub.add_parser("verify", parents=[common], help="are two face images the same person?")
     v.add_argument("image1")
     v.add_argument("image2")

@@ -164,3 +164,10 @@ def test_evaluate_stage_reads_every_input_before_writing_any_output(workspace, l
     assert evaluate.main(argv) == 1  # the calibration file of the fixture has only a threshold, the pairs report only a mode
     assert "model card: no key" in caplog.text and "calibrate.json" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "abc"])
+def test_a_threshold_that_is_not_a_finite_number_is_refused(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["verify", "a.jpg", "b.jpg", "--threshold", value])
+    assert exit.value.code == 2 and f"argument --threshold: '{value}' is not a finite number" in capsys.readouterr().err

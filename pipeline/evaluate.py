@@ -114,10 +114,18 @@ def write_pngs(plots: Path, fpr, tpr, auc: float, distances, labels, threshold: 
     plt.close(fig)
 
 
+# pairs.* params that restricted mode does not read: its pairs are the official ones, split by val_fraction
+UNRESTRICTED_ONLY = ("n_train_pairs", "n_val_pairs")
+
+
 def val_pairs_key(params: dict) -> str:
-    """What the validation pairs are drawn from: the seed and every `pairs.*` param (the pairs stage
-    draws them from the fixed protocol files). Validation AUCs compare only under the same key."""
-    return " ".join([f"seed={params['seed']}"] + [f"pairs.{k}={v}" for k, v in sorted(params["pairs"].items())])
+    """What the validation pairs are drawn from: the seed and every `pairs.*` param the pairs stage
+    reads in its mode (it draws them from the fixed protocol files). Validation AUCs compare only
+    under the same key. In unrestricted mode n_train_pairs counts too: the training pairs are
+    drawn first, from the same random stream."""
+    pairs = params["pairs"]
+    unread = UNRESTRICTED_ONLY if pairs["mode"] == "restricted" else ()
+    return " ".join([f"seed={params['seed']}"] + [f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread])
 
 
 def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tuple[Path, Path], val_auc: float,

@@ -42,3 +42,12 @@ def test_a_champion_registered_before_the_tag_compares_on_auc_alone(client):
     v1, v2 = client.new_version(), client.new_version()
     assert tracking.promote(client, "faceverify", v1, 0.90)  # no key: as versions were registered before
     assert tracking.promote(client, "faceverify", v2, 0.95, "seed=0 pairs.mode=unrestricted") and champion(client) == v2
+
+
+def test_restricted_mode_keys_only_the_params_it_reads():
+    pairs = {"val_fraction": 0.15, "n_train_pairs": 36000, "n_val_pairs": 20000}
+    restricted = [val_pairs_key({"seed": 0, "pairs": {**pairs, "mode": "restricted", "n_val_pairs": n}}) for n in (2000, 20000)]
+    assert restricted[0] == restricted[1] == "seed=0 pairs.mode=restricted pairs.val_fraction=0.15"
+    # unrestricted: the training pairs are drawn before the validation pairs, from the same random stream
+    unrestricted = [val_pairs_key({"seed": 0, "pairs": {**pairs, "mode": "unrestricted", "n_train_pairs": n}}) for n in (2000, 36000)]
+    assert unrestricted[0] != unrestricted[1] and "pairs.n_val_pairs=20000" in unrestricted[1]

@@ -84,7 +84,7 @@ def load_verifier(model: str | None, threshold: float | None):
             raise UserError(f"{model}: no threshold given and no {DEFAULT_THRESHOLD} here; pass --threshold")
         try:
             threshold = files.read_calibration(calib)["threshold"]
-        except ValueError as e:
+        except (ValueError, OSError) as e:  # each names the file
             raise UserError(str(e)) from None
     from pipeline.verifier import Verifier
     try:

@@ -171,3 +171,14 @@ def test_a_threshold_that_is_not_a_finite_number_is_refused(value, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["verify", "a.jpg", "b.jpg", "--threshold", value])
     assert exit.value.code == 2 and f"argument --threshold: '{value}' is not a finite number" in capsys.readouterr().err
+
+
+def test_an_unreadable_calibration_file_is_one_clear_line(workspace, lfw_dir, monkeypatch, capsys):
+    from pipeline import files
+
+    def unreadable(path):  # as for a file without read permission (root, running the tests, reads any file)
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(files, "read_calibration", unreadable)
+    monkeypatch.chdir(workspace)
+    assert cli.main(["verify", image(lfw_dir, "Person_001", 1), image(lfw_dir, "Person_001", 2), "--model", "models/model.pt"]) == 1
+    assert capsys.readouterr().err.strip() == "faceverify: error: [Errno 13] Permission denied: 'metrics/calibrate.json'"

@@ -49,11 +49,11 @@ class Scorer:
         return euclidean(e[:len(first)], e[len(first):])
 
 
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int) -> np.ndarray:
-    """(N, H, W, C) * w (C, kh, kw, O) + b -> (N, H', W', O), stride 1."""
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int, stride: int = 1) -> np.ndarray:
+    """(N, H, W, C) * w (C, kh, kw, O) + b -> (N, H', W', O)."""
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    windows = sliding_window_view(x, w.shape[1:3], axis=(1, 2))  # (N, H', W', C, kh, kw)
+    windows = sliding_window_view(x, w.shape[1:3], axis=(1, 2))[:, ::stride, ::stride]  # (N, H', W', C, kh, kw)
     return np.tensordot(windows, w, axes=([3, 4, 5], [0, 1, 2])) + b
 
 
@@ -92,7 +92,7 @@ class Bundle(Scorer):
         for op in self.ops:
             kind = op["op"]
             if kind == "conv":
-                x = _conv(x, a[op["w"]], a[op["b"]], op["padding"])
+                x = _conv(x, a[op["w"]], a[op["b"]], op["padding"], op.get("stride", 1))
             elif kind == "affine":  # per-channel x * w + b: an eval-mode batch norm
                 x = x * a[op["w"]] + a[op["b"]]
             elif kind == "relu":

@@ -42,10 +42,14 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
 
     for layer in list(model.features) + list(model.head):
         if isinstance(layer, nn.Conv2d):
-            if layer.stride != (1, 1) or layer.dilation != (1, 1) or layer.groups != 1 or len(set(layer.padding)) != 1:
-                raise ValueError(f"cannot export {layer}: only stride-1, ungrouped, square-padded convolutions")
+            if (len(set(layer.stride)) != 1 or layer.dilation != (1, 1) or layer.groups != 1
+                    or len(set(layer.padding)) != 1 or isinstance(layer.padding, str)):
+                raise ValueError(f"cannot export {layer}: only ungrouped convolutions with square stride and padding")
             bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels)
-            ops.append({"op": "conv", "w": add(layer.weight), "b": add(bias), "padding": int(layer.padding[0])})
+            op = {"op": "conv", "w": add(layer.weight), "b": add(bias), "padding": int(layer.padding[0])}
+            if layer.stride[0] != 1:  # only when set: bundles of stride-1 networks stay as they were
+                op["stride"] = int(layer.stride[0])
+            ops.append(op)
         elif isinstance(layer, nn.BatchNorm2d):  # one left after a max-pool: a per-channel affine map
             scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
             ops.append({"op": "affine", "w": add(scale), "b": add(layer.bias - layer.running_mean * scale)})

@@ -93,6 +93,7 @@ class TrainParams:
     arch: Literal["compact", "koch2015"]
     width: int  # channels of the first conv block (compact); doubles per block
     pool_first: bool  # compact: each stage's max-pool before its last BN and ReLU (faster; see pipeline/model.py)
+    stem: Literal["pool", "stride"]  # compact: first stage conv3x3 + max-pool, or one 4x4 conv of stride 2
     embedding_dim: int
     normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
     margin: float  # different-person pairs closer than this are pushed apart
@@ -139,6 +140,8 @@ class TrainParams:
             errors["identity_fraction"] = "must be in (0, 1]"
         if self.pool_first and self.arch != "compact":
             errors["pool_first"] = "applies to arch 'compact' only; set it to false for 'koch2015'"
+        if self.stem != "pool" and self.arch != "compact":
+            errors["stem"] = "applies to arch 'compact' only; set it to 'pool' for 'koch2015'"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors

@@ -249,6 +249,9 @@ def main() -> None:
     if p.arch == "compact":  # the other layer order: the same convolutions, each stage's last BN before or after its pool
         other = dataclasses.replace(params, train=dataclasses.replace(p, pool_first=not p.pool_first))
         report_training(f"bf16 with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, torch.bfloat16))
+        stem = "pool" if p.stem == "stride" else "stride"  # the other first stage
+        other = dataclasses.replace(params, train=dataclasses.replace(p, stem=stem))
+        report_training(f"bf16 with train.stem={stem}", training_vs_peak(other, torch.bfloat16))
 
     if not args.archive.exists():
         print(f"no archive at {args.archive}: data, evaluation and repro figures skipped")

@@ -19,7 +19,8 @@ def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: d
         "",
         "## Model",
         f"- Architecture `{model_config['arch']}` (width {model_config['width']}"
-        f"{', max-pool before batch norm' if model_config.get('pool_first') else ''}), {model_config['in_size']}x"
+        f"{', max-pool before batch norm' if model_config.get('pool_first') else ''}"
+        f"{', 4x4 stride-2 first convolution' if model_config.get('stem') == 'stride' else ''}), {model_config['in_size']}x"
         f"{model_config['in_size']} grayscale input, {model_config['embedding_dim']}-d embedding"
         f"{' (L2-normalised)' if model_config['normalize'] else ''}; the two images share one backbone.",
         f"- Euclidean distance between embeddings; contrastive loss (Hadsell, Chopra & LeCun 2006), margin {t['margin']}"

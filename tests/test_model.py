@@ -47,7 +47,7 @@ def test_batch_all_loss_hand_computed():
 
 def model(**kw):
     torch.manual_seed(0)
-    return Siamese("compact", in_size=32, width=8, embedding_dim=16, **kw).eval()
+    return Siamese("compact", **{"in_size": 32, "width": 8, "embedding_dim": 16, **kw}).eval()
 
 
 def test_distance_is_symmetric_and_zero_on_itself():
@@ -145,14 +145,34 @@ def test_pool_first_is_the_same_function_where_batch_norm_scales_are_positive():
         Siamese("koch2015", in_size=105, pool_first=True)
 
 
+def test_stride_stem_runs_nothing_at_full_resolution():
+    """stem "stride": the first stage is one 4x4 conv of stride 2, BN, ReLU (no max-pool), and every
+    later layer sees the same sizes as in the default network, for even and odd inputs."""
+    for size in (32, 33, 80):
+        plain, strided = model(in_size=size), model(in_size=size, stem="stride")
+        assert strided.config["stem"] == "stride" and "stem" not in plain.config  # old checkpoints unchanged
+        first = list(strided.features)[:3]
+        assert [type(m) for m in first] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU]
+        assert first[0].kernel_size == (4, 4) and first[0].stride == (2, 2)
+        assert sum(isinstance(m, torch.nn.MaxPool2d) for m in strided.features) == 3
+        x = torch.randint(0, 256, (2, 1, size, size), dtype=torch.uint8).float()
+        assert strided.features[0](x).shape[-1] == size // 2
+        assert strided.features(x).shape == plain.features(x).shape
+        assert strided.embed(x).shape == (2, 16)
+    with pytest.raises(ValueError, match="compact"):
+        Siamese("koch2015", in_size=105, stem="stride")
+    with pytest.raises(ValueError, match="unknown stem 'conv'"):
+        model(stem="conv")
+
+
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(small_params(**{"prepare.image_size": 48, "train.width": 6, "train.embedding_dim": 24,
                                                    "train.normalize": False, "train.dropout": 0.1,
-                                                   "train.pool_first": True})))
+                                                   "train.pool_first": True, "train.stem": "stride"})))
     m = Siamese.from_params(load_params(path))
     assert m.config == dict(arch="compact", in_size=48, width=6, embedding_dim=24, normalize=False, dropout=0.1,
-                            pool_first=True)
+                            pool_first=True, stem="stride")
     assert m.head[-1].out_features == 24 and m.embed(torch.zeros(2, 1, 48, 48)).shape == (2, 24)
 
 

@@ -99,6 +99,14 @@ def test_pool_first_is_for_the_compact_arch_only(tmp_path):
         load_params(write(tmp_path, p))
 
 
+def test_stem_is_for_the_compact_arch_only(tmp_path):
+    p = small_params(**{"train.arch": "koch2015", "train.stem": "stride"})
+    with pytest.raises(ParamsError, match=r"'train.stem' applies to arch 'compact' only"):
+        load_params(write(tmp_path, p))
+    with pytest.raises(ParamsError, match=r"'train.stem' must be one of \['pool', 'stride'\], got 'conv'"):
+        load_params(write(tmp_path, small_params(**{"train.stem": "conv"})))
+
+
 def test_identity_sampler_needs_batch_all_mining(tmp_path):
     p = small_params(**{"train.sampler": "identities", "train.mining": "pairs"})
     with pytest.raises(ParamsError, match=r"'train.sampler' 'identities' needs train.mining 'auto' or 'batch_all'"):

@@ -42,8 +42,8 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
 
     for layer in list(model.features) + list(model.head):
         if isinstance(layer, nn.Conv2d):
-            if (len(set(layer.stride)) != 1 or layer.dilation != (1, 1) or layer.groups != 1
-                    or len(set(layer.padding)) != 1 or isinstance(layer.padding, str)):
+            # a string padding ("same", "valid") fails the length test too
+            if len(set(layer.stride)) != 1 or layer.dilation != (1, 1) or layer.groups != 1 or len(set(layer.padding)) != 1:
                 raise ValueError(f"cannot export {layer}: only ungrouped convolutions with square stride and padding")
             bias = layer.bias if layer.bias is not None else torch.zeros(layer.out_channels)
             op = {"op": "conv", "w": add(layer.weight), "b": add(bias), "padding": int(layer.padding[0])}

@@ -191,9 +191,13 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     # the identity sampler's batch norm shares are 16 images of 4 groups and 16 others: one epoch's AUC on
     # the 32 validation pairs differed by 0.031 (8 of 256 pair orderings) while the losses agreed within 2%
     auc_tolerance = 0.04 if sampler == "identities" else 0.02
+    # the pool stem: with the strided one (the default) each process's batch norm of the first stage sees a
+    # quarter of the values (16x16 against 32x32 per image here), and the 32-pair AUC moved by 0.055 (14 of
+    # 256 orderings) in two of the three cases while the losses still agreed within 6%; what this test
+    # checks, the DDP wiring, does not depend on the stem
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 4, "train.patience": 4, "train.mining": mining,
-                                                         "train.sampler": sampler})))
+                                                         "train.sampler": sampler, "train.stem": "pool"})))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
     one, cmd = run_train(tmp_path, params, prepared, tables, "one")

@@ -75,7 +75,7 @@ class Siamese(nn.Module):
     training step on a CPU: 1.3-1.5x the images/s at 80x80).
     With `stem="stride"` the first stage is one 4x4 convolution of stride 2 (the receptive field of
     conv3x3 + 2x2 max-pool) followed by BN and ReLU, with no max-pool: nothing then runs at the full
-    input resolution, where the default's first stage, 1.4% of the FLOPs, makes a third of the
+    input resolution, where the pool stem's first stage, 1.4% of the FLOPs at width 16, makes a third of the
     activations. `pool_first` then applies to the three later stages.
     arch "koch2015": Koch, Zemel & Salakhutdinov (2015) at 105x105: conv 64@10x10, 128@7x7,
     128@4x4, 256@4x4, each with BN + ReLU, max-pool after the first three (before their ReLU, as

@@ -31,7 +31,7 @@ METRICS = {  # column -> (metrics file, key)
 }
 # params added after experiments ran, whose committed value is not the behaviour from before they
 # existed: an experiment without the key ran with this value (any other missing key: the baseline's)
-BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False}
+BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem": "pool"}
 
 
 def override(key: str, value, quote: bool = True) -> str:

@@ -1,6 +1,8 @@
 import importlib.util
 import json
 
+import pytest
+
 from conftest import ROOT
 
 spec = importlib.util.spec_from_file_location("experiments_table", ROOT / "scripts" / "experiments_table.py")
@@ -42,13 +44,14 @@ def test_a_param_added_later_takes_the_baselines_value_for_older_experiments():
 
 
 
-def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour():
+@pytest.mark.parametrize("key, committed, before", [("sampler", "identities", "pairs"), ("stem", "stride", "pool")])
+def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour(key, committed, before):
     new = exp("main", 0, 0.002, 0.80)
-    new["data"]["params"]["params.yaml"]["data"]["train"]["sampler"] = "identities"
-    older = exp("o1", 0, 0.002, 0.90)  # ran before train.sampler existed: pair batches
+    new["data"]["params"]["params.yaml"]["data"]["train"][key] = committed
+    older = exp("o1", 0, 0.002, 0.90)  # ran before train.<key> existed: the old behaviour
     lines = table_mod.table([("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(older)]).splitlines()
     assert len(lines) == 4 and "params.yaml as committed" in lines[2]
-    assert "train.sampler=pairs" in lines[3] and "`dvc exp run -S train.sampler=pairs -S seed=0`" in lines[3]
+    assert f"train.{key}={before}" in lines[3] and f"`dvc exp run -S train.{key}={before} -S seed=0`" in lines[3]
 
 
 def test_a_boolean_param_is_written_as_yaml_writes_it():

@@ -51,20 +51,26 @@ def default_model() -> str:
 
 
 def load_verifier(model: str | None, threshold: float | None):
-    """A bundle.Scorer for a bundle, a workspace checkpoint or an MLflow model URI."""
+    """(model, bundle.Scorer) for a bundle, a workspace checkpoint or an MLflow model URI; `threshold`, when
+    given, replaces the model's calibrated one."""
     model = model or default_model()
+    verifier = _load(model, threshold)
+    if threshold is not None:
+        verifier.threshold = threshold
+    return model, verifier
+
+
+def _load(model: str, threshold: float | None):
+    """The scorer of `model`; a checkpoint takes `threshold`, or without one the workspace's calibrated threshold."""
     if "://" in model or model.startswith(("models:/", "runs:/")):
         os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
         import mlflow.pyfunc
         from pipeline import tracking
         mlflow.set_tracking_uri(tracking.tracking_uri())
         try:
-            verifier = mlflow.pyfunc.load_model(model).unwrap_python_model().verifier
+            return mlflow.pyfunc.load_model(model).unwrap_python_model().verifier
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot load MLflow model {model}: {str(e).splitlines()[0]}") from None
-        if threshold is not None:
-            verifier.threshold = threshold
-        return model, verifier
     path = Path(model)
     if not path.is_file():
         hint = " (run `dvc repro` first to train one)" if model == DEFAULT_MODEL else ""
@@ -72,12 +78,9 @@ def load_verifier(model: str | None, threshold: float | None):
     if path.suffix == ".npz":
         from pipeline.bundle import Bundle
         try:
-            verifier = Bundle(path)
+            return Bundle(path)
         except Exception as e:  # noqa: BLE001 - a file that is not one of our bundles
             raise UserError(f"{model}: not a faceverify bundle ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        if threshold is not None:
-            verifier.threshold = threshold
-        return model, verifier
     if threshold is None:
         calib = Path(DEFAULT_THRESHOLD)
         if not calib.is_file():
@@ -88,7 +91,7 @@ def load_verifier(model: str | None, threshold: float | None):
             raise UserError(str(e)) from None
     from pipeline.verifier import Verifier
     try:
-        return model, Verifier(path, threshold)
+        return Verifier(path, threshold)
     except Exception as e:  # noqa: BLE001 - a file that is not one of our checkpoints
         raise UserError(f"{model}: not a faceverify checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 

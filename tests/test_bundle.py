@@ -128,3 +128,19 @@ def test_verify_uses_the_bundle_without_importing_torch(tmp_path, lfw_dir):
     verdict, status, err = verify()
     assert status == {"torch": True, "rc": 0} and verdict["model"] == "models/model.pt"
     assert "models/faceverify.npz is not from the current models/model.pt" in err
+
+
+def test_the_threshold_option_replaces_the_calibrated_one_for_a_bundle_and_a_checkpoint(tmp_path, lfw_dir, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    ckpt = random_checkpoint(tmp_path / "models" / "model.pt", size=64)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "calibrate.json").write_text(json.dumps({"threshold": 0.7}))
+    export.export(ckpt, 0.7, tmp_path / "models" / "faceverify.npz")
+    a, b = (str(p) for p in sorted((lfw_dir / "lfw2").rglob("*.jpg"))[:2])
+    for model in ("models/faceverify.npz", "models/model.pt"):
+        for extra, expected in (([], 0.7), (["--threshold", "0.25"], 0.25)):
+            assert cli.main(["verify", a, b, "--json", "--model", model] + extra) == 0
+            verdict = json.loads(capsys.readouterr().out)
+            assert verdict["threshold"] == expected and verdict["same"] == (verdict["distance"] <= expected)

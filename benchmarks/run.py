@@ -3,13 +3,14 @@
     python benchmarks/run.py [--archive PATH] [--full-repro]
 
 Measures, in one run: model FLOPs and parameters; training throughput (images/s) in fp32 and
-bf16 and the achieved FLOP/s as a fraction of this machine's matmul peak, measured right before
-and right after each training window (a shared VM's peak moves from minute to minute), in three
-rounds; data preparation time (extract, verify, decode, crop, resize all images); evaluation
-throughput (pairs/s), its ceiling (the embedding's FLOPs at the whole measured peak), what
-embedding in bf16 and/or without the mirror pass would gain and cost (not used), the embedding
-time by batch size, and the latency of verifying one pair from files, model load included; peak
-RSS of a training process; and with --full-repro, the wall time of every stage of `dvc repro -f`
+bf16 (bf16 only on a CPU that runs it natively; elsewhere the pipeline trains in fp32) and the
+achieved FLOP/s as a fraction of this machine's matmul peak, measured right before and right after
+each training window (a shared VM's peak moves from minute to minute), in three rounds; data
+preparation time (extract, verify, decode, crop, resize all images); evaluation throughput
+(pairs/s), its ceiling (the embedding's FLOPs at the whole measured peak), what embedding in bf16
+and/or without the mirror pass would gain and cost (not used), the embedding time by batch size,
+and the latency of verifying one pair from files, model load included; peak RSS of a training
+process; and with --full-repro, the wall time of every stage of `dvc repro -f`
 in a clean clone of this repository on the real archive (forced: a clone holds the committed
 metrics, so a plain `dvc repro` skips calibrate and evaluate once training has reproduced the
 committed model bit for bit).
@@ -112,9 +113,10 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
     return time.perf_counter() - t0, out.stdout + out.stderr
 
 
-def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: dict) -> None:
+def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: dict, bf16: bool) -> None:
     """Scoring the official test pairs from JPEG files, its ceiling at the measured matmul `peaks`
-    {name: FLOP/s} given `fwd_flops` per image, and verifying one pair: in-process and as a command."""
+    {name: FLOP/s} given `fwd_flops` per image, and verifying one pair: in-process and as a command.
+    `bf16`: whether the what-if tries bf16 (only where the CPU runs it natively)."""
     import numpy as np
     from PIL import Image
 
@@ -145,7 +147,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
               f"{name} ({peak / 1e9:.0f} GFLOP/s) >= {total / peak:.2f} s, <= {len(pairs) * peak / total:.0f} pairs/s"
               for name, peak in peaks.items()))
     x = torch.from_numpy(np.ascontiguousarray(arrays)).unsqueeze(1)  # (N, 1, H, W) uint8, as Verifier.embed makes it
-    inference_what_if(verifier, x, pair_rows(keys, pairs), e32, pairs, t_decode)
+    inference_what_if(verifier, x, pair_rows(keys, pairs), e32, pairs, t_decode, bf16)
     batch_sweep(verifier, x, e32)
 
     bundle = tmp / "faceverify.npz"
@@ -164,9 +166,10 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
 
 
 def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], list[int]], e32, pairs: list,
-                      t_decode: float) -> None:
+                      t_decode: float, bf16: bool = True) -> None:
     """What embedding in bf16 and/or without the mirror pass would gain and cost (not used: evaluation,
-    `faceverify verify` and the served model agree in fp32 with the mirror pass). For each variant:
+    `faceverify verify` and the served model agree in fp32 with the mirror pass); the bf16 variants only
+    with `bf16`. For each variant:
     its embedding time for the test images `x` (`test_rows`: each test pair's two rows in `x`) and
     the pairs/s with `t_decode`; the threshold chosen again on this workspace's validation pairs the
     way the calibrate stage chooses it, in the same variant; the test accuracy and AUC at that
@@ -189,7 +192,7 @@ def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], lis
     a, b = map(torch.tensor, test_rows)
     y = np.array([p.same for p in pairs])
     d_used = euclidean(torch.from_numpy(e32)[a], torch.from_numpy(e32)[b]).numpy()
-    for dtype, mirror in ((None, True), (None, False), (torch.bfloat16, True), (torch.bfloat16, False)):
+    for dtype, mirror in ((None, True), (None, False), (torch.bfloat16, True), (torch.bfloat16, False))[:4 if bf16 else 2]:
         embed_all(verifier.fast, x[:BATCH], mirror, BATCH, dtype)  # warm-up
         t0 = time.perf_counter()
         e = embed_all(verifier.fast, x, mirror, BATCH, dtype)
@@ -232,8 +235,13 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
     p = params.train
+    native = autocast_dtype(torch.device("cpu"), "auto") is not None
+    used = autocast_dtype(torch.device("cpu"), p.precision)  # what the train stage runs in here
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"bf16 native: {autocast_dtype(torch.device('cpu'), 'auto') is not None}")
+          f"bf16 native: {native}; train.precision {p.precision} -> the pipeline trains in {'bf16' if used else 'fp32'}")
+    if not native:
+        print("bf16 figures skipped: PyTorch reports no bf16 support on this CPU, so the pipeline runs in fp32 here and "
+              "the fp32 figures below are the default's")
 
     model = Siamese.from_params(params).eval()
     with FlopCounterMode(display=False) as fc:
@@ -242,16 +250,17 @@ def main() -> None:
           f"{fc.get_total_flops() / 1e6:.1f} MFLOPs forward per image, {sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters")
 
     peaks = {}
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))[:2 if native else 1]:
         rounds = training_vs_peak(params, dtype)
         report_training(name, rounds)
         peaks[name] = statistics.median(peak for peak, _, _ in rounds)
     if p.arch == "compact":  # the other layer order: the same convolutions, each stage's last BN before or after its pool
+        name = "bf16" if used else "fp32"
         other = dataclasses.replace(params, train=dataclasses.replace(p, pool_first=not p.pool_first))
-        report_training(f"bf16 with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, torch.bfloat16))
+        report_training(f"{name} with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, used))
         stem = "pool" if p.stem == "stride" else "stride"  # the other first stage
         other = dataclasses.replace(params, train=dataclasses.replace(p, stem=stem))
-        report_training(f"bf16 with train.stem={stem}", training_vs_peak(other, torch.bfloat16))
+        report_training(f"{name} with train.stem={stem}", training_vs_peak(other, used))
 
     if not args.archive.exists():
         print(f"no archive at {args.archive}: data, evaluation and repro figures skipped")
@@ -269,7 +278,7 @@ def main() -> None:
 
         model_path = ROOT / "models" / "model.pt"
         if model_path.exists():
-            evaluation(model_path, tmp, env, fc.get_total_flops(), peaks)
+            evaluation(model_path, tmp, env, fc.get_total_flops(), peaks, native)
         else:
             print(f"no {model_path} (run `dvc repro` first): evaluation and verification figures skipped")
 

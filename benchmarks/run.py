@@ -166,7 +166,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
 
 
 def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], list[int]], e32, pairs: list,
-                      t_decode: float, bf16: bool = True) -> None:
+                      t_decode: float, bf16: bool) -> None:
     """What embedding in bf16 and/or without the mirror pass would gain and cost (not used: evaluation,
     `faceverify verify` and the served model agree in fp32 with the mirror pass); the bf16 variants only
     with `bf16`. For each variant:
@@ -237,8 +237,9 @@ def main() -> None:
     p = params.train
     native = autocast_dtype(torch.device("cpu"), "auto") is not None
     used = autocast_dtype(torch.device("cpu"), p.precision)  # what the train stage runs in here
+    used_name = "bf16" if used else "fp32"
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"bf16 native: {native}; train.precision {p.precision} -> the pipeline trains in {'bf16' if used else 'fp32'}")
+          f"bf16 native: {native}; train.precision {p.precision} -> the pipeline trains in {used_name}")
     if not native:
         print("bf16 figures skipped: PyTorch reports no bf16 support on this CPU, so the pipeline runs in fp32 here and "
               "the fp32 figures below are the default's")
@@ -255,12 +256,11 @@ def main() -> None:
         report_training(name, rounds)
         peaks[name] = statistics.median(peak for peak, _, _ in rounds)
     if p.arch == "compact":  # the other layer order: the same convolutions, each stage's last BN before or after its pool
-        name = "bf16" if used else "fp32"
         other = dataclasses.replace(params, train=dataclasses.replace(p, pool_first=not p.pool_first))
-        report_training(f"{name} with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, used))
+        report_training(f"{used_name} with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, used))
         stem = "pool" if p.stem == "stride" else "stride"  # the other first stage
         other = dataclasses.replace(params, train=dataclasses.replace(p, stem=stem))
-        report_training(f"{name} with train.stem={stem}", training_vs_peak(other, used))
+        report_training(f"{used_name} with train.stem={stem}", training_vs_peak(other, used))
 
     if not args.archive.exists():
         print(f"no archive at {args.archive}: data, evaluation and repro figures skipped")

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 from pipeline.data import augment  # noqa: E402
 from pipeline.model import Siamese, batch_all_contrastive_loss  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
-from pipeline.train import autocast_dtype, make_optimizer  # noqa: E402
+from pipeline.embedding import autocast_dtype  # noqa: E402
+from pipeline.train import make_optimizer  # noqa: E402
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:
@@ -122,7 +123,7 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
 
     from pipeline import export, lfw
     from pipeline.bundle import Bundle
-    from pipeline.evaluate import image_path, pair_images, pair_rows, score_pairs
+    from pipeline.scoring import image_path, pair_images, pair_rows, score_pairs
     from pipeline.verifier import Verifier
 
     images = tmp / "lfw-a" / "lfw2"
@@ -179,7 +180,7 @@ def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], lis
     from pipeline.data import load_images, load_pairs
     from pipeline.metrics import choose_threshold, verification_metrics
     from pipeline.model import embed_all, euclidean
-    from pipeline.train import pair_distances
+    from pipeline.embedding import pair_distances
     from pipeline.verifier import BATCH
 
     prepared, val_table = ROOT / "data" / "prepared", ROOT / "data" / "pairs" / "val.tsv"

@@ -1,6 +1,6 @@
 """The trained verifier as one NumPy file, scored without PyTorch: a `faceverify verify` that starts fast.
 
-`import torch` alone takes 1-4 s on a small CPU; NumPy and Pillow take ~0.3 s. The export stage
+Importing PyTorch takes seconds on a small CPU, NumPy and Pillow a fraction of that. The export stage
 writes models/faceverify.npz: the network with batch norm folded into the convolutions, as a list
 of ops (conv, affine, relu, maxpool, flatten, linear) over named float32 arrays, plus the
 preprocessing, the test-time flip, the threshold and the SHA-256 of the checkpoint it came from.
@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from pipeline.prepare import preprocess
+from pipeline.images import preprocess
 
 FORMAT = 1
 

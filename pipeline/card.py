@@ -1,17 +1,23 @@
 """The model card: a Markdown page that says what the model is, how it was made and how well it does."""
 from __future__ import annotations
 
-from typing import Any
+from pipeline.params import Params
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: dict, calibration: dict,
+RESTRICTED = ("- Image-restricted protocol: training used the official pairsDevTrain pairs alone, their labels and "
+              "what follows from them; no person names. Validation pairs are whole connected components of the pair graph.")
+UNRESTRICTED = ("- Unrestricted protocol: training pairs drawn from the View 1 training identities by name; "
+                "validation people held out from them.")
+
+
+def model_card(params: Params, model_config: dict, pairs: dict, train: dict, calibration: dict,
                test: dict) -> str:
-    """Render the card from plain dicts (params.yaml, checkpoint config and the stages' metrics)."""
-    t = params["train"]
+    """Render the card from the params, the checkpoint config and the stages' metrics."""
+    t = params.train
     lines = [
         "# Model card: faceverify Siamese network on LFW-a",
         "",
@@ -23,20 +29,23 @@ def model_card(params: dict[str, Any], model_config: dict, pairs: dict, train: d
         f"{', 4x4 stride-2 first convolution' if model_config.get('stem') == 'stride' else ''}), {model_config['in_size']}x"
         f"{model_config['in_size']} grayscale input, {model_config['embedding_dim']}-d embedding"
         f"{' (L2-normalised)' if model_config['normalize'] else ''}; the two images share one backbone.",
-        f"- Euclidean distance between embeddings; contrastive loss (Hadsell, Chopra & LeCun 2006), margin {t['margin']}"
-        + (f", positive margin {t['pos_margin']}." if t.get("pos_margin") else "."),
-        f"- Optimiser {t['optimizer']}, lr {t['lr']}, weight decay {t['weight_decay']}, batch {t['batch_size']} pairs, "
-        f"{t['schedule']} schedule; early stopping on validation AUC (patience {t['patience']}): best epoch "
+        f"- Euclidean distance between embeddings; contrastive loss (Hadsell, Chopra & LeCun 2006), margin {t.margin}"
+        + (f", positive margin {t.pos_margin}." if t.pos_margin else "."),
+        f"- Optimiser {t.optimizer}, lr {t.lr}, weight decay {t.weight_decay}, batch {t.batch_size} pairs, "
+        f"{t.schedule} schedule; early stopping on validation AUC (patience {t.patience}): best epoch "
         f"{train['best_epoch']} of {train['stopped_epoch']}.",
+        f"- Trained on {train.get('device', 'an unrecorded device')} in {train.get('precision', 'an unrecorded precision')}"
+        f" with torch {train.get('torch_version', '(unrecorded)')}; the weights change with the CPU class and the precision.",
         "- Trained from scratch on LFW-a View 1 training identities only; no pretrained weights, no outside data.",
         "",
         "## Data and split",
         f"- Pairs mode `{pairs['mode']}`: {pairs['train_pairs']} training pairs ({pairs['train_people']} people), "
-        f"{pairs['val_pairs']} validation pairs ({pairs['val_people']} held-out training people), "
+        f"{pairs['val_pairs']} validation pairs ({pairs['val_people']} people), "
         f"{pairs['test_pairs']} official test pairs (pairsDevTest.txt, {pairs['test_people']} people).",
+        RESTRICTED if pairs["mode"] == "restricted" else UNRESTRICTED,
         f"- Identities shared between train/validation/test: {pairs['train_val_shared_people']} / "
         f"{pairs['train_test_shared_people']} / {pairs['val_test_shared_people']}.",
-        f"- Face crop {params['prepare']['crop']} of the 250x250 image, resized to {params['prepare']['image_size']}.",
+        f"- Face crop {list(params.prepare.crop)} of the 250x250 image, resized to {params.prepare.image_size}.",
         "",
         "## Metrics",
         f"Threshold {calibration['threshold']:.4f}, chosen on the validation pairs only (criterion `{calibration['criterion']}`).",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline import files
 
+# the workspace's outputs of the train, export and calibrate stages (tests/test_dvc_yaml.py checks them against dvc.yaml)
 DEFAULT_MODEL = "models/model.pt"
 DEFAULT_BUNDLE = "models/faceverify.npz"
 DEFAULT_THRESHOLD = "metrics/calibrate.json"
@@ -124,8 +125,8 @@ def cmd_verify(args) -> int:
 
 def cmd_eval(args) -> int:
     from pipeline import lfw
-    from pipeline.evaluate import score_pairs_file
-    from pipeline.prepare import ImageError
+    from pipeline.images import ImageError
+    from pipeline.scoring import score_pairs_file
 
     model, verifier = load_verifier(args.model, args.threshold)
     if not Path(args.images).is_dir():

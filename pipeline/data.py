@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.pairs import read_table
+from pipeline.tables import read_table
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,11 @@ def load_images(prepared: str | Path) -> tuple[torch.Tensor, dict[tuple[str, int
     return images, rows
 
 
-def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], names: bool = True) -> PairSet:
+def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], by_name: bool = True) -> PairSet:
     """Resolve a pairs table against the image index; a missing image is an error naming the line.
 
-    Identity numbers come from the names (`names=True`) or from the pair labels alone (restricted)."""
+    Identity numbers come from the person names (`by_name`, unrestricted mode) or from the pair labels
+    alone (restricted mode: label_identities, which reads no name)."""
     idx1, idx2, label, names = [], [], [], {}
     id1, id2 = [], []
     for k, (n1, i1, n2, i2, y) in enumerate(read_table(table), start=2):
@@ -72,7 +73,7 @@ def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], names: bool 
         raise ValueError(f"{table}: no pairs")
     as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
     idx1, idx2, label = as_array(idx1), as_array(idx2), as_array(label)
-    if names:
+    if by_name:
         return PairSet(idx1, idx2, label, as_array(id1), as_array(id2))
     return PairSet(idx1, idx2, label, *label_identities(idx1, idx2, label))
 

@@ -27,13 +27,13 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline import files, lfw, tracking
+from pipeline import files, lfw, runner
 from pipeline.params import flatten, load_params
 
 log = logging.getLogger("pipeline.download")
 
 
-class DataError(RuntimeError):
+class DataError(files.StageError):
     """The data cannot be fetched or is not what it should be; the message names the file."""
 
 
@@ -204,7 +204,11 @@ def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
             expected = local_checksum
             log.info("using the local archive %s (LFW_A_ARCHIVE)", archive)
         else:
-            archive = fetch(url, tmp / "archive.tar.gz", timeout_s, retries)
+            try:
+                archive = fetch(url, tmp / "archive.tar.gz", timeout_s, retries)
+            except DataError as e:
+                raise DataError(f"{e}. Without access to it, set LFW_A_ARCHIVE to a local copy of the archive "
+                                "(docs/TROUBLESHOOTING.md)") from None
             expected = checksum
         if expected:
             verify_checksum(archive, expected)
@@ -229,29 +233,29 @@ def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", type=Path, default=Path("data/lfw-a"))
-    parser.add_argument("--report", type=Path, default=Path("metrics/data.json"))
-    args = parser.parse_args(argv)
-    tracking.setup_logging()
-    with tracking.stage_run("download", args.params) as rec:
-        try:
-            params = load_params(args.params)
-            p = params.download
-            rec.params({"seed": params.seed, **flatten(p, "download.")})
-            rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
-            report = run(args.out, p.url, p.checksum, p.protocol_url, p.timeout_s, p.retries,
-                         os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"),
-                         lfw.PROTOCOL_MD5 if p.verify_protocol_md5 else None)
-        except (DataError, lfw.ProtocolError, ValueError) as e:
-            log.error("%s", e)
-            rec.fail()
-            return 1
-        tracking.write_metrics(args.report, report, rec)
-    log.info("dataset ready in %s: %s", args.out, report)
-    return 0
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body(rec) -> None:
+        params = load_params(args.params)
+        p = params.download
+        rec.params({"seed": params.seed, **flatten(p, "download.")})
+        rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
+        report = run(args.out, p.url, p.checksum, p.protocol_url, p.timeout_s, p.retries,
+                     os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"),
+                     lfw.PROTOCOL_MD5 if p.verify_protocol_md5 else None)
+        files.write_metrics(args.report, report, rec)
+        log.info("dataset ready in %s: %s", args.out, report)
+
+    return runner.run("download", args.params, body)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import files, tracking
+from pipeline import files, runner
 from pipeline.bundle import FORMAT, Bundle, euclidean
 from pipeline.verifier import Verifier
 
@@ -93,25 +93,24 @@ def _distances(scorer, images: np.ndarray, first: np.ndarray, second: np.ndarray
     return euclidean(e[first], e[second])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--threshold", type=Path, default=Path("metrics/calibrate.json"))
-    parser.add_argument("--out", type=Path, default=Path("models/faceverify.npz"))
-    args = parser.parse_args(argv)
-    tracking.setup_logging()
-    with tracking.stage_run("export", args.params) as rec:
-        try:
-            diff = export(args.model, files.read_calibration(args.threshold)["threshold"], args.out)
-        except (ValueError, OSError) as e:
-            log.error("%s", e)
-            rec.fail()
-            return 1
+    for name in ("model", "threshold", "out"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+
+    def body(rec) -> None:
+        diff = export(args.model, files.read_calibration(args.threshold)["threshold"], args.out)
         rec.tags({"model_sha256": files.digest(args.model)})
         rec.artifact(args.out)
-    log.info("wrote %s (%.0f KiB); distances match the PyTorch model to %.1e", args.out, args.out.stat().st_size / 1024, diff)
-    return 0
+        log.info("wrote %s (%.0f KiB); distances match the PyTorch model to %.1e", args.out, args.out.stat().st_size / 1024, diff)
+
+    return runner.run("export", args.params, body)
 
 
 if __name__ == "__main__":

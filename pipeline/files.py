@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class StageError(Exception):
+    """A problem a stage reports in one line (the message names the file, key or what to do), then exits 1."""
+
+
 def digest(path: str | Path, algo: str = "sha256") -> str:
     """Hex digest of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.new(algo)
@@ -87,3 +91,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_metrics(path: str | Path, values: dict, recorder=None) -> None:
+    """The one place a stage's final metrics go: the DVC metrics file, and the same dict to the stage's
+    record (a pipeline.tracking.Recorder, or None), so the two cannot drift."""
+    write_json(path, values)
+    if recorder is not None:
+        recorder.metrics(values)

@@ -71,12 +71,12 @@ class Siamese(nn.Module):
     conv-BN-ReLU-pool (ReLU and max-pool hold no parameters). With `pool_first`
     each stage's max-pool comes right after its last conv, before that conv's BN and ReLU: the same
     function wherever the BN scale is positive (max-pooling commutes with an increasing map), and
-    the BN and ReLU then touch a quarter of the values (they, not the convolutions, bound the
-    training step on a CPU: 1.3-1.5x the images/s at 80x80).
+    the BN and ReLU then touch a quarter of the values (on a CPU they, not the convolutions, bound
+    the training step).
     With `stem="stride"` the first stage is one 4x4 convolution of stride 2 (the receptive field of
     conv3x3 + 2x2 max-pool) followed by BN and ReLU, with no max-pool: nothing then runs at the full
-    input resolution, where the pool stem's first stage, 1.4% of the FLOPs at width 16, makes a third of the
-    activations. `pool_first` then applies to the three later stages.
+    input resolution, where the pool stem's first stage makes a small share of the FLOPs and a large
+    share of the activations. `pool_first` then applies to the three later stages.
     arch "koch2015": Koch, Zemel & Salakhutdinov (2015) at 105x105: conv 64@10x10, 128@7x7,
     128@4x4, 256@4x4, each with BN + ReLU, max-pool after the first three (before their ReLU, as
     above), then linear -> embedding.
@@ -179,5 +179,5 @@ def load_checkpoint(path) -> tuple[Siamese, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(ckpt["config"])
     model.load_state_dict(ckpt["state_dict"])
-    # channels-last weights, as in training: the same embeddings, 1.5x faster on the CPU than contiguous ones
+    # channels-last weights, as in training: the same embeddings, faster on the CPU than contiguous ones
     return model.to(memory_format=torch.channels_last).eval(), ckpt

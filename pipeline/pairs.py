@@ -1,18 +1,18 @@
 """Stage `pairs`: the train, validation and test pair tables, seeded and written to disk.
 
-Reads:  DATA/pairsDevTrain.txt, DATA/pairsDevTest.txt, DATA/peopleDevTrain.txt, DATA/peopleDevTest.txt;
-        params `seed`, `pairs.*`.
+Reads:  DATA/pairsDevTrain.txt, DATA/pairsDevTest.txt, DATA/peopleDevTrain.txt; params `seed`, `pairs.*`.
 Writes: OUT/train.tsv, OUT/val.tsv, OUT/test.tsv (columns name1 i1 name2 i2 label; label 1 = same
-        person); REPORT (metrics/pairs.json): counts and identity overlaps (all zero).
+        person); REPORT (metrics/pairs.json): counts and identity overlaps.
 
-Validation identities are carved out of the training identities by person, so early stopping
-and the threshold never see a test identity, and training never sees a validation identity.
-- restricted: only the official pairsDevTrain pairs. Validation pairs are drawn from them
-  (balanced), their people become the validation identities, and a training pair that touches
-  one of those people moves to validation (both people held out) or is dropped (one of them).
+- restricted (LFW's image-restricted protocol): only the official pairsDevTrain pairs, their labels
+  and the image files they name; person names are never read. The pairs form a graph over image
+  files; whole connected components of it are moved to validation, in a seeded order, until it holds
+  about `val_fraction` of the same and of the different pairs. So no image, and no identity that the labels imply, is on both sides;
+  the same person may still appear on both sides through images no label links (the report counts it,
+  from the names, as an audit that nothing learns from).
 - unrestricted: a `val_fraction` of peopleDevTrain identities is held out; balanced pairs are
-  drawn from the images of each side's identities.
-The test table is exactly pairsDevTest.txt.
+  drawn from the images of each side's identities. Validation and training people are disjoint.
+The test table is exactly pairsDevTest.txt; its people never appear in training or validation.
 """
 from __future__ import annotations
 
@@ -23,39 +23,56 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files, lfw, tracking
+from pipeline import files, lfw, runner
 from pipeline.params import PairsParams, flatten, load_params
+from pipeline.tables import Row, as_row, write_table
 
 log = logging.getLogger("pipeline.pairs")
 
-Row = tuple[str, int, str, int, int]  # name1, i1, name2, i2, label
 
+def pair_components(pairs: list[lfw.Pair]) -> list[int]:
+    """For each pair, the number of its connected component in the graph whose nodes are image files
+    and whose edges are the pairs (same or different). Numbered in order of first appearance."""
+    parent: dict[tuple[str, int], tuple[str, int]] = {}
 
-def as_row(p: lfw.Pair) -> Row:
-    return (p.name1, p.i1, p.name2, p.i2, int(p.same))
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
 
-
-def split_restricted(pairs: list[lfw.Pair], val_fraction: float, rng: np.random.Generator) -> tuple[list[Row], list[Row], int]:
-    """(train rows, val rows, dropped count) from the official training pairs alone."""
-    order = rng.permutation(len(pairs))
-    n_val_each = max(1, round(val_fraction * len(pairs) / 2))
-    val_ids: set[str] = set()
-    taken = {True: 0, False: 0}
-    for k in order:
-        p = pairs[k]
-        if taken[p.same] < n_val_each:
-            taken[p.same] += 1
-            val_ids.update((p.name1, p.name2))
-    train, val, dropped = [], [], 0
     for p in pairs:
-        held = (p.name1 in val_ids) + (p.name2 in val_ids)
-        if held == 0:
-            train.append(as_row(p))
-        elif held == 2:
-            val.append(as_row(p))
-        else:
-            dropped += 1
-    return train, val, dropped
+        a, b = find((p.name1, p.i1)), find((p.name2, p.i2))
+        if a != b:
+            parent[a] = b
+    numbers: dict[tuple[str, int], int] = {}
+    return [numbers.setdefault(find((p.name1, p.i1)), len(numbers)) for p in pairs]
+
+
+def split_restricted(pairs: list[lfw.Pair], val_fraction: float, rng: np.random.Generator) -> tuple[list[Row], list[Row]]:
+    """(train rows, val rows) from the official training pairs alone: whole components of the pair
+    graph go to validation, in a seeded order, each while it keeps the validation same and different
+    pairs within `val_fraction` of the official ones (so validation stays about as balanced)."""
+    component = pair_components(pairs)
+    members: dict[int, list[int]] = {}
+    for k, c in enumerate(component):
+        members.setdefault(c, []).append(k)
+    n_same = sum(p.same for p in pairs)
+    target = {True: round(val_fraction * n_same), False: round(val_fraction * (len(pairs) - n_same))}
+    taken = {True: 0, False: 0}
+    held: set[int] = set()
+    for c in rng.permutation(len(members)).tolist():
+        counts = {y: sum(pairs[k].same == y for k in members[c]) for y in (True, False)}
+        if any(taken[y] + counts[y] > target[y] for y in counts):
+            continue
+        held.update(members[c])
+        taken = {y: taken[y] + counts[y] for y in taken}
+        if taken == target:
+            break
+    train = [as_row(p) for k, p in enumerate(pairs) if k not in held]
+    val = [as_row(p) for k, p in enumerate(pairs) if k in held]
+    return train, val
 
 
 def sample_pairs(people: dict[str, int], n: int, rng: np.random.Generator) -> list[Row]:
@@ -88,13 +105,16 @@ def identities(rows: list[Row]) -> set[str]:
     return {r[0] for r in rows} | {r[2] for r in rows}
 
 
+def images(rows: list[Row]) -> set[tuple[str, int]]:
+    return {(r[0], r[1]) for r in rows} | {(r[2], r[3]) for r in rows}
+
+
 def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[Row]], dict]:
     """The three tables and their report; pure apart from reading the protocol files."""
     rng = np.random.default_rng(seed)
     test = [as_row(x) for x in lfw.parse_pairs(data / "pairsDevTest.txt")]
-    dropped = 0
     if p.mode == "restricted":
-        train, val, dropped = split_restricted(lfw.parse_pairs(data / "pairsDevTrain.txt"), p.val_fraction, rng)
+        train, val = split_restricted(lfw.parse_pairs(data / "pairsDevTrain.txt"), p.val_fraction, rng)
     else:
         train, val = split_unrestricted(lfw.parse_people(data / "peopleDevTrain.txt"), p, rng)
     tables = {"train": train, "val": val, "test": test}
@@ -103,14 +123,17 @@ def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[R
         "train_val_shared_people": len(ids["train"] & ids["val"]),
         "train_test_shared_people": len(ids["train"] & ids["test"]),
         "val_test_shared_people": len(ids["val"] & ids["test"]),
+        "train_val_shared_images": len(images(train) & images(val)),
     }
-    for key, n in overlaps.items():
-        if n:
-            raise ValueError(f"identity leakage: {key} = {n}")
+    # restricted mode cannot know people its labels do not link: train/val sharing a person is reported there
+    must_be_zero = [k for k in overlaps if k != "train_val_shared_people" or p.mode == "unrestricted"]
+    for key in must_be_zero:
+        if overlaps[key]:
+            raise ValueError(f"identity leakage: {key} = {overlaps[key]}")
     for key, rows in tables.items():
         if not any(r[4] for r in rows) or all(r[4] for r in rows):
             raise ValueError(f"the {key} table needs both same and different pairs; got {len(rows)} pairs")
-    report = {"mode": p.mode, "dropped_pairs": dropped, **overlaps}
+    report = {"mode": p.mode, **overlaps}
     for key, rows in tables.items():
         report[f"{key}_pairs"] = len(rows)
         report[f"{key}_same"] = sum(r[4] for r in rows)
@@ -118,46 +141,29 @@ def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[R
     return tables, report
 
 
-def write_table(path: Path, rows: list[Row]) -> None:
-    lines = ["name1\ti1\tname2\ti2\tlabel"] + ["\t".join(map(str, r)) for r in rows]
-    files.write_text(path, "\n".join(lines) + "\n")
-
-
-def read_table(path: str | Path) -> list[Row]:
-    """Rows of a table written by write_table."""
-    path = Path(path)
-    rows = []
-    for k, line in enumerate(path.read_text().splitlines()[1:], start=2):
-        f = line.split("\t")
-        if len(f) != 5:
-            raise ValueError(f"{path}:{k}: expected 5 tab-separated fields, got {len(f)}")
-        rows.append((f[0], int(f[1]), f[2], int(f[3]), int(f[4])))
-    return rows
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", type=Path, default=Path("data/lfw-a"))
-    parser.add_argument("--out", type=Path, default=Path("data/pairs"))
-    parser.add_argument("--report", type=Path, default=Path("metrics/pairs.json"))
-    args = parser.parse_args(argv)
-    tracking.setup_logging()
-    with tracking.stage_run("pairs", args.params) as rec:
-        try:
-            params = load_params(args.params)
-            rec.params({"seed": params.seed, **flatten(params.pairs, "pairs.")})
-            tables, report = make_tables(args.data, params.pairs, params.seed)
-        except (ValueError, lfw.ProtocolError) as e:
-            log.error("%s", e)
-            rec.fail()
-            return 1
+    args = parser().parse_args(argv)
+
+    def body(rec) -> None:
+        params = load_params(args.params)
+        rec.params({"seed": params.seed, **flatten(params.pairs, "pairs.")})
+        tables, report = make_tables(args.data, params.pairs, params.seed)
         with files.atomic_dir(args.out) as tmp:
             for key, rows in tables.items():
                 write_table(tmp / f"{key}.tsv", rows)
-        tracking.write_metrics(args.report, report, rec)
-    log.info("pairs written to %s: %s", args.out, report)
-    return 0
+        files.write_metrics(args.report, report, rec)
+        log.info("pairs written to %s: %s", args.out, report)
+
+    return runner.run("pairs", args.params, body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The MLflow record of a pipeline execution: one parent run per execution, one nested run per stage.
 
+Record keeping only: nothing here changes a stage's outputs, so no stage lists it as a DVC dependency.
+
 The parent run is the row a user compares in the MLflow UI: it collects every stage's params and
 metrics (metrics prefixed with the stage name, e.g. `evaluate.accuracy`). Each stage's own nested
 run holds its params, its unprefixed metrics (per-epoch history with `step` for `train`), its
@@ -31,8 +33,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
-
-from pipeline import files
 
 log = logging.getLogger("pipeline.tracking")
 
@@ -120,11 +120,6 @@ def lock_hashes(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path
     return out
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """The one log format of every stage's command line."""
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-
 class Recorder:
     """What a stage records; every call is a no-op (after one warning) when the store is unusable."""
 
@@ -187,12 +182,6 @@ class Recorder:
         items = [RunTag(k, str(v)) for k, v in values.items()]
         for run_id in (self.child_id, self.parent_id) if parent_too else (self.child_id,):
             self.call(lambda c: c.log_batch(run_id, tags=items))
-
-
-def write_metrics(path: str | Path, values: dict, recorder: Recorder) -> None:
-    """The one place a stage's final metrics go: the DVC metrics file and MLflow get the same dict."""
-    files.write_json(path, values)
-    recorder.metrics(values)
 
 
 def pipeline_key(params_path: Path, commit: str) -> str:
@@ -258,33 +247,3 @@ def stage_run(stage: str, params_path: str | Path = "params.yaml") -> Iterator[R
     finally:
         if rec.active:
             rec.call(lambda c: c.set_terminated(rec.child_id, status))
-
-
-def promote(client, name: str, version: str, val_auc: float, val_pairs: str = "", alias: str = "champion") -> bool:
-    """Point `alias` at `version` if it beats the current holder on validation AUC (never on test).
-
-    `val_pairs` names the validation pairs the AUC was measured on (evaluate.val_pairs_key): AUCs on
-    different pairs (another seed, other `pairs.*`) do not compare, so a version measured on other
-    pairs than the holder's leaves the alias where it is. A holder without the tag (registered
-    before it existed) compares on AUC alone."""
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-        best = float(current.tags.get("val_roc_auc", "-inf"))
-        held_on = current.tags.get("val_pairs", "")
-    except Exception:  # noqa: BLE001 - no holder yet
-        current, best, held_on = None, float("-inf"), ""
-    client.set_model_version_tag(name, version, "val_roc_auc", str(val_auc))
-    if val_pairs:
-        client.set_model_version_tag(name, version, "val_pairs", val_pairs)
-    if current is not None and held_on and val_pairs and held_on != val_pairs:
-        log.warning("model %s version %s stays unaliased: its validation AUC %.4f is on other pairs (%s) than %s's "
-                    "version %s (%s), so they do not compare; to move %s by hand: MlflowClient()"
-                    ".set_registered_model_alias(%r, %r, %r)", name, version, val_auc, val_pairs, alias,
-                    current.version, held_on, alias, name, alias, version)
-        return False
-    if val_auc > best:
-        client.set_registered_model_alias(name, alias, version)
-        log.info("model %s version %s is the new %s (validation AUC %.4f > %.4f)", name, version, alias, val_auc, best)
-        return True
-    log.info("model %s version %s stays unaliased: validation AUC %.4f <= %s's %.4f", name, version, val_auc, alias, best)
-    return False

@@ -3,18 +3,14 @@
 Reads:  PREPARED/images.npy + index.tsv; PAIRS/train.tsv, PAIRS/val.tsv; params `seed`, `pairs.mode`,
         `prepare.*`, `train.*`.
 Writes: MODEL (models/model.pt): the best weights with the model's constructor arguments and its
-        preprocessing, so later stages rebuild it from this file alone; METRICS (metrics/train.json);
-        PLOT (plots/train.csv): per-epoch train loss, validation loss, validation AUC, learning rate.
+        preprocessing, so later stages rebuild it from this file alone; METRICS (metrics/train.json),
+        with the CPU, precision and torch version that trained the model; PLOT (plots/train.csv):
+        per-epoch train loss, validation loss, validation AUC, learning rate.
 
 A resumable state is written atomically after every epoch (RESUME, models/resume.pt); started
 again with the same inputs after a kill, training resumes there and ends with the same result.
-
-Distributed: `torchrun --nproc_per_node N -m pipeline.train` trains with DistributedDataParallel
-(gloo on the CPU, NCCL on GPUs) on the same params. `train.batch_size` stays the global batch: every
-process draws the same batch and augmentation and embeds its 1/N share; for batch-all mining the
-embeddings are gathered so that each process sees every pair of the global batch, as a single
-process does. Batch norm normalises over each process's share, so the result agrees with a single
-process closely, not bit for bit. Rank 0 validates, writes the outputs and records to MLflow.
+`torchrun --nproc_per_node N -m pipeline.train` trains with DistributedDataParallel on the same
+params (pipeline/distributed.py); rank 0 validates, writes the outputs and records to MLflow.
 """
 from __future__ import annotations
 
@@ -24,86 +20,22 @@ import hashlib
 import io
 import logging
 import math
+import platform
 import sys
 import time
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from pipeline import files, tracking
+from pipeline import distributed, files, runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
-from pipeline.metrics import choose_threshold
-from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, embed_all, euclidean
+from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
+from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean
 from pipeline.params import Params, TrainParams, flatten, load_params
 
 log = logging.getLogger("pipeline.train")
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size): (0, 1) unless running under torchrun with an initialised process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class _GatherRows(torch.autograd.Function):
-    """All ranks' (n, D) rows, concatenated in rank order; the gradient of a rank's own rows is the sum
-    over ranks (each rank computes the same loss), which DDP's averaging then brings back to one loss's."""
-
-    @staticmethod
-    def forward(ctx, x):
-        rank, size = world()
-        parts = [torch.empty_like(x) for _ in range(size)]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rank, ctx.n = rank, x.shape[0]
-        return torch.cat(parts)
-
-    @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
-
-
-class _Embedder(torch.nn.Module):
-    """The model's `embed` as `forward`, so DistributedDataParallel syncs its gradients."""
-
-    def __init__(self, model: Siamese):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(x)
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively ('auto'), else fp32 (None)."""
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if precision == "bf16" and not supported:
-        log.warning("bf16 is not supported natively on %s; training in fp32", device)
-    return torch.bfloat16 if supported else None
 
 
 def lr_factor(step: int, steps_per_epoch: int, p: TrainParams) -> float:
@@ -129,70 +61,64 @@ def make_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimi
     return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=True)
 
 
-def pair_distances(model: Siamese, images: torch.Tensor, pairs: PairSet, tta_flip: bool,
-                   dtype: torch.dtype | None) -> np.ndarray:
-    """Distances (P,) of a pair set, each distinct image embedded once."""
-    rows, inverse = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_inverse=True)
-    emb = embed_all(model, images[torch.from_numpy(rows)], tta_flip, autocast_dtype=dtype)
-    n = len(pairs.idx1)
-    a, b = torch.from_numpy(inverse[:n]), torch.from_numpy(inverse[n:])
-    return euclidean(emb[a], emb[b]).numpy()
-
-
-def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams, dtype) -> dict:
-    d = pair_distances(model, images, val, p.tta_flip, dtype)
+def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams) -> dict:
+    """The epoch's validation row: loss, AUC and best-threshold accuracy (embedding.validation_scores)."""
+    d, s = validation_scores(model, images, val, p.tta_flip)
     loss = contrastive_loss(torch.from_numpy(d), torch.from_numpy(val.label), p.margin, p.pos_margin).item()
-    t = choose_threshold(d, val.label)
-    return {"val_loss": loss, "val_auc": float(roc_auc_score(val.label, -d)),
-            "val_accuracy": float(((d <= t) == val.label.astype(bool)).mean())}
+    return {"val_loss": loss, "val_auc": s["val_roc_auc"], "val_accuracy": s["val_accuracy"]}
+
+
+def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.Tensor):
+    """Each step's augmented images of this process's share (B', 1, H, W) and their identities, in rank order.
+
+    Rank r of N embeds every N-th image from the r-th of an identity batch (so each share holds part of
+    every identity group), or the r-th contiguous share of a pair batch; every rank draws the whole batch."""
+    rank, size = distributed.world()
+    order = torch.randperm(len(train.label), generator=gen).numpy()
+    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction) \
+        if p.sampler == "identities" else None
+    for k in range(len(order) // p.batch_size or 1):
+        b = order[k * p.batch_size:(k + 1) * p.batch_size]
+        if sampler:
+            rows, ids = sampler.batch(gen)
+            x = augment(images[torch.from_numpy(rows)].float(), gen, **vars(p.augment))[rank::size]
+            yield x, np.concatenate([ids[r::size] for r in range(size)]), None
+        else:
+            rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
+            x = augment(images[rows].float(), gen, **vars(p.augment))  # (2B, 1, H, W), the same on every rank
+            mine = distributed.shares(len(b), size)[rank]
+            if size > 1:
+                x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
+            ids = np.concatenate([np.concatenate([train.id1[b][s], train.id2[b][s]])
+                                  for s in distributed.shares(len(b), size)])
+            yield x, ids, train.label[b][mine]
 
 
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
                 device, dtype, embed=None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
-    `embed` (default `model.embed`) is the DDP-wrapped embedder when distributed: then every rank
-    draws the same global batch and augmentation, and embeds its own share of the pairs."""
+    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun."""
     model.train()
-    rank, size = world()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     torch.manual_seed(seed * 100_003 + epoch)  # dropout
-    order = torch.randperm(len(train.label), generator=gen).numpy()
-    n_batches = len(order) // p.batch_size or 1
-    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction) \
-        if p.sampler == "identities" else None
+    n_batches = len(train.label) // p.batch_size or 1
+    progress = runner.Progress(f"epoch {epoch}", 2 * n_batches * p.batch_size, "images")
     total, seen = 0.0, 0
-    bar = tqdm(range(n_batches), desc=f"epoch {epoch}", unit="batch", leave=False, disable=True if rank else None)
-    for k in bar:
-        b = order[k * p.batch_size:(k + 1) * p.batch_size]
-        if sampler:  # a flat batch of images; rank r embeds every size-th image from the r-th, so each rank's
-            # share holds part of every identity group and of the uniform images (batch norm sees alike shares)
-            batch_rows, batch_ids = sampler.batch(gen)
-            x = augment(images[torch.from_numpy(batch_rows)].float(), gen, **vars(p.augment))[rank::size]
-            ids = torch.from_numpy(np.concatenate([batch_ids[r::size] for r in range(size)])).to(device)
-        else:
-            rows = torch.from_numpy(np.concatenate([train.idx1[b], train.idx2[b]]))
-            x = augment(images[rows].float(), gen, **vars(p.augment))  # (2B, 1, H, W), the same on every rank
-            mine = _shares(len(b), size)[rank]  # this rank's pairs
-            if size > 1:
-                x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
-            # the ids of every rank's share in rank order (one process: the whole batch)
-            ids = torch.from_numpy(np.concatenate([np.concatenate([train.id1[b][part], train.id2[b][part]])
-                                                   for part in _shares(len(b), size)])).to(device)
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
+               disable=True if distributed.world()[0] else None)
+    for k, (x, ids, labels) in enumerate(batches(train, p, gen, images)):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = embed(x.to(device))
         if mining == "batch_all":
-            if size > 1:
-                emb = _GatherRows.apply(emb)
-            loss = batch_all_contrastive_loss(emb, ids, p.margin, p.pos_margin)
+            if distributed.world()[1] > 1:
+                emb = distributed.GatherRows.apply(emb)
+            loss = batch_all_contrastive_loss(emb, torch.from_numpy(ids).to(device), p.margin, p.pos_margin)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
-            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(train.label[b][mine]).to(device), p.margin,
-                                    p.pos_margin)
-        check = loss.detach().clone()
-        if size > 1:  # a non-finite loss on any rank stops every rank
-            dist.all_reduce(check)
+            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(labels).to(device), p.margin, p.pos_margin)
+        check = distributed.reduce_sum(loss.detach().clone())  # a non-finite loss on any rank stops every rank
         if not torch.isfinite(check):
             raise TrainingError(f"epoch {epoch}, batch {k}: the loss is {check.item()}; stopping (lower train.lr?). "
                                 "The last good checkpoint is kept.")
@@ -200,19 +126,13 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
         loss.backward()
         opt.step()
         sched.step()
-        total += loss.item() * len(b)
-        seen += len(b)
+        total += loss.item() * p.batch_size
+        seen += p.batch_size
+        bar.update()
         bar.set_postfix(loss=f"{total / seen:.4f}")
-    if size > 1:  # the mean over the ranks' losses
-        mean = torch.tensor([total / seen], dtype=torch.float64, device=device)
-        dist.all_reduce(mean)
-        return mean.item() / size
-    return total / seen
-
-
-def _shares(n: int, size: int) -> list[slice]:
-    """The contiguous, equal shares of a batch of n pairs that the ranks embed."""
-    return [slice(r * n // size, (r + 1) * n // size) for r in range(size)]
+        progress.update(2 * seen, loss=f"{total / seen:.4f}")
+    bar.close()
+    return distributed.mean_over_ranks(total / seen, device)
 
 
 def fingerprint(*parts: bytes) -> str:
@@ -227,20 +147,14 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     """Train from scratch (or resume) and return (best model, per-epoch history, summary)."""
     p = params.train
     mining = "batch_all" if p.mining == "auto" else p.mining
-    rank, size = world()
-    device = resolve_device(p.device)
-    if device.type == "cuda" and size > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
+    rank, size = distributed.world()
+    device = distributed.local_device(resolve_device(p.device))
     if p.batch_size % size:
         raise ValueError(f"train.batch_size {p.batch_size} must divide among {size} processes")
     dtype = autocast_dtype(device, p.precision)
     torch.manual_seed(params.seed)
-    model = Siamese.from_params(params)
-    model = model.to(device, memory_format=torch.channels_last)
-    embed = None
-    if size > 1:  # the same initial weights everywhere (seeded, and DDP broadcasts rank 0's)
-        embed = torch.nn.parallel.DistributedDataParallel(_Embedder(model), device_ids=[device] if device.type == "cuda" else None)
+    model = Siamese.from_params(params).to(device, memory_format=torch.channels_last)
+    embed = distributed.wrap(model, device)  # the same initial weights everywhere (seeded; DDP broadcasts rank 0's)
     opt = make_optimizer(model, p)
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
@@ -262,15 +176,9 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         t0 = time.perf_counter()
         train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed)
         seconds = time.perf_counter() - t0
-        if size > 1:  # rank 0's batch-norm statistics everywhere, then rank 0's validation decides for all
-            for buf in model.buffers():
-                dist.broadcast(buf, 0)
-            found = [validate(model, images_dev, val, p, dtype) if rank == 0 else None]
-            dist.broadcast_object_list(found, 0)
-            scores = found[0]
-        else:
-            scores = validate(model, images_dev, val, p, dtype)
-        row = {"epoch": epoch, "train_loss": train_loss, **scores, "lr": opt.param_groups[0]["lr"]}
+        distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
+        row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),
+               "lr": opt.param_groups[0]["lr"]}
         state["history"].append(row)
         if row["val_auc"] > state["best_auc"] + p.min_delta:
             state.update(best_auc=row["val_auc"], bad_epochs=0, best={"epoch": epoch, **row},
@@ -289,8 +197,25 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,
-               **{f"best_{k}": state["best"][k] for k in ("val_auc", "val_loss", "val_accuracy", "train_loss")}}
+               **{f"best_{k}": state["best"][k] for k in ("val_auc", "val_loss", "val_accuracy", "train_loss")},
+               **trained_on(device, dtype)}
     return model.cpu(), state["history"], summary
+
+
+def trained_on(device: torch.device, dtype) -> dict:
+    """What trained the model: the model changes with the CPU class and the precision."""
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+            "precision": "bf16" if dtype else "fp32", "torch_version": torch.__version__}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def checkpoint(model: Siamese, params: Params) -> dict:
@@ -315,67 +240,56 @@ def write_history(path: Path, history: list[dict]) -> None:
     files.write_text(path, buf.getvalue())
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--pairs", type=Path, default=Path("data/pairs"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
-    parser.add_argument("--plot", type=Path, default=Path("plots/train.csv"))
-    parser.add_argument("--resume", type=Path, default=Path("models/resume.pt"))
-    args = parser.parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # started by torchrun
-    if distributed and not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-    rank = world()[0]
-    tracking.setup_logging(logging.INFO if rank == 0 else logging.WARNING)
-    try:
-        if rank:  # one record and one set of outputs: rank 0's
-            return _main(args, tracking.Recorder("train"))
-        with tracking.stage_run("train", args.params) as rec:
-            return _main(args, rec)
+    for name in ("prepared", "pairs", "model", "metrics", "plot", "resume"):
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if distributed.launched():
+        distributed.init()
+    rank = distributed.world()[0]
+    try:  # one record and one set of outputs: rank 0's
+        return runner.run("train", args.params, lambda rec: run(args, rec), record=rank == 0,
+                          level=logging.INFO if rank == 0 else logging.WARNING)
     finally:
-        if distributed:
-            dist.destroy_process_group()
+        distributed.shutdown()
 
 
-def _main(args, rec: tracking.Recorder) -> int:
-    try:
-        params = load_params(args.params)
-        rec.params({"seed": params.seed, "pairs.mode": params.pairs.mode, **flatten(params.prepare, "prepare."),
-                    **flatten(params.train, "train.")})
-        if params.train.threads:
-            torch.set_num_threads(params.train.threads)
-        images, rows = load_images(args.prepared)
-        # restricted: in-batch identities from the pair labels only, never from the names
-        train = load_pairs(args.pairs / "train.tsv", rows, names=params.pairs.mode == "unrestricted")
-        val = load_pairs(args.pairs / "val.tsv", rows)
-        key = fingerprint(repr(params.seed).encode(), repr(params.pairs).encode(), repr(params.prepare).encode(),
-                          repr(params.train).encode(), (args.pairs / "train.tsv").read_bytes(),
-                          (args.pairs / "val.tsv").read_bytes(), images.numpy().tobytes())
-        n_images = 2 * (len(train.label) // params.train.batch_size or 1) * params.train.batch_size
+def run(args, rec) -> None:
+    params = load_params(args.params)
+    rec.params({"seed": params.seed, "pairs.mode": params.pairs.mode, **flatten(params.prepare, "prepare."),
+                **flatten(params.train, "train.")})
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+    images, rows = load_images(args.prepared)
+    # restricted: in-batch identities from the pair labels only, never from the names
+    train = load_pairs(args.pairs / "train.tsv", rows, by_name=params.pairs.mode == "unrestricted")
+    val = load_pairs(args.pairs / "val.tsv", rows)
+    key = fingerprint(repr(params.seed).encode(), repr(params.pairs).encode(), repr(params.prepare).encode(),
+                      repr(params.train).encode(), (args.pairs / "train.tsv").read_bytes(),
+                      (args.pairs / "val.tsv").read_bytes(), images.numpy().tobytes())
+    n_images = 2 * (len(train.label) // params.train.batch_size or 1) * params.train.batch_size
 
-        def on_epoch(row: dict, seconds: float) -> None:
-            rec.metrics({**row, "epoch_seconds": seconds, "train_images_per_s": n_images / seconds}, step=row["epoch"])
+    def on_epoch(row: dict, seconds: float) -> None:
+        rec.metrics({**row, "epoch_seconds": seconds, "train_images_per_s": n_images / seconds}, step=row["epoch"])
 
-        t0 = time.perf_counter()
-        model, history, summary = fit(images, train, val, params, args.resume, key, on_epoch)
-    except (ValueError, TrainingError, OSError) as e:
-        log.error("%s", e)
-        rec.fail()
-        return 1
-    if world()[0]:
-        return 0
+    t0 = time.perf_counter()
+    model, history, summary = fit(images, train, val, params, args.resume, key, on_epoch)
+    if distributed.world()[0]:
+        return
     save(checkpoint(model, params), args.model)
     write_history(args.plot, history)
-    tracking.write_metrics(args.metrics, summary, rec)
+    files.write_metrics(args.metrics, summary, rec)
     rec.metrics({"train_seconds": time.perf_counter() - t0})
-    rec.tags({"model_sha256": files.digest(args.model), "mining": summary["mining"]})
+    rec.tags({"model_sha256": files.digest(args.model), "mining": summary["mining"], "device": summary["device"]})
     rec.artifact(args.plot)
     args.resume.unlink(missing_ok=True)
     log.info("best epoch %d: val_auc %.4f; model saved to %s", summary["best_epoch"], summary["best_val_auc"], args.model)
-    return 0
 
 
 if __name__ == "__main__":

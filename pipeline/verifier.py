@@ -1,10 +1,8 @@
 """A loaded checkpoint and its threshold, scoring image pairs with PyTorch; no MLflow import.
 
-For inference the batch norms are folded into the convolutions (the same embeddings to ~1e-7,
-fewer passes over memory) and images go through in batches of 64: together about 2x the throughput
-of the training-time module at batch 512 on a 2-core CPU. Against batches of 128 (the same
-embeddings bit for bit) 64 was never slower on the 1,549 test images: 2.1-2.3 s against 2.8-3.6 s
-in three alternating rounds, 1.97 against 1.99 s in a later run (`benchmarks/run.py` prints it).
+For inference the batch norms are folded into the convolutions (the same embeddings to about 1e-7,
+fewer passes over memory) and images go through in small batches, which keep a layer's activations
+in the CPU's caches (`benchmarks/run.py` measures both; docs/PERFORMANCE.md has the figures).
 """
 from __future__ import annotations
 

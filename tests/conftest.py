@@ -46,7 +46,9 @@ def make_lfw(root: Path, n_train: int = 24, n_test: int = 10, per_person: int = 
         (base / f"peopleDev{split}.txt").write_text(f"{len(people)}\n" + "".join(f"{n}\t{counts[n]}\n" for n in people))
         multi = [n for n in people if counts[n] >= 2]
         same = [(n, 1 + k % (counts[n] - 1), counts[n]) for k, n in enumerate(multi)]
-        diff = [(people[k], 1, people[(k + 1) % len(people)], 1) for k in range(len(same))]
+        # each different pair joins two people half the list apart, so the pair graph falls into small
+        # connected components, as LFW's does (restricted mode splits validation by component)
+        diff = [(people[k], 1, people[(k + len(people) // 2) % len(people)], 1) for k in range(len(same))]
         lines = [f"{len(same)}"] + ["\t".join(map(str, s)) for s in same] + ["\t".join(map(str, d)) for d in diff]
         (base / f"pairsDev{split}.txt").write_text("\n".join(lines) + "\n")
     return base
@@ -103,10 +105,10 @@ def params_file(tmp_path) -> Path:
     return path
 
 
-def run_stage(module, lfw_dir: Path, out: Path, name: str) -> Path:
+def run_stage(module, lfw_dir: Path, out: Path, name: str, **overrides) -> Path:
     """Run a data stage's main() on the synthetic dataset with the shrunk params; return its output folder."""
     params = out / "params.yaml"
-    params.write_text(yaml.safe_dump(small_params()))
+    params.write_text(yaml.safe_dump(small_params(**overrides)))
     assert module.main(["--params", str(params), "--data", str(lfw_dir), "--out", str(out / name),
                         "--report", str(out / f"{name}.json")]) == 0
     return out / name

@@ -1,10 +1,11 @@
 """The champion alias moves on validation AUC, and only between versions measured on the same validation pairs."""
 import logging
+from types import SimpleNamespace
 
 import pytest
 
-from pipeline import tracking
-from pipeline.evaluate import val_pairs_key
+from pipeline import registry, tracking
+from pipeline.registry import val_pairs_key
 
 
 @pytest.fixture
@@ -18,36 +19,41 @@ def client(tmp_path):
     return c
 
 
+def typed(seed: int, pairs: dict):
+    """The parts of pipeline.params.Params that val_pairs_key reads."""
+    return SimpleNamespace(seed=seed, pairs=SimpleNamespace(**pairs))
+
+
 def champion(client) -> str:
     return str(client.get_model_version_by_alias("faceverify", "champion").version)
 
 
 def test_the_alias_moves_only_to_a_better_auc_on_the_same_pairs(client, caplog):
-    a = val_pairs_key({"seed": 0, "pairs": {"mode": "unrestricted", "n_val_pairs": 20000}})
-    b = val_pairs_key({"seed": 1, "pairs": {"mode": "unrestricted", "n_val_pairs": 20000}})
+    a = val_pairs_key(typed(0, {"mode": "unrestricted", "n_val_pairs": 20000}))
+    b = val_pairs_key(typed(1, {"mode": "unrestricted", "n_val_pairs": 20000}))
     assert a != b and "seed=0" in a and "pairs.n_val_pairs=20000" in a
     v1, v2, v3, v4 = (client.new_version() for _ in range(4))
-    assert tracking.promote(client, "faceverify", v1, 0.90, a) and champion(client) == v1
-    with caplog.at_level(logging.WARNING, logger="pipeline.tracking"):
+    assert registry.promote(client, "faceverify", v1, 0.90, a) and champion(client) == v1
+    with caplog.at_level(logging.WARNING, logger="pipeline.registry"):
         # higher, but on other validation pairs (another seed): they do not compare
-        assert not tracking.promote(client, "faceverify", v2, 0.99, b)
+        assert not registry.promote(client, "faceverify", v2, 0.99, b)
     assert champion(client) == v1 and "do not compare" in caplog.text and f"'champion', '{v2}'" in caplog.text
-    assert not tracking.promote(client, "faceverify", v3, 0.89, a) and champion(client) == v1  # lower, same pairs
-    assert tracking.promote(client, "faceverify", v4, 0.91, a) and champion(client) == v4  # higher, same pairs
+    assert not registry.promote(client, "faceverify", v3, 0.89, a) and champion(client) == v1  # lower, same pairs
+    assert registry.promote(client, "faceverify", v4, 0.91, a) and champion(client) == v4  # higher, same pairs
     tags = client.get_model_version("faceverify", v2).tags
     assert tags["val_pairs"] == b and float(tags["val_roc_auc"]) == 0.99
 
 
 def test_a_champion_registered_before_the_tag_compares_on_auc_alone(client):
     v1, v2 = client.new_version(), client.new_version()
-    assert tracking.promote(client, "faceverify", v1, 0.90)  # no key: as versions were registered before
-    assert tracking.promote(client, "faceverify", v2, 0.95, "seed=0 pairs.mode=unrestricted") and champion(client) == v2
+    assert registry.promote(client, "faceverify", v1, 0.90)  # no key: as versions were registered before
+    assert registry.promote(client, "faceverify", v2, 0.95, "seed=0 pairs.mode=unrestricted") and champion(client) == v2
 
 
 def test_restricted_mode_keys_only_the_params_it_reads():
     pairs = {"val_fraction": 0.15, "n_train_pairs": 36000, "n_val_pairs": 20000}
-    restricted = [val_pairs_key({"seed": 0, "pairs": {**pairs, "mode": "restricted", "n_val_pairs": n}}) for n in (2000, 20000)]
+    restricted = [val_pairs_key(typed(0, {**pairs, "mode": "restricted", "n_val_pairs": n})) for n in (2000, 20000)]
     assert restricted[0] == restricted[1] == "seed=0 pairs.mode=restricted pairs.val_fraction=0.15"
     # unrestricted: the training pairs are drawn before the validation pairs, from the same random stream
-    unrestricted = [val_pairs_key({"seed": 0, "pairs": {**pairs, "mode": "unrestricted", "n_train_pairs": n}}) for n in (2000, 36000)]
+    unrestricted = [val_pairs_key(typed(0, {**pairs, "mode": "unrestricted", "n_train_pairs": n})) for n in (2000, 36000)]
     assert unrestricted[0] != unrestricted[1] and "pairs.n_val_pairs=20000" in unrestricted[1]

@@ -7,7 +7,7 @@ import yaml
 from PIL import Image
 
 from conftest import small_params
-from pipeline import cli, evaluate, lfw, train
+from pipeline import cli, evaluate, lfw, scoring, train
 from pipeline.data import load_images, load_pairs
 from pipeline.params import load_params
 from pipeline.verifier import Verifier
@@ -40,7 +40,7 @@ def test_verify_prints_the_verdict_and_agrees_with_eval(workspace, lfw_dir, monk
     result = json.loads(capsys.readouterr().out)
     assert result["threshold"] == 0.9 and result["model"] == "models/model.pt"
     assert result["same"] == (result["distance"] <= 0.9)
-    expected = evaluate.score_pairs(Verifier(workspace / "models" / "model.pt", 0.9), lfw_dir / "lfw2", [first])[0]
+    expected = scoring.score_pairs(Verifier(workspace / "models" / "model.pt", 0.9), lfw_dir / "lfw2", [first])[0]
     assert result["distance"] == pytest.approx(float(expected), abs=1e-5)
     assert cli.main(["verify", a, b]) == 0
     text = capsys.readouterr().out
@@ -113,18 +113,18 @@ def test_pair_images_decode_on_threads_in_order_and_name_a_broken_file(lfw_dir, 
     from types import SimpleNamespace
 
     import numpy as np
-    from pipeline.prepare import ImageError, load_image
+    from pipeline.images import ImageError, load_image
     pairs = lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")
     scorer = SimpleNamespace(preprocess={"crop": [55, 55, 195, 195], "size": 24})
-    keys, arrays = evaluate.pair_images(scorer, lfw_dir / "lfw2", pairs)
+    keys, arrays = scoring.pair_images(scorer, lfw_dir / "lfw2", pairs)
     assert len(keys) == len(arrays) > 2
     for key, array in zip(keys, arrays):  # row k is keys[k]'s image, as decoded alone
-        assert np.array_equal(array, load_image(evaluate.image_path(lfw_dir / "lfw2", *key), [55, 55, 195, 195], 24))
+        assert np.array_equal(array, load_image(scoring.image_path(lfw_dir / "lfw2", *key), [55, 55, 195, 195], 24))
     images = shutil.copytree(lfw_dir / "lfw2", tmp_path / "lfw2")
-    bad = evaluate.image_path(images, *keys[len(keys) // 2])
+    bad = scoring.image_path(images, *keys[len(keys) // 2])
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match=re.escape(str(bad))):
-        evaluate.pair_images(scorer, images, pairs)
+        scoring.pair_images(scorer, images, pairs)
 
 
 @pytest.mark.parametrize("text, message", [

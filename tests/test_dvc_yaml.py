@@ -1,4 +1,10 @@
-"""dvc.yaml lists, for every stage, its module and every pipeline module that module imports."""
+"""dvc.yaml and the module layers: a stage reruns only when code that can change its outputs changes.
+
+Stages (one module each, run by dvc.yaml) import only libraries, never another stage. A stage's DVC
+deps are its module and every output-affecting library it imports, followed transitively; the
+record-keeping modules (MLflow runs, the registry, logging and errors) are left out, and are not
+followed: they cannot change an output (tests/test_record_keeping.py shows they write none).
+"""
 import ast
 from pathlib import Path
 
@@ -6,14 +12,14 @@ import yaml
 
 from conftest import ROOT
 
+STAGES = ("check", "download", "pairs", "prepare", "train", "calibrate", "export", "evaluate")
+RECORD_KEEPING = ("tracking", "registry", "runner", "serving", "pyfunc_model")
+USER_FACING = ("cli",)
 
-def pipeline_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
-    """The pipeline/*.py files `module` needs, itself included, followed transitively: imported, or
-    named as a file ("x.py") that it runs by path."""
-    seen = seen if seen is not None else set()
-    if module in seen:
-        return seen
-    seen.add(module)
+
+def imports(module: Path) -> set[str]:
+    """The pipeline modules `module` imports directly (names such as 'files'), or names as a file it runs ("x.py")."""
+    found = set()
     for node in ast.walk(ast.parse(module.read_text())):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
@@ -23,21 +29,60 @@ def pipeline_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py"):
             names = [f"pipeline.{node.value[:-3]}"]  # a sibling file run by path (the MLflow model's code file)
         for name in names:
-            path = ROOT / (name.replace(".", "/") + ".py")
-            if path.exists():
-                pipeline_imports(path, seen)
+            if (ROOT / (name.replace(".", "/") + ".py")).exists() and name != "pipeline":
+                found.add(name.split(".", 1)[1])
+    return found
+
+
+def output_deps(stage: str) -> set[str]:
+    """The modules that can change `stage`'s outputs: its own and the libraries it reaches, not through record keeping."""
+    seen, todo = set(), [stage]
+    while todo:
+        name = todo.pop()
+        if name in seen or name in RECORD_KEEPING:
+            continue
+        seen.add(name)
+        todo.extend(imports(ROOT / "pipeline" / f"{name}.py"))
     return seen
 
 
-def test_stage_deps_cover_the_code_they_run():
+def test_every_module_has_a_layer():
+    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py")} - {"__init__"}
+    layered = set(STAGES) | set(RECORD_KEEPING) | set(USER_FACING)
+    libraries = modules - layered
+    assert libraries, "no library modules?"
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGES), f"dvc.yaml has stages {sorted(stages)}, the layers name {sorted(STAGES)}"
+
+
+def test_no_stage_imports_another_stage_and_no_library_imports_upward():
+    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py")} - {"__init__"}
+    for name in modules:
+        found = imports(ROOT / "pipeline" / f"{name}.py")
+        assert not (found & set(STAGES)) - {name}, f"pipeline/{name}.py imports the stage(s) {sorted(found & set(STAGES))}"
+        assert not found & set(USER_FACING), f"pipeline/{name}.py imports {sorted(found & set(USER_FACING))}"
+        if name not in STAGES + RECORD_KEEPING + USER_FACING:  # a library: it may not reach record keeping
+            assert not found & set(RECORD_KEEPING), \
+                f"library pipeline/{name}.py imports record keeping {sorted(found & set(RECORD_KEEPING))}"
+
+
+def test_stage_deps_are_exactly_the_code_that_can_change_its_outputs():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         module = stage["cmd"].split("-m ")[1].split()[0]
         assert module == f"pipeline.{name}", f"stage {name} runs {module}"
-        needed = {str(p.relative_to(ROOT)) for p in pipeline_imports(ROOT / "pipeline" / f"{name}.py")}
-        needed.discard("pipeline/__init__.py")
-        declared = {d for d in stage["deps"] if d.startswith("pipeline/")}
+        needed = {f"pipeline/{m}.py" for m in output_deps(name)}
+        declared = {d for d in stage.get("deps", []) if d.startswith("pipeline/")}
         assert needed == declared, f"stage {name}: missing {needed - declared}, extra {declared - needed}"
+        assert not {f"pipeline/{m}.py" for m in RECORD_KEEPING} & declared
+
+
+def test_the_check_stage_depends_on_every_param_and_nothing_depends_on_it():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    check = stages["check"]
+    assert check["params"] == [{"params.yaml": None}], "check must depend on the whole params.yaml"
+    assert not check.get("outs") and not check.get("metrics") and not check.get("plots")
+    assert imports(ROOT / "pipeline" / "check.py") == {"params"}  # no torch, no MLflow: it runs in well under a second
 
 
 def test_stage_params_are_real_params_sections():
@@ -45,7 +90,28 @@ def test_stage_params_are_real_params_sections():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for name, stage in stages.items():
         for key in stage.get("params", []):
+            if isinstance(key, dict):
+                continue
             node = params
             for part in key.split("."):
                 assert part in node, f"stage {name} declares unknown param {key}"
                 node = node[part]
+
+
+def test_the_cli_defaults_are_the_stages_outputs():
+    from pipeline import cli
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+    def outs(stage, kind="outs"):
+        return [next(iter(o)) if isinstance(o, dict) else o for o in stages[stage].get(kind, [])]
+    assert cli.DEFAULT_MODEL in outs("train")
+    assert cli.DEFAULT_BUNDLE in outs("export")
+    assert cli.DEFAULT_THRESHOLD in outs("calibrate", "metrics")
+
+
+def test_every_stage_module_runs_as_a_script():
+    """dvc.yaml runs `python -m pipeline.<stage>`: without the guard the command would exit 0 having done nothing."""
+    for name in STAGES:
+        tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
+        guards = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        assert guards and "sys.exit(main())" in ast.unparse(guards[-1]), f"pipeline/{name}.py has no __main__ guard"

@@ -3,6 +3,7 @@ import pytest
 
 from conftest import small_params
 from pipeline import lfw, pairs
+from pipeline.tables import as_row, read_table, write_table
 from pipeline.params import PairsParams
 
 
@@ -27,34 +28,49 @@ def test_unrestricted_tables_are_balanced_disjoint_and_seeded(lfw_dir):
 
 def test_test_table_is_exactly_pairs_dev_test(lfw_dir):
     tables, _ = pairs.make_tables(lfw_dir, params(), seed=0)
-    assert tables["test"] == [pairs.as_row(p) for p in lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")]
+    assert tables["test"] == [as_row(p) for p in lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")]
 
 
-def test_restricted_uses_only_official_pairs_and_holds_out_people():
-    official = [lfw.Pair(f"P{k}", 1, f"P{k}", 2) for k in range(20)] + \
-               [lfw.Pair(f"P{k}", 1, f"P{(k + 7) % 20}", 1) for k in range(20)]
-    train, val, dropped = pairs.split_restricted(official, 0.2, np.random.default_rng(0))
-    as_rows = {pairs.as_row(p) for p in official}
-    assert set(train) <= as_rows and set(val) <= as_rows
-    assert len(train) + len(val) + dropped == len(official)
-    assert not pairs.identities(train) & pairs.identities(val)
-    assert sum(r[4] for r in val) >= 4 and sum(1 - r[4] for r in val) >= 1
+def official_pairs() -> list:
+    """Same pairs that chain (P0 1-2, P0 2-3) and different pairs that join people into larger components."""
+    same = [lfw.Pair(f"P{k}", 1, f"P{k}", 2) for k in range(20)] + [lfw.Pair(f"P{k}", 2, f"P{k}", 3) for k in range(0, 20, 4)]
+    return same + [lfw.Pair(f"P{k}", 1 + k % 3, f"P{(k + 7) % 20}", 4) for k in range(20)]
+
+
+def test_restricted_splits_whole_components_of_the_official_pairs():
+    official = official_pairs()
+    train, val = pairs.split_restricted(official, 0.2, np.random.default_rng(0))
+    assert sorted(train + val) == sorted(as_row(p) for p in official)  # every official pair, none dropped
+    assert not pairs.images(train) & pairs.images(val)  # no image, so no label-implied identity, on both sides
+    assert 0.2 * len(official) <= len(val) < 0.5 * len(official)
+    assert any(r[4] for r in val) and not all(r[4] for r in val)
+
+
+def test_restricted_split_reads_no_names():
+    """Renaming every person (the image files stay the same files) changes nothing but the names."""
+    official = official_pairs()
+    rename = {f"P{k}": f"Q{(k * 7) % 20:02d}x" for k in range(20)}
+    renamed = [lfw.Pair(rename[p.name1], p.i1, rename[p.name2], p.i2) for p in official]
+    back = {v: k for k, v in rename.items()}
+    for a, b in zip(pairs.split_restricted(official, 0.2, np.random.default_rng(5)),
+                    pairs.split_restricted(renamed, 0.2, np.random.default_rng(5))):
+        assert a == [(back[r[0]], r[1], back[r[2]], r[3], r[4]) for r in b]
 
 
 def test_restricted_mode_end_to_end(lfw_dir):
     tables, report = pairs.make_tables(lfw_dir, params(mode="restricted", val_fraction=0.2), seed=0)
-    official = {pairs.as_row(p) for p in lfw.parse_pairs(lfw_dir / "pairsDevTrain.txt")}
-    assert set(tables["train"]) | set(tables["val"]) <= official
-    assert report["train_val_shared_people"] == 0
+    official = sorted(as_row(p) for p in lfw.parse_pairs(lfw_dir / "pairsDevTrain.txt"))
+    assert sorted(tables["train"] + tables["val"]) == official
+    assert report["train_val_shared_images"] == report["train_test_shared_people"] == report["val_test_shared_people"] == 0
 
 
 def test_table_round_trip_and_bad_line(tmp_path):
     rows = [("A", 1, "A", 2, 1), ("A", 1, "B", 3, 0)]
-    pairs.write_table(tmp_path / "t.tsv", rows)
-    assert pairs.read_table(tmp_path / "t.tsv") == rows
+    write_table(tmp_path / "t.tsv", rows)
+    assert read_table(tmp_path / "t.tsv") == rows
     (tmp_path / "bad.tsv").write_text("name1\ti1\tname2\ti2\tlabel\nA\t1\tB\n")
     with pytest.raises(ValueError, match=r"bad.tsv:2: expected 5 tab-separated fields"):
-        pairs.read_table(tmp_path / "bad.tsv")
+        read_table(tmp_path / "bad.tsv")
 
 
 def test_too_few_people_to_draw_pairs():

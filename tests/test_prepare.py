@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from conftest import small_params
-from pipeline import prepare
+from pipeline import images as imaging, prepare
 
 
 def test_prepared_array_matches_the_index(prepared, lfw_dir):
@@ -13,7 +13,7 @@ def test_prepared_array_matches_the_index(prepared, lfw_dir):
     assert images.dtype == np.uint8 and images.shape == (len(index), p["image_size"], p["image_size"])
     assert len(index) == sum(1 for _ in (lfw_dir / "lfw2").glob("*/*.jpg"))
     name, number = index[5].split("\t")
-    expected = prepare.load_image(lfw_dir / "lfw2" / name / f"{name}_{int(number):04d}.jpg", p["crop"], p["image_size"])
+    expected = imaging.load_image(lfw_dir / "lfw2" / name / f"{name}_{int(number):04d}.jpg", p["crop"], p["image_size"])
     assert np.array_equal(images[5], expected)
 
 
@@ -21,8 +21,8 @@ def test_preprocess_scales_the_crop_to_other_sizes_and_modes():
     rng = np.random.default_rng(0)
     gray = Image.fromarray(rng.integers(0, 256, (250, 250), dtype=np.uint8), mode="L")
     big_rgb = gray.resize((500, 500), Image.Resampling.NEAREST).convert("RGB")
-    a = prepare.preprocess(gray, [65, 70, 185, 190], 32).astype(int)
-    b = prepare.preprocess(big_rgb, [65, 70, 185, 190], 32).astype(int)
+    a = imaging.preprocess(gray, [65, 70, 185, 190], 32).astype(int)
+    b = imaging.preprocess(big_rgb, [65, 70, 185, 190], 32).astype(int)
     assert a.shape == b.shape == (32, 32)
     assert np.abs(a - b).mean() < 3  # the same face box, whatever the input's size and mode
 
@@ -36,14 +36,14 @@ def test_preprocess_scales_the_crop_to_other_sizes_and_modes():
 def test_bad_images_name_the_file(tmp_path, make, message):
     path = tmp_path / "x.jpg"
     make(path)
-    with pytest.raises(prepare.ImageError, match=message) as err:
-        prepare.load_image(path, [65, 70, 185, 190], 32)
+    with pytest.raises(imaging.ImageError, match=message) as err:
+        imaging.load_image(path, [65, 70, 185, 190], 32)
     assert str(path) in str(err.value)
 
 
 def test_missing_image(tmp_path):
-    with pytest.raises(prepare.ImageError, match="no such image file"):
-        prepare.load_image(tmp_path / "none.jpg", [65, 70, 185, 190], 32)
+    with pytest.raises(imaging.ImageError, match="no such image file"):
+        imaging.load_image(tmp_path / "none.jpg", [65, 70, 185, 190], 32)
 
 
 def test_prepare_stage_fails_cleanly_on_a_corrupt_image(tmp_path, lfw_dir, params_file):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, make_repo, run, small_params, start_mlflow_server, start_queue, stop_queue_workers
-from pipeline import tracking
+from pipeline import files, tracking
 
 
 def test_repo_root_escapes_queued_experiment_copies(tmp_path, monkeypatch):
@@ -33,7 +33,7 @@ def test_write_metrics_sends_the_same_dict_to_file_and_mlflow(tmp_path):
             sent.append(values)
 
     values = {"accuracy": 0.75, "n_pairs": 4}
-    tracking.write_metrics(tmp_path / "m.json", values, Fake("evaluate"))
+    files.write_metrics(tmp_path / "m.json", values, Fake("evaluate"))
     assert json.loads((tmp_path / "m.json").read_text()) == values == sent[0]
 
 
@@ -46,7 +46,7 @@ def test_tracking_off_needs_no_mlflow(tmp_path, monkeypatch):
         rec.params({"seed": 0})
         rec.tags({"k": "v"}, parent_too=True)
         rec.metrics({"val_auc": 0.5}, step=1)
-        tracking.write_metrics(tmp_path / "m.json", {"val_auc": 0.5}, rec)
+        files.write_metrics(tmp_path / "m.json", {"val_auc": 0.5}, rec)
     assert not rec.active and json.loads((tmp_path / "m.json").read_text()) == {"val_auc": 0.5}
 
 
@@ -225,6 +225,7 @@ def test_lock_hashes_are_only_those_of_upstream_outputs(tmp_path):
     assert tracking.lock_hashes("c", lock, pipe) == {"hash.data.a": "aaa", "hash.models.b.pt": "bbb"}
 
 
+@pytest.mark.slow  # waits out the SQLite busy timeout
 def test_locked_sqlite_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
     import sqlite3
     from pipeline import pairs

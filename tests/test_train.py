@@ -12,13 +12,12 @@ import torch
 import yaml
 
 from conftest import ROOT, small_params
-from pipeline import train
+from pipeline import distributed, embedding, train
 from pipeline.data import augment, load_images, load_pairs
 from pipeline.model import Siamese
 from pipeline.params import load_params
 
 
-DTYPE = train.autocast_dtype(torch.device("cpu"), "auto")  # what fit() validates with
 
 
 def load(tmp_path, **overrides):
@@ -33,9 +32,9 @@ def test_training_lowers_the_validation_loss(tmp_path, prepared, tables):
     tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
     torch.manual_seed(params.seed)
     untrained = Siamese("compact", 32, 8, 16, True)
-    before = train.validate(untrained, images, val, params.train, DTYPE)
+    before = train.validate(untrained, images, val, params.train)
     model, history, summary = train.fit(images, tr, val, params)
-    after = train.validate(model, images, val, params.train, DTYPE)
+    after = train.validate(model, images, val, params.train)
     assert after["val_loss"] < before["val_loss"]
     assert after["val_auc"] > before["val_auc"] and after["val_auc"] > 0.8
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -50,7 +49,7 @@ def test_early_stopping_stops_after_patience_and_restores_the_best(tmp_path, pre
     model, history, summary = train.fit(images, tr, val, params)
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert summary["best_epoch"] == 1 and summary["stopped_epoch"] == 3 and summary["early_stopped"]
-    again = train.validate(model, images, val, params.train, DTYPE)
+    again = train.validate(model, images, val, params.train)
     assert again["val_auc"] == pytest.approx(history[0]["val_auc"])
     assert again["val_loss"] == pytest.approx(history[0]["val_loss"])
 
@@ -87,7 +86,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.lr": 1e30, "train.normalize": False, "train.epochs": 3})
     images, rows = load_images(prepared)
     tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
-    with pytest.raises(train.TrainingError, match=r"the loss is (nan|inf)"):
+    with pytest.raises(embedding.TrainingError, match=r"the loss is (nan|inf)"):
         train.fit(images, tr, val, params)
 
 
@@ -125,6 +124,7 @@ def run_train(tmp_path, params, prepared, tables, tag):
     return out, cmd
 
 
+@pytest.mark.slow  # three training processes; test_fit_is_bit_for_bit_reproducible is its fast half
 def test_bit_for_bit_reproducible_and_resumes_after_sigkill(tmp_path, prepared, tables):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 8, "train.patience": 8})))
@@ -158,6 +158,28 @@ def test_bit_for_bit_reproducible_and_resumes_after_sigkill(tmp_path, prepared, 
         assert (other / "train.csv").read_text() == (ref / "train.csv").read_text()
 
 
+def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, prepared, tables):
+    params = load(tmp_path, **{"train.epochs": 4, "train.patience": 4})
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    ref, ref_history, _ = train.fit(images, tr, val, params)
+    twin, _, _ = train.fit(images, tr, val, params)
+
+    def stop_in_epoch_3(row, seconds):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(images, tr, val, params, resume, key="k", on_epoch=stop_in_epoch_3)
+    assert torch.load(resume, weights_only=True)["state"]["epoch"] == 2
+    resumed, history, _ = train.fit(images, tr, val, params, resume, key="k")
+    assert history == ref_history
+    a = ref.state_dict()
+    for other in (twin, resumed):
+        b = other.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_state_of_other_params_is_ignored(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.epochs": 1})
     images, rows = load_images(prepared)
@@ -179,7 +201,10 @@ def test_restricted_identities_come_from_labels_only():
     assert len({ids[0], ids[3], ids[4], ids[5], ids[6]}) == 5  # different pairs and loners stay apart
 
 
-@pytest.mark.parametrize("mining, sampler", [("batch_all", "pairs"), ("pairs", "pairs"), ("batch_all", "identities")])
+@pytest.mark.parametrize("mining, sampler", [  # the default sampler by default, every one in the slow tier
+    ("batch_all", "identities"),
+    pytest.param("batch_all", "pairs", marks=pytest.mark.slow),
+    pytest.param("pairs", "pairs", marks=pytest.mark.slow)])
 def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, mining, sampler):
     """DDP on 2 CPU processes (gloo) against one process, same params: the same epochs and learning
     rates, validation AUC within 0.06 and validation loss within 25% at every epoch, one model file and
@@ -227,7 +252,7 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
 DDP_GRAD = """
 import sys, torch, torch.distributed as dist
 import torch.nn.functional as F
-from pipeline import train
+from pipeline import distributed, embedding, train
 from pipeline.model import batch_all_contrastive_loss
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -235,7 +260,7 @@ x, ids = torch.load(sys.argv[1])
 torch.manual_seed(0)
 net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(x.shape[1], 8))
 n = len(x) // 2
-emb = train._GatherRows.apply(F.normalize(net(x[rank * n:(rank + 1) * n]), dim=1))
+emb = distributed.GatherRows.apply(F.normalize(net(x[rank * n:(rank + 1) * n]), dim=1))
 batch_all_contrastive_loss(emb, ids, 1.0).backward()
 if rank == 0:
     torch.save([emb.detach(), net.module.weight.grad, net.module.bias.grad], sys.argv[2])

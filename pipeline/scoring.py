@@ -1,0 +1,50 @@
+"""Scoring LFW-format pairs files against an image folder: the path of the evaluate stage and `faceverify eval`."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import lfw
+from pipeline.bundle import Scorer, euclidean
+from pipeline.images import load_image
+from pipeline.metrics import verification_metrics
+
+
+def image_path(images_dir: Path, name: str, i: int) -> Path:
+    """DIR/<name>/<name>_NNNN.jpg (the `lfw2/` part of lfw.image_relpath is the folder given)."""
+    return images_dir / Path(lfw.image_relpath(name, i)).relative_to(lfw.IMAGE_DIR)
+
+
+def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once,
+    on a thread a core (Pillow lets go of the GIL while it decodes and resizes)."""
+    keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
+    crop, size = scorer.preprocess["crop"], scorer.preprocess["size"]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        arrays = list(pool.map(lambda key: load_image(image_path(images_dir, *key), crop, size, strict=False), keys))
+    return keys, np.stack(arrays)
+
+
+def pair_rows(keys: list[tuple[str, int]], pairs: list[lfw.Pair]) -> tuple[list[int], list[int]]:
+    """For each pair, the rows of its first and of its second image in `keys` (as pair_images returns them)."""
+    row = {k: r for r, k in enumerate(keys)}
+    return [row[(p.name1, p.i1)] for p in pairs], [row[(p.name2, p.i2)] for p in pairs]
+
+
+def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
+    """Distances (P,) of LFW pairs read from an image folder; each distinct image is decoded and embedded once."""
+    keys, images = pair_images(scorer, images_dir, pairs)
+    emb = scorer.embed(images)
+    first, second = pair_rows(keys, pairs)
+    return euclidean(emb[first], emb[second])
+
+
+def score_pairs_file(scorer: Scorer, pairs_file: Path, images_dir: Path):
+    """(pairs, distances, labels, metrics at scorer.threshold) of an LFW-format pairs file against an image folder."""
+    pairs = lfw.parse_pairs(pairs_file)
+    distances = score_pairs(scorer, images_dir, pairs)
+    labels = np.array([int(p.same) for p in pairs])
+    return pairs, distances, labels, verification_metrics(distances, labels, scorer.threshold)

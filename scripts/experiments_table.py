@@ -1,25 +1,49 @@
-"""Write docs/EXPERIMENTS.md from `dvc exp show --json`: one row per configuration, mean and spread over seeds.
+"""Experiment results as data (docs/experiments.json), and the tables generated from them.
 
-    python scripts/experiments_table.py [--out docs/EXPERIMENTS.md] [--earlier REV ...]
+    python scripts/experiments_table.py            # write docs/EXPERIMENTS.md and the README's results block
+    python scripts/experiments_table.py --record   # first add the finished DVC experiments to docs/experiments.json
 
-Every number in the table comes from a DVC experiment's metrics files; the command that
-reproduces each configuration is printed beside it.
+docs/experiments.json holds one record per configuration: the commit whose code and params.yaml
+it ran on, its absolute params (`params`, the seed left out) and the `-S` overrides that set them
+on that commit (`overrides`), the seeds, and the mean and standard deviation of each metric over
+them; records added by `--record` also keep each seed's values (`runs`). docs/EXPERIMENTS.md shows
+every record, plus any finished experiment in `dvc exp show` not recorded yet (without DVC, or
+with no experiments, it is written from the JSON alone). The README's block between
+`<!-- results:start -->` and `<!-- results:end -->` is written from docs/experiments.json and the
+committed metrics files only, so tests/test_readme.py can regenerate it and compare.
+
+`--record` records experiments (`dvc exp run`), not a commit's own run: that is the `dvc repro`
+behind its dvc.lock (possibly written at an older commit), which the README shows from metrics/*.json.
+`--import-markdown 5a11521` built docs/experiments.json once from the tables docs/EXPERIMENTS.md held
+at that commit (their DVC experiment refs were local to the machines that ran them).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
 from itertools import dropwhile, takewhile
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import files  # noqa: E402
-from pipeline.params import RENAMED  # noqa: E402  old key -> new key, for experiments run before a rename
+
+try:  # old key -> new key, for experiments run before a rename
+    from pipeline.params import RENAMED  # noqa: E402
+except ImportError:  # pragma: no cover - the params module moved
+    RENAMED = {"prepare.size": "prepare.image_size"}
+
+DATA = ROOT / "docs" / "experiments.json"
+OUT = ROOT / "docs" / "EXPERIMENTS.md"
+README = ROOT / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 METRICS = {  # column -> (metrics file, key)
     "test acc": ("metrics/evaluate.json", "accuracy"),
@@ -29,16 +53,26 @@ METRICS = {  # column -> (metrics file, key)
     "val AUC": ("metrics/calibrate.json", "val_roc_auc"),
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
+IDS = {col: f"{Path(f).stem}.{k}" for col, (f, k) in METRICS.items()}  # column -> key in docs/experiments.json
 # params added after experiments ran, whose committed value is not the behaviour from before they
 # existed: an experiment without the key ran with this value (any other missing key: the baseline's)
-BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem": "pool"}
+BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem": "pool", "train.pos_margin": 0.0}
+# the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them
+RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
+              "train.warmup_epochs": 3}
+RESTRICTED_FREE = set(RESTRICTED) | {"pairs.n_train_pairs", "pairs.n_val_pairs"}  # not read, or set, in restricted mode
+README_SEEDS = (0, 1, 2)
+# used by --import-markdown only: rows whose numbers no longer describe the code
+SUPERSEDED = {("pairs.mode", "restricted"): "restricted mode learned from person names (bug fixed in issue #28)"}
 
+
+# --- params ----------------------------------------------------------------------------------
 
 def override(key: str, value, quote: bool = True) -> str:
     """`key=value` as `dvc exp run -S` takes it: a list without spaces, quoted for the shell; YAML's true/false."""
     if isinstance(value, bool):
         return f"{key}={str(value).lower()}"
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return ("'{}'" if quote else "{}").format(f"{key}=[{','.join(str(v) for v in value)}]")
     return f"{key}={value}"
 
@@ -53,57 +87,111 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def records(node, baseline=None):
-    """(name, flat params, metrics) of every finished experiment in `dvc exp show --json`, and of the
-    newest commit's own run; older commits appear only through their experiments."""
-    if isinstance(node, list):
-        commits = [n for n in node if isinstance(n, dict) and n.get("rev") != "workspace"]
-        for k, item in enumerate(commits):
-            yield from records(item, baseline="self" if k == 0 else "skip")
-        return
+def plain(params: dict) -> dict:
+    """Flat params as JSON holds them: today's key names, lists (not tuples)."""
+    return {RENAMED.get(k, k): list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def params_file(path: Path = ROOT / "params.yaml") -> dict:
+    return plain(flatten(yaml.safe_load(Path(path).read_text())))
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def committed_params(rev: str) -> dict:
+    return plain(flatten(yaml.safe_load(git("show", f"{rev}:params.yaml"))))
+
+
+def filled(params: dict) -> dict:
+    """A record's params with the params added since at the value that reproduces the code before them."""
+    return {**BEFORE_ADDED, **params}
+
+
+# --- `dvc exp show --json` -------------------------------------------------------------------
+
+def _node_params(data) -> dict | None:
+    if isinstance(data, dict) and "params" in data and not data.get("error"):
+        return plain(flatten((data["params"].get("params.yaml") or {}).get("data") or {}))
+    return None
+
+
+def _node_metrics(data) -> dict:
+    return {IDS[col]: ((data.get("metrics") or {}).get(f) or {}).get("data", {}).get(k) for col, (f, k) in METRICS.items()}
+
+
+def _walk(node, baseline, commit, commit_params):
     if not isinstance(node, dict):
         return
     data = node.get("data")
-    if baseline == "skip":
-        pass
-    elif isinstance(data, dict) and "params" in data and not data.get("error"):
-        params = flatten((data["params"].get("params.yaml") or {}).get("data") or {})
-        params = {RENAMED.get(k, k): v for k, v in params.items()}
-        metrics = {col: ((data.get("metrics") or {}).get(f) or {}).get("data", {}).get(k) for col, (f, k) in METRICS.items()}
-        if metrics["test acc"] is not None:
-            yield node.get("name") or node.get("rev", "")[:7], params, metrics
+    params = _node_params(data)
+    if baseline != "skip" and params is not None:
+        metrics = _node_metrics(data)
+        if metrics[IDS["test acc"]] is not None:
+            seed = params.pop("seed", None)
+            base = {k: v for k, v in (commit_params or {}).items() if k != "seed"}
+            overrides = {k: v for k, v in params.items() if k not in base or not same(v, base[k])}
+            yield {"commit": commit, "name": node.get("name") or node.get("rev", "")[:7], "seed": seed,
+                   "params": params, "overrides": overrides, "metrics": metrics}
     for key in ("experiments", "revs"):
         for child in node.get(key) or []:
             state = (child.get("executor") or {}).get("state") if isinstance(child, dict) else None
             if state in (None, "success"):  # a running or queued experiment still shows its baseline's metrics
-                yield from records(child)
+                yield from _walk(child, None, commit, commit_params)
+
+
+def live_runs(shown, own_run: bool = False) -> list[dict]:
+    """Every finished experiment in `dvc exp show --json` output, of every commit listed, as {commit,
+    name, seed, params, overrides, metrics}. A commit's own run (the metrics committed with its
+    dvc.lock, which an older commit may have written) is not an experiment of that commit: the README
+    shows it from metrics/*.json. `own_run` also yields the newest commit's, for `records`."""
+    nodes = shown if isinstance(shown, list) else [shown]
+    commits = [n for n in nodes if isinstance(n, dict) and n.get("rev") != "workspace"]
+    out = []
+    for k, node in enumerate(commits):
+        rev = node.get("rev", "")
+        commit = rev[:7]
+        params = _node_params(node.get("data"))
+        if params is None and isinstance(shown, list):
+            try:
+                params = committed_params(rev)
+            except subprocess.CalledProcessError:
+                params = None
+        out += _walk(node, "self" if k == 0 and own_run else "skip", commit, params)
+    return out
+
+
+def records(node, baseline=None):
+    """(name, flat params with the seed, metrics by column) of every finished run in `dvc exp show
+    --json`: the shape `table` reads."""
+    shown = node if isinstance(node, list) else [node]
+    del baseline
+    for run in live_runs(shown, own_run=True):
+        params = {**run["params"], "seed": run["seed"]}
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        yield run["name"], params, {col: run["metrics"][IDS[col]] for col in METRICS}
 
 
 def table(rows: list[tuple[str, dict, dict]]) -> str:
+    """The former table, rows labelled by their difference from the first row (kept for callers of
+    the old layout; docs/EXPERIMENTS.md is now written by `experiments_md`)."""
     base = {**BEFORE_ADDED, **rows[0][1]} if rows else {}
-    # a param added after an experiment ran takes its BEFORE_ADDED value, else the baseline's: a new
-    # param is added with a value that reproduces the behaviour from before it existed
     rows = [(name, {**base, **BEFORE_ADDED, **params}, metrics) for name, params, metrics in rows]
     varying = sorted({k for _, p, _ in rows for k in p if k != "seed" and any(q.get(k) != base.get(k) for _, q, _ in rows)})
     groups: dict[tuple, list] = {}
     for name, params, metrics in rows:
         members = groups.setdefault(tuple((k, params.get(k)) for k in varying), [])
-        # a seed run again (a committed default that ran first as an experiment) counts once: the
-        # first in `dvc exp show` order, the newest commit's own run before any experiment
         if all(seed != params.get("seed") for _, seed, _ in members):
             members.append((name, params.get("seed"), metrics))
     lines = ["| configuration | seeds | " + " | ".join(METRICS) + " | reproduce |", "|---" * (len(METRICS) + 3) + "|"]
     for config, members in groups.items():
         members.sort(key=lambda m: (m[1] is None, m[1] if m[1] is not None else 0))
-        cells = []
-        for col in METRICS:
-            values = [m[col] for _, _, m in members if m[col] is not None]
-            if not values:
-                cells.append("")
-            elif len(values) == 1:
-                cells.append(f"{values[0]:.4f}" if isinstance(values[0], float) else str(values[0]))
-            else:
-                cells.append(f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}")
+        cells = [cell(_aggregate([m[col] for _, _, m in members if m[col] is not None])) for col in METRICS]
         label = ", ".join(override(k, v, quote=False) for k, v in config if v != base.get(k)) or "params.yaml as committed"
         seeds = ", ".join(str(s) for _, s, _ in members)
         sets = " ".join(f"-S {override(k, v)}" for k, v in config if v != base.get(k))
@@ -111,6 +199,253 @@ def table(rows: list[tuple[str, dict, dict]]) -> str:
         lines.append(f"| {label} | {seeds} | " + " | ".join(cells) + f" | {cmd} |")
     return "\n".join(lines)
 
+
+# --- records ---------------------------------------------------------------------------------
+
+def _aggregate(values: list) -> dict | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return {"mean": values[0], "sd": None}
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values)}
+
+
+def cell(value: dict | None) -> str:
+    """A metric as the tables print it: mean ± sd to four decimals; one seed's value alone."""
+    if value is None:
+        return ""
+    mean, sd = value["mean"], value.get("sd")
+    if sd is None:
+        return f"{mean:.4f}" if isinstance(mean, float) else str(mean)
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _recompute(rec: dict) -> None:
+    rec["runs"].sort(key=lambda r: (r["seed"] is None, r["seed"] if r["seed"] is not None else 0))
+    rec["seeds"] = [r["seed"] for r in rec["runs"]]
+    rec["metrics"] = {i: _aggregate([r["metrics"][i] for r in rec["runs"] if r["metrics"].get(i) is not None])
+                      for i in IDS.values()}
+
+
+def merge(recs: list[dict], runs: list[dict]) -> tuple[list[dict], int]:
+    """`recs` with the per-seed `runs` added: a run joins the record of the same commit and params
+    (a seed already there counts once: the one recorded first, unless it is the same experiment
+    again), else starts a new record. Returns (records, runs added or updated)."""
+    recs = [dict(r) for r in recs]
+    changed = 0
+    for run in runs:
+        entry = {"seed": run["seed"], "name": run["name"], "metrics": run["metrics"]}
+        rec = next((r for r in recs if r["commit"] == run["commit"] and same(r["params"], run["params"])
+                    and (r.get("runs") is not None or run["seed"] in r["seeds"])), None)
+        if rec is not None and rec.get("runs") is None:
+            continue  # imported mean over seeds that include this one
+        if rec is None:
+            rec = {"commit": run["commit"], "params": run["params"], "overrides": run["overrides"], "seeds": [],
+                   "metrics": {}, "runs": [], "source": "dvc exp show --json (per seed)"}
+            recs.append(rec)
+        rec["runs"] = list(rec["runs"])
+        old = next((r for r in rec["runs"] if r["seed"] == run["seed"]), None)
+        if old is not None and old["name"] != run["name"]:
+            continue
+        if old is not None and same(old, entry):
+            continue
+        rec["runs"] = [r for r in rec["runs"] if r is not old] + [entry]
+        _recompute(rec)
+        rec["_unrecorded"] = True  # shown as such until saved
+        changed += 1
+    return recs, changed
+
+
+def recorded(recs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in recs]
+
+
+def load(path: Path = DATA) -> list[dict]:
+    return json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).exists() else []
+
+
+def save(recs: list[dict], path: Path = DATA) -> None:
+    files.write_text(path, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
+
+
+# --- docs/EXPERIMENTS.md ---------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def value_text(value) -> str:
+    """A param's value as `-S` and YAML write it; `–` for a param that did not exist."""
+    if value is _MISSING:
+        return "–"
+    return override("k", value, quote=False)[2:]
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its shortest unambiguous tail: train.width -> width, train.augment.flip -> flip."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = ".".join(parts[-n:])
+            if all(other == key or not (other == tail or other.endswith("." + tail)) for other in keys):
+                names[key] = tail
+                break
+    return names
+
+
+def _key_order(recs: list[dict]) -> list[str]:
+    """Every key, in params.yaml's order (the newest record's first, then older keys, then BEFORE_ADDED)."""
+    keys = [k for rec in reversed(recs) for k in rec["params"]] + list(BEFORE_ADDED)
+    return list(dict.fromkeys(keys))
+
+
+def _varying(recs: list[dict], keys: list[str]) -> list[str]:
+    return [k for k in keys if len({json.dumps(filled(r["params"]).get(k, "\0missing")) for r in recs}) > 1]
+
+
+def _config(rec: dict, keys: list[str], names: dict[str, str]) -> str:
+    p = filled(rec["params"])
+    return ", ".join(f"{names[k]}={value_text(p.get(k, _MISSING))}" for k in keys)
+
+
+def _rows(recs: list[dict], keys: list[str], names: dict[str, str], commit_column: bool = False) -> list[str]:
+    head = (["commit"] if commit_column else []) + ["configuration", "seeds", *METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for rec in recs:
+        config = _config(rec, keys, names) or "(the params above)"
+        if rec.get("_unrecorded"):
+            config += " (not in docs/experiments.json yet: `--record`)"
+        seeds = ", ".join(str(s) for s in rec["seeds"])
+        cells = [cell(rec["metrics"].get(IDS[col])) for col in METRICS]
+        lines.append("| " + " | ".join(([rec["commit"]] if commit_column else []) + [config, seeds, *cells]) + " |")
+    return lines
+
+
+def experiments_md(recs: list[dict]) -> str:
+    keys = _key_order(recs)
+    varying = _varying(recs, keys)
+    names = short_names(varying)
+    lines = [
+        "# Experiments", "",
+        "Generated by `python scripts/experiments_table.py` from docs/experiments.json; do not edit by hand.",
+        "Each row is one configuration over the seeds listed: the mean ± standard deviation of each metric",
+        "(one seed: its value). Configurations are chosen on the validation columns (held-out training",
+        "identities, `metrics/calibrate.json`); the test columns are the official 1,000 pairsDevTest pairs",
+        "(`metrics/evaluate.json`), reported, never selected on. Rows are grouped by the commit whose code",
+        "and `params.yaml` they ran on and named by the absolute values of the params that differ between",
+        "rows: those that differ within a commit in the configuration column, the rest on the line above",
+        "its table. A param is named by the end of its key (`width` is `train.width`); `–` means it did not",
+        "exist at that commit. Every param not shown has one value in every row, and docs/experiments.json",
+        "holds each row's full params. To rerun a row: `git checkout <commit>`, `dvc exp run` with `-S` for",
+        "each of the row's `overrides` (docs/experiments.json) and `-S seed=N` for each seed, then",
+        "`python scripts/experiments_table.py --record`. The rows without per-seed values were imported from",
+        "the tables this file held before (mean and standard deviation as printed then); a set of runs",
+        "that those tables listed under several commits is listed once, under the oldest.",
+    ]
+    current = [r for r in recs if not r.get("superseded")]
+    commits = list(dict.fromkeys(r["commit"] for r in current))
+    for commit in reversed(commits):
+        rows = [r for r in current if r["commit"] == commit]
+        within = _varying(rows, varying) if len(rows) > 1 else []
+        common = [k for k in varying if k not in within]
+        lines += ["", f"## Commit {commit}", ""]
+        if common:
+            lines += ["Every row: " + _config(rows[0], common, names) + ".", ""]
+        lines += _rows(rows, within, names)
+    old = [r for r in recs if r.get("superseded")]
+    if old:
+        within = _varying(old, varying) if len(old) > 1 else []
+        common = [k for k in varying if k not in within]
+        reasons = list(dict.fromkeys(r["superseded"] for r in old))
+        lines += ["", "## Superseded", "",
+                  "These rows no longer describe the code: " + "; ".join(reasons) + ". They are kept as data, not compared.", ""]
+        if common:
+            lines += ["Every row: " + _config(old[0], common, names) + ".", ""]
+        lines += _rows(old, within, names, commit_column=True)
+    return "\n".join(lines) + "\n"
+
+
+# --- the README's results block --------------------------------------------------------------
+
+def _agrees(params: dict, current: dict, free=frozenset()) -> bool:
+    p = filled(params)
+    return all(same(p[k], current[k]) for k in p.keys() & current.keys() if k not in free and k != "seed")
+
+
+def _best(candidates: list[tuple[int, dict]]) -> dict | None:
+    """The record over the most seeds, the newest of those."""
+    return max(candidates, key=lambda c: (len(c[1]["seeds"]), c[0]))[1] if candidates else None
+
+
+def headline_records(recs: list[dict], current: dict) -> tuple[dict | None, dict | None]:
+    """(the committed params' record, the restricted protocol's record of the same network and
+    training), each the one over the most seeds, the newest of those; superseded records never."""
+    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded")]
+    default = _best([(i, r) for i, r in live if _agrees(r["params"], current)])
+    if current.get("pairs.mode") == "restricted":
+        return default, None
+    restricted = _best([(i, r) for i, r in live if r["params"].get("pairs.mode") == "restricted"
+                        and _agrees(r["params"], current, RESTRICTED_FREE)])
+    return default, restricted
+
+
+def _command(overrides: dict, seeds) -> str:
+    sets = " ".join(f"-S {override(k, v)}" for k, v in overrides.items() if k != "seed")
+    cmd = f"`dvc exp run {sets} -S seed=N`".replace("run  -S", "run -S")
+    return f"{cmd} for N = {', '.join(str(s) for s in seeds)}"
+
+
+def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict) -> str:
+    """The README's results block (markers included) from the records and the committed metrics."""
+    default, restricted = headline_records(recs, current)
+    mode = current.get("pairs.mode", "unrestricted")
+    cols = ["test acc", "test AUC", "test EER", "val acc", "val AUC"]
+    lines = [START,
+             "<!-- generated by `python scripts/experiments_table.py` from docs/experiments.json and metrics/*.json;"
+             " tests/test_readme.py checks it: do not edit -->", "",
+             "| configuration | commit | seeds | test accuracy | test AUC | test EER | validation accuracy | validation AUC |",
+             "|---|---|---|---|---|---|---|---|"]
+    rows = [(f"`params.yaml` ({mode})", default, {})]
+    if mode != "restricted":
+        rows.append(("restricted protocol", restricted, RESTRICTED))
+    how = []
+    for label, rec, overrides in rows:
+        if rec is None:
+            lines.append(f"| {label} | | | no current result | | | | |")
+            how.append(f"- {label}: {_command(overrides, README_SEEDS)}, then `python scripts/experiments_table.py --record`")
+            continue
+        seeds = ", ".join(str(s) for s in rec["seeds"])
+        lines.append(f"| {label} | {rec['commit']} | {seeds} | " + " | ".join(cell(rec["metrics"].get(IDS[c])) for c in cols) + " |")
+        how.append(f"- {label}: {_command(rec.get('overrides') or {}, rec['seeds'])} at commit {rec['commit']}")
+    acc = f"{evaluate['accuracy']:.4f} [{evaluate['accuracy_ci95_low']:.4f}, {evaluate['accuracy_ci95_high']:.4f}]"
+    lines.append(f"| `params.yaml` ({mode}), the run behind `dvc.lock` | this commit | {current.get('seed')} | {acc} | "
+                 f"{evaluate['roc_auc']:.4f} | {evaluate['eer']:.4f} | {calibrate['val_accuracy']:.4f} | {calibrate['val_roc_auc']:.4f} |")
+    how.append("- the run behind `dvc.lock`: `dvc repro` (`dvc metrics show` prints it; [95% interval] of its test accuracy)")
+    lines += ["", "Mean ± standard deviation over the seeds. Each row came from:", *how, END]
+    return "\n".join(lines)
+
+
+def readme_block_from_files(root: Path = ROOT) -> str:
+    return readme_block(load(root / "docs" / "experiments.json"),
+                        files.read_json(root / "metrics" / "evaluate.json"),
+                        files.read_json(root / "metrics" / "calibrate.json"),
+                        params_file(root / "params.yaml"))
+
+
+def current_block(text: str) -> str:
+    """The results block README.md holds, markers included."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md: no {START} ... {END} block")
+    return text[start:end + len(END)]
+
+
+def with_block(text: str, block: str) -> str:
+    old = current_block(text)
+    return text.replace(old, block, 1)
+
+
+# --- --import-markdown -----------------------------------------------------------------------
 
 def earlier_table(rev: str) -> tuple[str, str]:
     """(short commit, table) this script wrote at commit `rev`, for experiments whose refs no longer
@@ -122,8 +457,6 @@ def earlier_table(rev: str) -> tuple[str, str]:
     shown = subprocess.run(["git", "show", f"{sha}:docs/EXPERIMENTS.md"], cwd=ROOT, capture_output=True, text=True)
     if shown.returncode != 0:
         raise SystemExit(f"--earlier {rev}: no docs/EXPERIMENTS.md at that commit ({shown.stderr.strip()})")
-    # the commit's own table only: the first run of table lines (any "Earlier" tables after it were
-    # copied from older commits and are copied again from those, under their own headings)
     rows = list(takewhile(lambda line: line.startswith("|"),
                           dropwhile(lambda line: not line.startswith("|"), shown.stdout.splitlines())))
     if not rows:
@@ -131,42 +464,132 @@ def earlier_table(rev: str) -> tuple[str, str]:
     return sha, "\n".join(rows)
 
 
+def _parse_label(label: str) -> dict:
+    if label == "params.yaml as committed":
+        return {}
+    out = {}
+    for part in label.split(", "):
+        key, _, value = part.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _parse_cell(text: str) -> dict | None:
+    text = text.strip()
+    if not text:
+        return None
+    num = lambda s: int(s) if re.fullmatch(r"-?\d+", s) else float(s)  # noqa: E731
+    mean, _, sd = text.partition(" ± ")
+    return {"mean": num(mean), "sd": num(sd) if sd else None}
+
+
+def import_markdown(rev: str) -> list[dict]:
+    """Records from the tables of the former docs/EXPERIMENTS.md at commit `rev`: its first table ran
+    on the commit that wrote it, each "Earlier" table on the commit its heading names. Rows are
+    labelled by their difference from that commit's params.yaml; the absolute params are that file
+    with the label applied. A set of runs listed under several commits (the same seeds and every
+    printed figure the same) is kept once, under the oldest."""
+    text = git("show", f"{rev}:docs/EXPERIMENTS.md")
+    commit = git("log", "-1", "--format=%h", rev, "--", "docs/EXPERIMENTS.md").strip()
+    sections: list[tuple[str, list[dict]]] = [(commit, [])]
+    header = None
+    for line in text.splitlines():
+        m = re.match(r"## Earlier: the table as generated at commit (\w+)", line)
+        if m:
+            sections.append((git("rev-parse", "--short=7", m.group(1)).strip(), []))
+            continue
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if cells[0] == "configuration":
+            header = cells
+            assert header[2:2 + len(METRICS)] == list(METRICS), header
+            continue
+        row = dict(zip(header, cells))
+        sha = sections[-1][0]
+        overrides = _parse_label(row["configuration"])
+        params = {k: v for k, v in {**committed_params(sha), **overrides}.items() if k != "seed"}
+        rec = {"commit": sha, "params": params, "overrides": overrides,
+               "seeds": sorted(int(s) for s in row["seeds"].split(", ")),
+               "metrics": {IDS[col]: _parse_cell(row[col]) for col in METRICS},
+               "source": f"the table of docs/EXPERIMENTS.md for commit {sha}: mean and standard deviation as printed "
+                         "(four decimals); per-seed values not available"}
+        for (key, value), why in SUPERSEDED.items():
+            if params.get(key) == value:
+                rec["superseded"] = why
+        assert [cell(rec["metrics"][IDS[c]]) for c in METRICS] == [row[c] for c in METRICS], row  # copied exactly
+        sections[-1][1].append(rec)
+    out: list[dict] = []
+    seen: dict[str, dict] = {}
+    for sha, rows in reversed(sections):  # oldest first
+        for rec in rows:
+            key = json.dumps([rec["seeds"], rec["metrics"]], sort_keys=True)
+            if key in seen:
+                first = seen[key]
+                first.setdefault("also_listed_at", []).append(sha)
+                a, b = filled(first["params"]), filled(rec["params"])
+                diff = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if not same(a.get(k), b.get(k))}
+                if diff:
+                    print(f"note: {first['commit']} and {sha} list the same runs with params differing in {diff}", file=sys.stderr)
+                continue
+            seen[key] = rec
+            out.append(rec)
+    return out
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def _shown(args) -> list | None:
+    if args.json:
+        return json.loads(args.json.read_text())
+    if args.no_live:
+        return None
+    try:
+        done = subprocess.run(["dvc", "exp", "show", "--json", "--num", str(args.num)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"dvc exp show: {e}; writing from {DATA.relative_to(ROOT)} alone", file=sys.stderr)
+        return None
+    if done.returncode != 0:
+        print(f"dvc exp show failed ({done.stderr.strip()[:200]}); writing from {DATA.relative_to(ROOT)} alone", file=sys.stderr)
+        return None
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "EXPERIMENTS.md")
-    parser.add_argument("--num", type=int, default=5, help="also take the experiments of the last N commits")
+    parser.add_argument("--record", action="store_true", help="add the finished DVC experiments to docs/experiments.json")
+    parser.add_argument("--num", type=int, default=5, help="read the experiments of the last N commits")
     parser.add_argument("--json", type=Path, help="read this saved `dvc exp show --json` output instead of running it")
-    parser.add_argument("--earlier", nargs="*", default=[], metavar="REV",
-                        help="also copy the table generated at these commits (experiments run then, refs since lost)")
+    parser.add_argument("--no-live", action="store_true", help="do not run `dvc exp show`: docs/experiments.json alone")
+    parser.add_argument("--import-markdown", metavar="REV",
+                        help="build docs/experiments.json from the tables docs/EXPERIMENTS.md held at commit REV")
+    parser.add_argument("--force", action="store_true", help="with --import-markdown: replace an existing docs/experiments.json")
     args = parser.parse_args()
-    raw = args.json.read_text() if args.json else subprocess.run(
-        ["dvc", "exp", "show", "--json", "--num", str(args.num)], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    rows = list(records(json.loads(raw)))
-    if not rows:
-        print("no experiments with test metrics in `dvc exp show`", file=sys.stderr)
-        return 1
-    text = "\n".join([
-        "# Experiments", "",
-        "Generated by `python scripts/experiments_table.py` from `dvc exp show --json`; do not edit by hand.",
-        "Mean ± standard deviation over the seeds listed. Every choice of configuration is made on the",
-        "validation columns (held-out training identities); the test columns are the official 1,000",
-        "pairsDevTest pairs, reported, never selected on. A param that did not exist yet when an",
-        "experiment ran is shown at its default, which reproduces the code from before it existed.",
-        "Rows that set `train.epochs` lower than committed are screening runs on a shorter budget: compare",
-        "them with each other (the row that changes nothing else is their baseline), not with the full runs.", "",
-        table(rows), ""])
-    for rev in args.earlier:
-        sha, earlier = earlier_table(rev)
-        text += "\n".join([
-            "", f"## Earlier: the table as generated at commit {sha}", "",
-            f"These experiments ran on the code and `params.yaml` of commit {sha}. Their DVC experiment refs",
-            "are local to the machine that ran them, and a commit's own run is read only while it is the",
-            f"newest, so the rows are copied from the table this script wrote then (`git show {sha}:docs/EXPERIMENTS.md`).",
-            f"\"params.yaml as committed\" means that commit's params; reproduce a row with `git checkout {sha}`",
-            "and its command.", "",
-            earlier, ""])
-    files.write_text(args.out, text)
-    print(f"{len(rows)} runs written to {args.out}")
+
+    if args.import_markdown:
+        if DATA.exists() and not args.force:
+            raise SystemExit(f"{DATA.relative_to(ROOT)} exists (--force replaces it)")
+        save(import_markdown(args.import_markdown))
+    recs = load()
+    shown = _shown(args)
+    merged, changed = merge(recs, live_runs(shown) if shown is not None else [])
+    if args.record:
+        recs = merged = recorded(merged)
+        if changed:
+            save(recs)
+        print(f"{changed} runs recorded in {DATA.relative_to(ROOT)}")
+    files.write_text(OUT, experiments_md(merged))
+    readme = README.read_text(encoding="utf-8")
+    block = readme_block(recs, files.read_json(ROOT / "metrics" / "evaluate.json"),
+                         files.read_json(ROOT / "metrics" / "calibrate.json"), params_file())
+    if current_block(readme) != block:
+        files.write_text(README, with_block(readme, block))
+    print(f"{len(merged)} configurations written to {OUT.relative_to(ROOT)}; README results block "
+          f"{'rewritten' if current_block(readme) != block else 'unchanged'}")
     return 0
 
 

@@ -1,0 +1,115 @@
+"""README.md's results block is generated: it must equal what scripts/experiments_table.py renders from
+docs/experiments.json and the committed metrics files. Fast, no network, no DVC."""
+import importlib.util
+import json
+import re
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("experiments_table", ROOT / "scripts" / "experiments_table.py")
+table_mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(table_mod)
+
+README = ROOT / "README.md"
+
+
+def test_readme_results_block_matches_the_files_it_is_generated_from():
+    held = table_mod.current_block(README.read_text(encoding="utf-8"))
+    assert held == table_mod.readme_block_from_files(ROOT), (
+        "README.md's results block differs from docs/experiments.json and metrics/*.json: "
+        "run `python scripts/experiments_table.py`")
+
+
+def test_readme_and_performance_stay_short():
+    assert README.stat().st_size <= 12_000
+    assert (ROOT / "docs" / "PERFORMANCE.md").stat().st_size <= 15_000
+
+
+def test_readme_links_point_to_files_that_exist():
+    for target in re.findall(r"\]\(([^)#]+)\)", README.read_text(encoding="utf-8")):
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
+
+
+def test_experiments_json_records_are_complete():
+    recs = table_mod.load(ROOT / "docs" / "experiments.json")
+    assert recs
+    for rec in recs:
+        assert {"commit", "params", "overrides", "seeds", "metrics"} <= rec.keys(), rec.get("commit")
+        assert "seed" not in rec["params"] and rec["seeds"]
+        assert set(rec["metrics"]) == set(table_mod.IDS.values())
+        for key, value in rec["overrides"].items():
+            assert table_mod.same(rec["params"][key], value), (rec["commit"], key)
+
+
+def record(commit, seeds, acc, **params):
+    base = {"pairs.mode": "unrestricted", "pairs.val_fraction": 0.15, "train.width": 24, "train.epochs": 3,
+            "train.patience": 3, "train.warmup_epochs": 1}
+    metric = {"mean": acc, "sd": 0.01 if len(seeds) > 1 else None}
+    return {"commit": commit, "params": {**base, **params}, "overrides": dict(params), "seeds": seeds,
+            "metrics": {i: metric for i in table_mod.IDS.values()}}
+
+
+EVALUATE = {"accuracy": 0.9, "accuracy_ci95_low": 0.88, "accuracy_ci95_high": 0.92, "roc_auc": 0.96, "eer": 0.1}
+CALIBRATE = {"val_accuracy": 0.91, "val_roc_auc": 0.97}
+CURRENT = {"seed": 0, "pairs.mode": "unrestricted", "pairs.val_fraction": 0.15, "train.width": 24,
+           "train.epochs": 3, "train.patience": 3, "train.warmup_epochs": 1}
+
+
+def test_the_block_takes_the_default_over_most_seeds_and_never_a_superseded_row():
+    restricted = dict(table_mod.RESTRICTED)
+    recs = [record("aaaaaaa", [0, 1, 2], 0.80),
+            {**record("bbbbbbb", [0, 1, 2], 0.70, **restricted), "superseded": "a bug"},
+            record("ccccccc", [0], 0.85),                     # a newer single run: fewer seeds
+            record("ddddddd", [0, 1, 2], 0.60, **{"train.width": 16})]  # other params
+    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, CURRENT)
+    assert "| aaaaaaa | 0, 1, 2 | 0.8000 ± 0.0100 |" in block
+    assert "bbbbbbb" not in block and "ccccccc" not in block and "ddddddd" not in block
+    assert "| restricted protocol | | | no current result |" in block
+    assert "| this commit | 0 | 0.9000 [0.8800, 0.9200] | 0.9600 | 0.1000 | 0.9100 | 0.9700 |" in block
+
+    recs.append(record("eeeeeee", [0, 1, 2], 0.75, **restricted))  # rerun with fixed code
+    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, CURRENT)
+    assert "| restricted protocol | eeeeeee | 0, 1, 2 | 0.7500 ± 0.0100 |" in block
+    assert "-S pairs.mode=restricted" in block and "at commit eeeeeee" in block
+
+
+def test_with_block_replaces_only_the_block():
+    text = f"intro\n{table_mod.START}\nold\n{table_mod.END}\noutro\n"
+    new = table_mod.with_block(text, f"{table_mod.START}\nnew\n{table_mod.END}")
+    assert new == f"intro\n{table_mod.START}\nnew\n{table_mod.END}\noutro\n"
+
+
+def exp(name, seed, width, acc):
+    return {"rev": name + "0" * 40, "name": name, "data": {
+        "params": {"params.yaml": {"data": {"seed": seed, "train": {"width": width, "epochs": 3}}}},
+        "metrics": {"metrics/evaluate.json": {"data": {"accuracy": acc, "roc_auc": 0.9, "eer": 0.1}},
+                    "metrics/calibrate.json": {"data": {"val_accuracy": 0.8, "val_roc_auc": 0.85}},
+                    "metrics/train.json": {"data": {"best_epoch": 3}}}}}
+
+
+def test_record_groups_live_runs_per_seed_and_is_idempotent():
+    shown = [{"rev": "workspace", "data": {}},
+             {**exp("main", 0, 24, 0.10), "rev": "c0ffee1" + "0" * 33, "experiments": [  # its own run: not recorded
+                 {"revs": [exp("s0", 0, 24, 0.80)], "executor": {"state": "success"}},
+                 {"revs": [exp("s1", 1, 24, 0.90)], "executor": {"state": "success"}},
+                 {"revs": [exp("w16", 0, 16, 0.70)], "executor": {"state": "success"}},
+                 {"revs": [exp("queued", 2, 24, 0.10)], "executor": {"state": "queued"}}]}]
+    runs = table_mod.live_runs(json.loads(json.dumps(shown)))
+    recs, changed = table_mod.merge([], runs)
+    assert changed == 3 and len(recs) == 2
+    default, w16 = recs
+    assert default["commit"] == "c0ffee1" and default["seeds"] == [0, 1] and default["overrides"] == {}
+    assert table_mod.cell(default["metrics"]["evaluate.accuracy"]) == "0.8500 ± 0.0707"
+    assert w16["overrides"] == {"train.width": 16} and w16["params"]["train.width"] == 16
+    again, changed = table_mod.merge(table_mod.recorded(recs), runs)
+    assert changed == 0 and table_mod.recorded(again) == table_mod.recorded(recs)
+
+
+def test_experiments_md_names_rows_by_absolute_params():
+    recs = [record("aaaaaaa", [0, 1, 2], 0.80), record("aaaaaaa", [0], 0.70, **{"train.width": 16}),
+            record("bbbbbbb", [0, 1, 2], 0.75, **{"train.epochs": 4})]
+    text = table_mod.experiments_md(recs)
+    assert "| width=24 | 0, 1, 2 | 0.8000 ± 0.0100 |" in text and "| width=16 | 0 | 0.7000 |" in text
+    assert "Every row: epochs=3." in text and "Every row: width=24, epochs=4." in text
+    assert "as committed" not in text and text.count("Generated by") == 1

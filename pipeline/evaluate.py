@@ -113,9 +113,10 @@ def run(args, rec) -> None:
     write_pngs(args.plots, fpr, tpr, metrics["roc_auc"], d, y, threshold)
     files.write_metrics(args.metrics, metrics, rec)
     files.write_text(args.card, card)
-    for path in (args.threshold, args.predictions, args.plots / "roc.png", args.plots / "distances.png",
-                 args.plots / "roc.csv", args.plots / "distances.csv", args.card):
+    for path in (args.threshold, args.predictions, args.plots / "roc.csv", args.plots / "distances.csv"):
         rec.artifact(path)
+    for path in (args.plots / "roc.png", args.plots / "distances.png", args.card):  # what a reader of the parent wants
+        rec.artifact(path, parent_too=True)
     first = pairs[0]
     example = (image_path(args.images, first.name1, first.i1), image_path(args.images, first.name2, first.i2))
     registry.register(rec, args.model, args.threshold, example, calibration["val_roc_auc"], registry.val_pairs_key(params))

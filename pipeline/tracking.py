@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -38,6 +39,9 @@ log = logging.getLogger("pipeline.tracking")
 
 EXPERIMENT = os.environ.get("FACEVERIFY_MLFLOW_EXPERIMENT", "faceverify")
 REGISTERED_MODEL = os.environ.get("FACEVERIFY_REGISTERED_MODEL", "faceverify")
+# MLflow 3's kind of experiment: "custom_model_development" is a model-training one, not GenAI. The 3.17 UI
+# still opens on its GenAI overview unless told `?workflowType=machine_learning` (the README's URL does).
+EXPERIMENT_KIND = "mlflow.experimentKind"
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -120,6 +124,38 @@ def lock_hashes(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path
     return out
 
 
+def stage_datasets(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path("dvc.yaml")) -> list:
+    """An mlflow.entities.Dataset for each upstream output that `stage` depends on in dvc.yaml, with its
+    content hash from dvc.lock. The LFW-a folder names its source: LFW_A_ARCHIVE, else download.url."""
+    from mlflow.entities import Dataset
+    if not lock.exists() or not pipeline.exists():
+        return []
+    deps = (yaml.safe_load(pipeline.read_text()) or {}).get("stages", {}).get(stage, {}).get("deps", [])
+    outs = {o["path"]: o.get("md5", "") for s in ((yaml.safe_load(lock.read_text()) or {}).get("stages", {})).values()
+            for o in s.get("outs", [])}
+    found = {}
+    for dep in deps:
+        owner = next((p for p in outs if dep == p or dep.startswith(p + "/")), None)
+        if owner is not None and owner.startswith("data/") and outs[owner]:
+            found[owner] = outs[owner]
+    datasets = []
+    for path, md5 in found.items():
+        source = path
+        if path == "data/lfw-a":
+            source = os.environ.get("LFW_A_ARCHIVE") or _download_url() or path
+        kind = "http" if source.startswith(("http://", "https://")) else "local"
+        datasets.append(Dataset(name=path, digest=md5[:36], source_type=kind,
+                                source=json.dumps({"url": source} if kind == "http" else {"uri": source})))
+    return datasets
+
+
+def _download_url(params: Path = Path("params.yaml")) -> str:
+    try:
+        return str(((yaml.safe_load(params.read_text()) or {}).get("download") or {}).get("url") or "")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ""
+
+
 class Recorder:
     """What a stage records; every call is a no-op (after one warning) when the store is unusable."""
 
@@ -171,9 +207,32 @@ class Recorder:
         self.call(lambda c: c.log_batch(self.child_id, metrics=child))
         self.call(lambda c: c.log_batch(self.parent_id, metrics=parent))
 
-    def artifact(self, path: str | Path, subdir: str | None = None) -> None:
+    def artifact(self, path: str | Path, subdir: str | None = None, parent_too: bool = False) -> None:
         if Path(path).exists():
-            self.call(lambda c: c.log_artifact(self.child_id, str(path), subdir))
+            for run_id in (self.child_id, self.parent_id) if parent_too else (self.child_id,):
+                self.call(lambda c: c.log_artifact(run_id, str(path), subdir))
+
+    def inputs(self, stage: str) -> None:
+        """The data this stage reads, as MLflow datasets (name, DVC content hash, source) on its run and the
+        parent's: the upstream outputs that dvc.yaml names as its deps, with their hashes from dvc.lock."""
+        if not self.active:
+            return
+        from mlflow.entities import DatasetInput, InputTag
+        found = [DatasetInput(d, tags=[InputTag("mlflow.data.context", stage)]) for d in stage_datasets(stage)]
+        if found:
+            for run_id in (self.child_id, self.parent_id):
+                self.call(lambda c: c.log_inputs(run_id, datasets=found))
+
+    def finish(self, status: str) -> None:
+        """End this stage's run; the parent's end moves to now, so it spans every stage that ran
+        (FAILED once any stage failed)."""
+        if not self.active:
+            return
+        self.call(lambda c: c.set_terminated(self.child_id, status))
+        parent = self.call(lambda c: c.get_run(self.parent_id))
+        if parent is not None:
+            failed = status == "FAILED" or parent.info.status == "FAILED"
+            self.call(lambda c: c.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED"))
 
     def tags(self, values: dict[str, Any], parent_too: bool = False) -> None:
         if not self.active:
@@ -217,7 +276,7 @@ def _open_runs(stage: str, params_path: Path, mlflow, MlflowClient, uri: str, de
         exp_id = exp.experiment_id
     else:  # artifacts beside the default store, not in the (possibly temporary) working copy
         where = (repo_root() / "mlartifacts").as_uri() if default_store else None
-        exp_id = client.create_experiment(EXPERIMENT, artifact_location=where)
+        exp_id = client.create_experiment(EXPERIMENT, artifact_location=where, tags={EXPERIMENT_KIND: "custom_model_development"})
     commit, dirty = git_state()
     key = pipeline_key(params_path, commit)
     found = client.search_runs([exp_id], f"tags.pipeline_key = '{key}' and tags.kind = 'pipeline'", max_results=1)
@@ -229,11 +288,12 @@ def _open_runs(stage: str, params_path: Path, mlflow, MlflowClient, uri: str, de
     else:
         name = exp_name or f"repro-{commit[:7] or 'nogit'}-{key[:6]}"
         parent_id = client.create_run(exp_id, run_name=name, tags={**common, "kind": "pipeline"}).info.run_id
-        client.set_terminated(parent_id)
     child = client.create_run(exp_id, run_name=stage, tags={
         **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes(stage)})
     log.info("recording to MLflow %s (run %s, parent %s)", uri, child.info.run_id, parent_id)
-    return Recorder(stage, mlflow, client, parent_id, child.info.run_id)
+    rec = Recorder(stage, mlflow, client, parent_id, child.info.run_id)
+    rec.inputs(stage)
+    return rec
 
 
 @contextlib.contextmanager
@@ -245,5 +305,4 @@ def stage_run(stage: str, params_path: str | Path = "params.yaml") -> Iterator[R
         yield rec
         status = "FAILED" if rec.failed else "FINISHED"
     finally:
-        if rec.active:
-            rec.call(lambda c: c.set_terminated(rec.child_id, status))
+        rec.finish(status)

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import yaml
 
 from conftest import free_port, make_repo, run, small_params
 
@@ -55,6 +56,7 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
     import os
     import subprocess
     import time
+    import urllib.error
     import urllib.request
 
     repo, env, _ = reproduced
@@ -92,6 +94,37 @@ def test_faceverify_on_the_pipeline_model_and_the_served_champion_agree(tmp_path
         row = answer["predictions"][0]
         assert row["distance"] == pytest.approx(verdict["distance"], abs=1e-5)
         assert row["same"] == verdict["same"] and row["threshold"] == pytest.approx(verdict["threshold"])
+
+        # bad requests: one 400 each, whose message names the row and column, with no traceback or server path
+        import io
+
+        from PIL import Image
+        big = io.BytesIO()
+        Image.new("L", (12_000, 12_000)).save(big, format="PNG")
+        good = base64.b64encode(b.read_bytes()).decode()
+
+        def split(*row):
+            return {"dataframe_split": {"columns": ["image1", "image2"], "data": [list(row)] if row else []}}
+        bad = {
+            "row 0, column image1: not valid base64": split("not base64!", good),
+            "row 0, column image1: not an image file": split(base64.b64encode(b"some text").decode(), good),
+            "image1": split(7, good),  # a number: MLflow's schema check answers before the model, naming the column
+            "no rows": split(),
+            "row 0, column image1: image of 12000x12000 pixels": split(base64.b64encode(big.getvalue()).decode(), good),
+            "image2": {"dataframe_split": {"columns": ["image1"], "data": [[good]]}},
+        }
+        for message, payload in bad.items():
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode(),
+                                         {"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=60)
+            text = err.value.read().decode()
+            assert err.value.code == 400, (message, text)
+            assert message in json.loads(text)["message"], (message, text)
+            assert "stack_trace" not in text and "Traceback" not in text and str(repo) not in text, text[:2000]
+        again = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}), timeout=30).read())
+        assert again["predictions"][0]["distance"] == pytest.approx(verdict["distance"], abs=1e-5)
     finally:
         os.killpg(server.pid, 9)
         server.wait()
@@ -123,6 +156,62 @@ def test_mlflow_ui_as_the_readme_starts_it_serves_the_runs(reproduced):
         stages = {t["value"] for r in found["runs"] for t in r["data"].get("tags", []) if t["key"] == "stage"}
         assert {"download", "pairs", "prepare", "train", "calibrate", "export", "evaluate"} <= stages
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
+    finally:
+        os.killpg(ui.pid, 9)
+        ui.wait()
+
+
+def test_the_mlflow_ui_in_a_browser_shows_the_parent_run_its_metrics_and_datasets(tmp_path, reproduced):
+    """Headless Chromium on the UI over the reproduced pipeline's store: the README's URL lands on the runs
+    table (not the GenAI overview), and the parent run's page shows its evaluate metrics and its datasets."""
+    import os
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("FACEVERIFY_REQUIRE_CHROMIUM"):
+            pytest.fail("no chromium on PATH, and FACEVERIFY_REQUIRE_CHROMIUM is set (.ci/run installs it)")
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
+    repo, env, _ = reproduced
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ui = subprocess.Popen(["mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--host", "127.0.0.1",
+                           "--port", str(port)], cwd=repo, env=env, start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def dom(url: str) -> str:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+                 "--virtual-time-budget=60000", "--dump-dom", url]
+        return subprocess.run([chromium, *flags], capture_output=True, text=True, timeout=180).stdout
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=5)
+                break
+            except OSError:
+                assert ui.poll() is None and time.time() < deadline, "mlflow ui did not start"
+                time.sleep(0.5)
+        body = json.dumps({"experiment_ids": ["1"], "filter": "tags.kind = 'pipeline'", "max_results": 10}).encode()
+        req = urllib.request.Request(base + "/api/2.0/mlflow/runs/search", body, {"Content-Type": "application/json"})
+        parent = json.loads(urllib.request.urlopen(req, timeout=30).read())["runs"][0]
+        name, run_id = parent["info"]["run_name"], parent["info"]["run_id"]
+        assert parent["info"]["end_time"] - parent["info"]["start_time"] > 1000, "the parent run spans the stages"
+        runs_table = dom(f"{base}/#/experiments/1/runs?workflowType=machine_learning")
+        assert name in runs_table and ">Run Name<" in runs_table, "the README's URL shows no runs table with the parent"
+        page = dom(f"{base}/#/experiments/1/runs/{run_id}?workflowType=machine_learning")
+        for expected in ("evaluate.accuracy", "train.best_val_auc", "data/lfw-a"):  # the UI lists the first dataset
+            assert expected in page, f"{expected!r} not on the parent run's page"
+        got = json.loads(urllib.request.urlopen(f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=30).read())
+        datasets = {d["dataset"]["name"]: d["dataset"]["digest"] for d in got["run"]["inputs"]["dataset_inputs"]}
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        assert datasets == {o["path"]: o["md5"] for s in ("download", "pairs", "prepare") for o in lock[s]["outs"]
+                            if o["path"].startswith("data/")}
     finally:
         os.killpg(ui.pid, 9)
         ui.wait()

@@ -129,6 +129,11 @@ def test_the_record_groups_the_stages_under_one_parent_and_registers_a_champion(
     assert {c.data.tags["stage"] for c in children} >= {"download", "pairs", "prepare", "train", "calibrate", "export", "evaluate"}
     assert all(c.info.status == "FINISHED" for c in children)
     assert "train.best_val_auc" in parent.data.metrics and "pairs.train_pairs" in parent.data.metrics
+    # the parent spans the execution, from its first stage's start to its last stage's end
+    assert parent.info.start_time <= min(c.info.start_time for c in children)
+    assert parent.info.end_time >= max(c.info.end_time for c in children) and parent.info.status == "FINISHED"
+    assert {p.path for p in client.list_artifacts(parent.info.run_id)} >= {"roc.png", "distances.png", "model_card.md"}
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     version = parent.data.tags["registered_model"].split("/")[1]
     registered = client.get_model_version("faceverify", version)
     calibrate = json.loads((runs["recorded"][0] / "metrics/calibrate.json").read_text())

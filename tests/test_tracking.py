@@ -242,3 +242,25 @@ def test_locked_sqlite_store_warns_and_the_stage_still_writes_its_outputs(tmp_pa
         holder.close()
     assert code == 0 and (tmp_path / "pairs" / "train.tsv").is_file() and (tmp_path / "pairs.json").is_file()
     assert "without a record" in caplog.text or "record failed" in caplog.text
+
+
+def test_stage_datasets_are_the_upstream_data_a_stage_reads_with_their_dvc_hashes(tmp_path, monkeypatch):
+    import json as json_
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  download: {cmd: x, outs: [data/lfw-a]}\n  pairs: {cmd: x, deps: [data/lfw-a/pairsDevTrain.txt], outs: [data/pairs]}\n"
+        "  train: {cmd: x, deps: [pipeline/train.py, data/pairs/train.tsv, data/prepared, models/old.pt]}\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  download: {cmd: x, outs: [{path: data/lfw-a, md5: aaaa.dir}]}\n"
+        "  pairs: {cmd: x, outs: [{path: data/pairs, md5: bbbb.dir}]}\n"
+        "  prepare: {cmd: x, outs: [{path: data/prepared, md5: cccc.dir}]}\n")
+    (tmp_path / "params.yaml").write_text("download: {url: 'http://example.org/lfwa.tar.gz'}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LFW_A_ARCHIVE", raising=False)
+    train = {d.name: d for d in tracking.stage_datasets("train")}
+    assert {k: d.digest for k, d in train.items()} == {"data/pairs": "bbbb.dir", "data/prepared": "cccc.dir"}
+    pairs = tracking.stage_datasets("pairs")
+    assert [(d.name, d.digest, d.source_type, json_.loads(d.source)) for d in pairs] == [
+        ("data/lfw-a", "aaaa.dir", "http", {"url": "http://example.org/lfwa.tar.gz"})]
+    monkeypatch.setenv("LFW_A_ARCHIVE", "/archives/lfw-a.tar.gz")
+    assert json_.loads(tracking.stage_datasets("pairs")[0].source) == {"uri": "/archives/lfw-a.tar.gz"}
+    assert tracking.stage_datasets("download") == []

@@ -1,8 +1,9 @@
 """The trained verifier as an MLflow pyfunc model: preprocessing, network and threshold in one.
 
 Input: a DataFrame with columns `image1`, `image2`, each an image file's bytes in base64 (any
-format and size Pillow reads; aligned, centred faces like LFW-a). Output: columns `distance`,
-`same` (bool), `threshold`. `mlflow models serve` answers the same over REST.
+format Pillow reads, up to MAX_SIDE pixels a side; aligned, centred faces like LFW-a). Output: columns
+`distance`, `same` (bool), `threshold`. `mlflow models serve` answers the same over REST; a bad
+request gets HTTP 400 with one message that names the row and the column and says what is wrong.
 
 Logged as code (MLflow's "models from code": pipeline/pyfunc_model.py with `pipeline/` as the code
 path, the checkpoint and threshold as artifacts), not as a pickled Python object, which MLflow warns
@@ -11,11 +12,14 @@ about and will refuse to load by default.
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 from importlib import metadata
 from pathlib import Path
 
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -24,11 +28,50 @@ from pipeline import files
 from pipeline.verifier import Verifier
 
 
-def decode(b64: str, what: str) -> Image.Image:
+MAX_SIDE = 4096  # pixels: far above LFW's 250, far below what a request could exhaust memory with
+MAX_BASE64 = 32 * 1024 * 1024  # characters of one image's base64 text (24 MiB of file)
+
+
+class BadRequest(MlflowException):
+    """A client error (HTTP 400) whose message reaches the client as written.
+
+    The scoring server rewrites the message of an MlflowException raised by the model to
+    "Failed to predict data '<the whole input>'. Error: ..."; the first message set is kept here, so the
+    client reads what is wrong without its own request echoed back (and, as for any MlflowException
+    without one, no stack trace)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    message = property(lambda self: self.__dict__.get("_message", ""),
+                       lambda self, value: self.__dict__.setdefault("_message", value))
+
+
+def decode(b64, what: str) -> Image.Image:
+    """The image in one cell; BadRequest naming `what` (row and column) when it is not a usable image.
+    Its size is checked from the header, before any pixel is decoded."""
+    if not isinstance(b64, (str, bytes)):
+        raise BadRequest(f"{what}: expected an image file in base64, got {type(b64).__name__}")
+    if len(b64) > MAX_BASE64:
+        raise BadRequest(f"{what}: {len(b64)} base64 characters, more than the {MAX_BASE64} allowed")
     try:
-        return Image.open(io.BytesIO(base64.b64decode(b64)))
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{what}: not valid base64") from None
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise BadRequest(f"{what}: image larger than the {MAX_SIDE}x{MAX_SIDE} pixels allowed") from None
+    except Exception:  # noqa: BLE001 - whatever Pillow raises on bytes that are no image
+        raise BadRequest(f"{what}: not an image file Pillow can read ({len(data)} bytes)") from None
+    if max(img.size) > MAX_SIDE:
+        raise BadRequest(f"{what}: image of {img.size[0]}x{img.size[1]} pixels, larger than the "
+                         f"{MAX_SIDE}x{MAX_SIDE} allowed")
+    try:
+        img.load()
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{what}: not a readable base64-encoded image ({e})") from None
+        raise BadRequest(f"{what}: the image data is damaged ({type(e).__name__})") from None
+    return img
 
 
 def load_verifier(artifacts: dict) -> Verifier:
@@ -41,8 +84,13 @@ class FaceVerifierModel(mlflow.pyfunc.PythonModel):
         self.verifier = load_verifier(context.artifacts)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        first = [decode(v, f"row {k} image1") for k, v in enumerate(model_input["image1"])]
-        second = [decode(v, f"row {k} image2") for k, v in enumerate(model_input["image2"])]
+        missing = [c for c in ("image1", "image2") if c not in model_input.columns]
+        if missing:
+            raise BadRequest(f"missing column {missing[0]!r}: send columns image1 and image2")
+        if not len(model_input):
+            raise BadRequest("no rows: send at least one pair of images")
+        first = [decode(v, f"row {k}, column image1") for k, v in enumerate(model_input["image1"])]
+        second = [decode(v, f"row {k}, column image2") for k, v in enumerate(model_input["image2"])]
         d = self.verifier.distances(first, second)
         t = self.verifier.threshold
         return pd.DataFrame({"distance": d.astype(np.float64), "same": d <= t, "threshold": np.full(len(d), t)})

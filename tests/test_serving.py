@@ -1,4 +1,5 @@
 """The MLflow pyfunc model is logged as code, not as a pickled object, and loads where pickles are refused."""
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,66 @@ def test_pyfunc_model_is_code_and_predicts_as_the_verifier_where_pickles_are_ref
     expected = Verifier(ckpt, 0.5).distances([Image.open(pair[0])], [Image.open(pair[1])])[0]
     assert float(distance) == pytest.approx(float(expected), abs=1e-6)
     assert same == str(bool(expected <= 0.5)) and float(threshold) == 0.5
+
+
+@pytest.fixture(scope="module")
+def served_model(tmp_path_factory):
+    from pipeline import serving
+    tmp = tmp_path_factory.mktemp("served")
+    ckpt = random_checkpoint(tmp / "model.pt", size=32)
+    (tmp / "calibrate.json").write_text('{"threshold": 0.5}')
+    model = serving.FaceVerifierModel()
+    model.verifier = serving.load_verifier({"checkpoint": str(ckpt), "threshold": str(tmp / "calibrate.json")})
+    return model
+
+
+def b64(data: bytes) -> str:
+    import base64
+    return base64.b64encode(data).decode()
+
+
+def png(width: int, height: int) -> bytes:
+    import io
+    buf = io.BytesIO()
+    Image.new("L", (width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("image1, message", [
+    ("not base64 at all!", "row 0, column image1: not valid base64"),
+    (b64(b"just some text, not an image"), "row 0, column image1: not an image file Pillow can read"),
+    (12345, "row 0, column image1: expected an image file in base64, got int"),
+    (b64(png(12_000, 12_000)), "row 0, column image1: image of 12000x12000 pixels, larger than the 4096x4096 allowed"),
+    (b64(png(250, 250)[:60]), "row 0, column image1: "),
+])
+def test_a_bad_image_is_one_400_message_naming_row_and_column(served_model, image1, message):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from pipeline import serving
+    good = b64(png(250, 250))
+    with pytest.raises(serving.BadRequest) as err:
+        served_model.predict(None, pd.DataFrame({"image1": [image1], "image2": [good]}))
+    assert str(err.value.message).startswith(message)
+    assert err.value.get_http_status_code() == 400
+    # what the scoring server does with a model's MlflowException: prefix the message with the input, serialise
+    err.value.message = f"Failed to predict data '...'. \nError: {err.value.message}"
+    body = json.loads(err.value.serialize_as_json())
+    assert body["message"].startswith(message) and "stack_trace" not in body and "Failed to predict" not in body["message"]
+    assert isinstance(err.value, MlflowException)
+
+
+def test_no_rows_or_a_missing_column_is_one_400_message(served_model):
+    import pandas as pd
+
+    from pipeline import serving
+    with pytest.raises(serving.BadRequest, match="no rows"):
+        served_model.predict(None, pd.DataFrame({"image1": [], "image2": []}))
+    with pytest.raises(serving.BadRequest, match="missing column 'image2'"):
+        served_model.predict(None, pd.DataFrame({"image1": [b64(png(250, 250))]}))
+
+
+def test_a_good_request_still_scores_after_bad_ones(served_model):
+    import pandas as pd
+    out = served_model.predict(None, pd.DataFrame({"image1": [b64(png(250, 250))], "image2": [b64(png(300, 200))]}))
+    assert list(out.columns) == ["distance", "same", "threshold"] and len(out) == 1

@@ -73,7 +73,7 @@ def main() -> int:
     parser.add_argument("--store", default=f"sqlite:///{ROOT / 'mlflow.db'}")
     parser.add_argument("--runs", nargs="*", help="pipeline run names (default: the two newest that evaluated)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow_compare.png")
-    parser.add_argument("--size", default="1600,1000")
+    parser.add_argument("--size", default="1600,2600", help="window width,height in pixels")
     args = parser.parse_args()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -93,7 +93,7 @@ def main() -> int:
             raise SystemExit(f"need two evaluated pipeline runs to compare, found {[r['info']['run_name'] for r in chosen]}")
         ids = [r["info"]["run_id"] for r in chosen]
         url = (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
-               f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}")
+               f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}&workflowType=machine_learning")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             shot = Path(tmp) / "shot.png"

@@ -215,3 +215,18 @@ def test_the_mlflow_ui_in_a_browser_shows_the_parent_run_its_metrics_and_dataset
     finally:
         os.killpg(ui.pid, 9)
         ui.wait()
+
+
+def test_a_params_typo_stops_dvc_repro_with_one_line_naming_the_key(reproduced):
+    """No stage reads a typo'd section, so only the `check` stage, which depends on every param, can catch it."""
+    repo, env, _ = reproduced
+    params = repo / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original + "trian:\n  lr: 0.01\n")
+        result = run(["dvc", "repro"], repo, env, check=False)
+        assert result.returncode != 0
+        assert "unknown key 'trian'" in result.stdout + result.stderr
+        assert "Running stage 'train'" not in result.stdout
+    finally:
+        params.write_text(original)

@@ -51,6 +51,8 @@ def request(image1: str, image2: str) -> bytes:
 
 
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 

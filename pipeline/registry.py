@@ -23,7 +23,10 @@ def val_pairs_key(params: Params) -> str:
     drawn first, from the same random stream."""
     pairs = vars(params.pairs)
     unread = UNRESTRICTED_ONLY if params.pairs.mode == "restricted" else ()
-    return " ".join([f"seed={params.seed}"] + [f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread])
+    # restricted validation pairs are whole components of the pair graph (they were name-based before)
+    split = ["pairs.split=components"] if params.pairs.mode == "restricted" else []
+    return " ".join([f"seed={params.seed}"] + [f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread]
+                    + split)
 
 
 def promote(client, name: str, version: str, val_auc: float, val_pairs: str = "", alias: str = "champion") -> bool:

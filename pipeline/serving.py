@@ -19,17 +19,19 @@ from pathlib import Path
 
 import mlflow.pyfunc
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from pipeline import files
+from pipeline.bundle import euclidean
 from pipeline.verifier import Verifier
 
 
-MAX_SIDE = 4096  # pixels: far above LFW's 250, far below what a request could exhaust memory with
+MAX_SIDE = 4096  # pixels a side: far above LFW's 250; one such image decodes to at most 64 MiB (RGBA)
 MAX_BASE64 = 32 * 1024 * 1024  # characters of one image's base64 text (24 MiB of file)
+MAX_ROWS = 1024  # pairs in one request; each image is cropped and resized as soon as it is decoded
 
 
 class BadRequest(MlflowException):
@@ -54,8 +56,8 @@ def decode(b64, what: str) -> Image.Image:
         raise BadRequest(f"{what}: expected an image file in base64, got {type(b64).__name__}")
     if len(b64) > MAX_BASE64:
         raise BadRequest(f"{what}: {len(b64)} base64 characters, more than the {MAX_BASE64} allowed")
-    try:
-        data = base64.b64decode(b64, validate=True)
+    try:  # line-wrapped base64 (`base64`, base64.encodebytes) is fine: whitespace is no data
+        data = base64.b64decode(b"".join(b64.split()) if isinstance(b64, bytes) else "".join(b64.split()), validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest(f"{what}: not valid base64") from None
     try:
@@ -89,10 +91,19 @@ class FaceVerifierModel(mlflow.pyfunc.PythonModel):
             raise BadRequest(f"missing column {missing[0]!r}: send columns image1 and image2")
         if not len(model_input):
             raise BadRequest("no rows: send at least one pair of images")
-        first = [decode(v, f"row {k}, column image1") for k, v in enumerate(model_input["image1"])]
-        second = [decode(v, f"row {k}, column image2") for k, v in enumerate(model_input["image2"])]
-        d = self.verifier.distances(first, second)
-        t = self.verifier.threshold
+        if len(model_input) > MAX_ROWS:
+            raise BadRequest(f"{len(model_input)} rows, more than the {MAX_ROWS} pairs one request may hold")
+        v = self.verifier
+
+        def arrays(column: str) -> list[np.ndarray]:  # each image cropped and resized as soon as it is decoded
+            return [v.arrays([decode(x, f"row {k}, column {column}")])[0] for k, x in enumerate(model_input[column])]
+        first, second = arrays("image1"), arrays("image2")
+        try:
+            e = v.embed(np.stack(first + second))
+        except Exception:  # noqa: BLE001 - a fault of ours: a 500 without the server's traceback
+            raise MlflowException("internal error while scoring the pairs", error_code=INTERNAL_ERROR) from None
+        d = euclidean(e[:len(first)], e[len(first):])
+        t = v.threshold
         return pd.DataFrame({"distance": d.astype(np.float64), "same": d <= t, "threshold": np.full(len(d), t)})
 
 

@@ -218,21 +218,23 @@ class Recorder:
         if not self.active:
             return
         from mlflow.entities import DatasetInput, InputTag
-        found = [DatasetInput(d, tags=[InputTag("mlflow.data.context", stage)]) for d in stage_datasets(stage)]
+        try:
+            found = [DatasetInput(d, tags=[InputTag("mlflow.data.context", stage)]) for d in stage_datasets(stage)]
+        except Exception as e:  # noqa: BLE001 - an unreadable dvc.yaml or dvc.lock costs the datasets, not the record
+            log.warning("MLflow datasets of stage %s not recorded (%s: %s)", stage, type(e).__name__, e)
+            return
         if found:
             for run_id in (self.child_id, self.parent_id):
                 self.call(lambda c: c.log_inputs(run_id, datasets=found))
 
     def finish(self, status: str) -> None:
-        """End this stage's run; the parent's end moves to now, so it spans every stage that ran
-        (FAILED once any stage failed)."""
+        """End this stage's run; the parent's end moves to now, so it spans every stage that ran, and takes
+        this stage's status (stages run one after another and a failure stops the pipeline, so the last
+        stage's status is the execution's; a rerun after a failure finishes the same parent)."""
         if not self.active:
             return
         self.call(lambda c: c.set_terminated(self.child_id, status))
-        parent = self.call(lambda c: c.get_run(self.parent_id))
-        if parent is not None:
-            failed = status == "FAILED" or parent.info.status == "FAILED"
-            self.call(lambda c: c.set_terminated(self.parent_id, "FAILED" if failed else "FINISHED"))
+        self.call(lambda c: c.set_terminated(self.parent_id, status))
 
     def tags(self, values: dict[str, Any], parent_too: bool = False) -> None:
         if not self.active:

@@ -53,7 +53,7 @@ def test_a_champion_registered_before_the_tag_compares_on_auc_alone(client):
 def test_restricted_mode_keys_only_the_params_it_reads():
     pairs = {"val_fraction": 0.15, "n_train_pairs": 36000, "n_val_pairs": 20000}
     restricted = [val_pairs_key(typed(0, {**pairs, "mode": "restricted", "n_val_pairs": n})) for n in (2000, 20000)]
-    assert restricted[0] == restricted[1] == "seed=0 pairs.mode=restricted pairs.val_fraction=0.15"
+    assert restricted[0] == restricted[1] == "seed=0 pairs.mode=restricted pairs.val_fraction=0.15 pairs.split=components"
     # unrestricted: the training pairs are drawn before the validation pairs, from the same random stream
     unrestricted = [val_pairs_key(typed(0, {**pairs, "mode": "unrestricted", "n_train_pairs": n})) for n in (2000, 36000)]
     assert unrestricted[0] != unrestricted[1] and "pairs.n_val_pairs=20000" in unrestricted[1]

@@ -223,7 +223,10 @@ def test_a_params_typo_stops_dvc_repro_with_one_line_naming_the_key(reproduced):
     params = repo / "params.yaml"
     original = params.read_text()
     try:
-        params.write_text(original + "trian:\n  lr: 0.01\n")
+        changed = yaml.safe_load(original)
+        changed["train"]["lr"] /= 2  # so that without the check, train would rerun
+        changed["trian"] = {"lr": 0.01}
+        params.write_text(yaml.safe_dump(changed, sort_keys=False))
         result = run(["dvc", "repro"], repo, env, check=False)
         assert result.returncode != 0
         assert "unknown key 'trian'" in result.stdout + result.stderr

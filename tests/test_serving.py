@@ -115,3 +115,17 @@ def test_a_good_request_still_scores_after_bad_ones(served_model):
     import pandas as pd
     out = served_model.predict(None, pd.DataFrame({"image1": [b64(png(250, 250))], "image2": [b64(png(300, 200))]}))
     assert list(out.columns) == ["distance", "same", "threshold"] and len(out) == 1
+
+
+def test_line_wrapped_base64_is_accepted_and_too_many_rows_refused(served_model):
+    import base64
+
+    import pandas as pd
+
+    from pipeline import serving
+    wrapped = base64.encodebytes(png(250, 250)).decode()  # a newline every 76 characters
+    out = served_model.predict(None, pd.DataFrame({"image1": [wrapped], "image2": [b64(png(250, 250))]}))
+    assert len(out) == 1
+    n = serving.MAX_ROWS + 1
+    with pytest.raises(serving.BadRequest, match=f"{n} rows, more than the {serving.MAX_ROWS}"):
+        served_model.predict(None, pd.DataFrame({"image1": ["x"] * n, "image2": ["x"] * n}))

@@ -562,7 +562,7 @@ def _shown(args) -> list | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="add the finished DVC experiments to docs/experiments.json")
-    parser.add_argument("--num", type=int, default=5, help="read the experiments of the last N commits")
+    parser.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
     parser.add_argument("--json", type=Path, help="read this saved `dvc exp show --json` output instead of running it")
     parser.add_argument("--no-live", action="store_true", help="do not run `dvc exp show`: docs/experiments.json alone")
     parser.add_argument("--import-markdown", metavar="REV",

@@ -124,7 +124,8 @@ def lock_hashes(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path
     return out
 
 
-def stage_datasets(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = Path("dvc.yaml")) -> list:
+def stage_datasets(stage: str, params: Path = Path("params.yaml"), lock: Path = Path("dvc.lock"),
+                   pipeline: Path = Path("dvc.yaml")) -> list:
     """An mlflow.entities.Dataset for each upstream output that `stage` depends on in dvc.yaml, with its
     content hash from dvc.lock. The LFW-a folder names its source: LFW_A_ARCHIVE, else download.url."""
     from mlflow.entities import Dataset
@@ -142,17 +143,19 @@ def stage_datasets(stage: str, lock: Path = Path("dvc.lock"), pipeline: Path = P
     for path, md5 in found.items():
         source = path
         if path == "data/lfw-a":
-            source = os.environ.get("LFW_A_ARCHIVE") or _download_url() or path
+            source = os.environ.get("LFW_A_ARCHIVE") or _download_url(params) or path
         kind = "http" if source.startswith(("http://", "https://")) else "local"
         datasets.append(Dataset(name=path, digest=md5[:36], source_type=kind,
                                 source=json.dumps({"url": source} if kind == "http" else {"uri": source})))
     return datasets
 
 
-def _download_url(params: Path = Path("params.yaml")) -> str:
+def _download_url(params: Path) -> str:
+    """params' download.url, or "" where the file does not validate (the stage itself reports that)."""
+    from pipeline.params import ParamsError, load_params
     try:
-        return str(((yaml.safe_load(params.read_text()) or {}).get("download") or {}).get("url") or "")
-    except (OSError, yaml.YAMLError, AttributeError):
+        return load_params(params).download.url
+    except ParamsError:
         return ""
 
 
@@ -212,14 +215,14 @@ class Recorder:
             for run_id in (self.child_id, self.parent_id) if parent_too else (self.child_id,):
                 self.call(lambda c: c.log_artifact(run_id, str(path), subdir))
 
-    def inputs(self, stage: str) -> None:
+    def inputs(self, stage: str, params: Path) -> None:
         """The data this stage reads, as MLflow datasets (name, DVC content hash, source) on its run and the
         parent's: the upstream outputs that dvc.yaml names as its deps, with their hashes from dvc.lock."""
         if not self.active:
             return
         from mlflow.entities import DatasetInput, InputTag
         try:
-            found = [DatasetInput(d, tags=[InputTag("mlflow.data.context", stage)]) for d in stage_datasets(stage)]
+            found = [DatasetInput(d, tags=[InputTag("mlflow.data.context", stage)]) for d in stage_datasets(stage, params)]
         except Exception as e:  # noqa: BLE001 - an unreadable dvc.yaml or dvc.lock costs the datasets, not the record
             log.warning("MLflow datasets of stage %s not recorded (%s: %s)", stage, type(e).__name__, e)
             return
@@ -294,7 +297,7 @@ def _open_runs(stage: str, params_path: Path, mlflow, MlflowClient, uri: str, de
         **common, "kind": "stage", "stage": stage, "mlflow.parentRunId": parent_id, **lock_hashes(stage)})
     log.info("recording to MLflow %s (run %s, parent %s)", uri, child.info.run_id, parent_id)
     rec = Recorder(stage, mlflow, client, parent_id, child.info.run_id)
-    rec.inputs(stage)
+    rec.inputs(stage, params_path)
     return rec
 
 

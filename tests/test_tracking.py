@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import free_port, make_repo, run, small_params, start_mlflow_server, start_queue, stop_queue_workers
 from pipeline import files, tracking
@@ -253,7 +254,7 @@ def test_stage_datasets_are_the_upstream_data_a_stage_reads_with_their_dvc_hashe
         "schema: '2.0'\nstages:\n  download: {cmd: x, outs: [{path: data/lfw-a, md5: aaaa.dir}]}\n"
         "  pairs: {cmd: x, outs: [{path: data/pairs, md5: bbbb.dir}]}\n"
         "  prepare: {cmd: x, outs: [{path: data/prepared, md5: cccc.dir}]}\n")
-    (tmp_path / "params.yaml").write_text("download: {url: 'http://example.org/lfwa.tar.gz'}\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small_params(**{"download.url": "http://example.org/lfwa.tar.gz"})))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LFW_A_ARCHIVE", raising=False)
     train = {d.name: d for d in tracking.stage_datasets("train")}

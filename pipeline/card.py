@@ -10,8 +10,15 @@ def _pct(x: float) -> str:
 
 RESTRICTED = ("- Image-restricted protocol: training used the official pairsDevTrain pairs alone, their labels and "
               "what follows from them; no person names. Validation pairs are whole connected components of the pair graph.")
-UNRESTRICTED = ("- Unrestricted protocol: training pairs drawn from the View 1 training identities by name; "
+UNRESTRICTED = ("- Unrestricted protocol: training pairs drawn from the training identities by name; "
                 "validation people held out from them.")
+
+
+def _training_side(pairs: dict) -> str:
+    if pairs.get("protocol") == "view2":
+        whose = "pairs" if pairs["mode"] == "restricted" else "people"
+        return f"View 2: the {whose} of the nine folds other than fold {pairs['fold']}"
+    return "View 1 training identities"
 
 
 def model_card(params: Params, model_config: dict, pairs: dict, train: dict, calibration: dict,
@@ -36,12 +43,12 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
         f"{train['best_epoch']} of {train['stopped_epoch']}.",
         f"- Trained on {train.get('device', 'an unrecorded device')} in {train.get('precision', 'an unrecorded precision')}"
         f" with torch {train.get('torch_version', '(unrecorded)')}; the weights change with the CPU class and the precision.",
-        "- Trained from scratch on LFW-a View 1 training identities only; no pretrained weights, no outside data.",
+        f"- Trained from scratch on LFW-a {_training_side(pairs)} only; no pretrained weights, no outside data.",
         "",
         "## Data and split",
         f"- Pairs mode `{pairs['mode']}`: {pairs['train_pairs']} training pairs ({pairs['train_people']} people), "
         f"{pairs['val_pairs']} validation pairs ({pairs['val_people']} people), "
-        f"{pairs['test_pairs']} official test pairs (pairsDevTest.txt, {pairs['test_people']} people).",
+        f"{pairs['test_pairs']} official test pairs ({pairs.get('test_source', 'pairsDevTest.txt')}, {pairs['test_people']} people).",
         RESTRICTED if pairs["mode"] == "restricted" else UNRESTRICTED,
         f"- Identities shared between train/validation/test: {pairs['train_val_shared_people']} / "
         f"{pairs['train_test_shared_people']} / {pairs['val_test_shared_people']}.",

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline import files, lfw, runner
+from pipeline import files, lfw, runner, views
 from pipeline.params import flatten, load_params
 
 log = logging.getLogger("pipeline.download")
@@ -148,7 +148,7 @@ def verify_sha256sums(root: Path) -> int:
 
 def check_dataset(root: Path, protocol_md5: dict[str, str] | None) -> dict:
     """Structural checks of an extracted dataset; returns the report, raises DataError on the first failure."""
-    for name in lfw.REQUIRED:
+    for name in lfw.REQUIRED + views.VIEW2_FILES:
         if not (root / name).is_file():
             raise DataError(f"{root / name}: protocol file missing")
         if protocol_md5 and name in protocol_md5:
@@ -181,6 +181,16 @@ def check_dataset(root: Path, protocol_md5: dict[str, str] | None) -> dict:
                     raise DataError(f"{path}:{k}: image {lfw.image_relpath(name, i)} does not exist")
                 if name not in allowed:
                     raise DataError(f"{path}:{k}: {name} is not a View 1 {split.lower()} identity (peopleDev{split}.txt)")
+    path = root / "pairs.txt"
+    view2 = views.pair_folds(path)
+    fold_people = views.people_folds(root / "people.txt")
+    for fold, (fold_pairs, allowed) in enumerate(zip(view2, fold_people), start=1):
+        for k, p in enumerate(fold_pairs, start=2 + (fold - 1) * len(fold_pairs)):
+            for name, i in ((p.name1, p.i1), (p.name2, p.i2)):
+                if not (root / lfw.image_relpath(name, i)).is_file():
+                    raise DataError(f"{path}:{k}: image {lfw.image_relpath(name, i)} does not exist")
+                if name not in allowed:
+                    raise DataError(f"{path}:{k}: {name} is not in fold {fold} of people.txt")
     return {
         "images": n_images,
         "people": len(folders),
@@ -188,6 +198,7 @@ def check_dataset(root: Path, protocol_md5: dict[str, str] | None) -> dict:
         "test_people": len(people["Test"]),
         "train_pairs": len(pairs["Train"]),
         "test_pairs": len(pairs["Test"]),
+        "view2_pairs": sum(map(len, view2)),
         "train_test_shared_people": len(shared),
         "protocol_md5_checked": bool(protocol_md5),
     }
@@ -221,7 +232,7 @@ def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
             log.info("extracting %s", archive)
             safe_extract(archive, extracted)
             root = find_root(extracted)
-            for name in lfw.REQUIRED:
+            for name in lfw.REQUIRED + views.VIEW2_FILES:
                 if not (root / name).exists():
                     log.info("%s not in the archive: fetching it from %s", name, protocol_url)
                     fetch(protocol_url.rstrip("/") + "/" + name, root / name, timeout_s, retries)

@@ -1,8 +1,8 @@
 """Stage `evaluate`: score the official test pairs at the calibrated threshold.
 
-Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json); PAIRS_FILE (the official
-        data/lfw-a/pairsDevTest.txt) against IMAGES (data/lfw-a/lfw2); for the model card, params.yaml,
-        metrics/pairs.json and metrics/train.json.
+Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json); TEST_PAIRS (data/pairs/test.tsv: the
+        official pairsDevTest.txt, or a View 2 fold of pairs.txt) against IMAGES (data/lfw-a/lfw2); for the
+        model card, params.yaml, metrics/pairs.json and metrics/train.json.
 Writes: METRICS (metrics/evaluate.json): accuracy with its 95% interval, ROC AUC, EER, TAR at 1% FAR,
         confusion counts; PREDICTIONS (results/predictions.csv): one row per pair; PLOTS folder:
         roc.csv (threshold -1 marks the "accept nothing" point), distances.csv (histogram of same and
@@ -25,7 +25,8 @@ from pipeline import files, lfw, registry, runner
 from pipeline.card import model_card
 from pipeline.metrics import roc
 from pipeline.params import load_params
-from pipeline.scoring import image_path, score_pairs_file
+from pipeline.scoring import image_path, score_labelled
+from pipeline.tables import read_table
 from pipeline.verifier import Verifier
 
 log = logging.getLogger("pipeline.evaluate")
@@ -75,7 +76,7 @@ def write_pngs(plots: Path, fpr, tpr, auc: float, distances, labels, threshold: 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    for name in ("model", "threshold", "pairs-file", "images", "metrics", "predictions", "plots", "pairs-report",
+    for name in ("model", "threshold", "test-pairs", "images", "metrics", "predictions", "plots", "pairs-report",
                  "train-report", "card"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     return parser
@@ -93,7 +94,8 @@ def run(args, rec) -> None:
     threshold = calibration["threshold"]
     pairs_report, train_report = files.read_json(args.pairs_report), files.read_json(args.train_report)
     verifier = Verifier(args.model, threshold)
-    pairs, d, y, metrics = score_pairs_file(verifier, args.pairs_file, args.images)
+    pairs = [lfw.Pair(n1, i1, n2, i2) for n1, i1, n2, i2, _ in read_table(args.test_pairs)]
+    d, y, metrics = score_labelled(verifier, args.images, pairs)
     metrics.pop("threshold")  # calibrate.json holds it
     try:
         card = model_card(params, verifier.ckpt["config"], pairs_report, train_report, calibration, metrics)

@@ -1,6 +1,7 @@
 """Stage `pairs`: the train, validation and test pair tables, seeded and written to disk.
 
-Reads:  DATA/pairsDevTrain.txt, DATA/pairsDevTest.txt, DATA/peopleDevTrain.txt; params `seed`, `pairs.*`.
+Reads:  DATA/pairsDevTrain.txt, DATA/pairsDevTest.txt, DATA/peopleDevTrain.txt (View 1) or DATA/pairs.txt,
+        DATA/people.txt (View 2, `pairs.protocol: view2`); params `seed`, `pairs.*`.
 Writes: OUT/train.tsv, OUT/val.tsv, OUT/test.tsv (columns name1 i1 name2 i2 label; label 1 = same
         person); REPORT (metrics/pairs.json): counts and identity overlaps.
 
@@ -13,6 +14,10 @@ Writes: OUT/train.tsv, OUT/val.tsv, OUT/test.tsv (columns name1 i1 name2 i2 labe
 - unrestricted: a `val_fraction` of peopleDevTrain identities is held out; balanced pairs are
   drawn from the images of each side's identities. Validation and training people are disjoint.
 The test table is exactly pairsDevTest.txt; its people never appear in training or validation.
+
+View 2 (`pairs.protocol: view2`, `pairs.fold: K`): the test table is fold K of pairs.txt (600 pairs);
+restricted mode trains on the other nine folds' pairs, unrestricted mode on the other nine folds' people
+(people.txt). Validation is carved from that training side as above.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files, lfw, runner
+from pipeline import files, lfw, runner, views
 from pipeline.params import PairsParams, flatten, load_params
 from pipeline.tables import Row, as_row, write_table
 
@@ -109,14 +114,34 @@ def images(rows: list[Row]) -> set[tuple[str, int]]:
     return {(r[0], r[1]) for r in rows} | {(r[2], r[3]) for r in rows}
 
 
+def view2_sources(data: Path, fold: int) -> tuple[list[lfw.Pair], list[lfw.Pair], dict[str, int]]:
+    """(fold `fold`'s test pairs, the other nine folds' pairs, the other nine folds' people) of View 2.
+    A person of the test fold's pairs is never among the training people, whatever people.txt says."""
+    folds = views.pair_folds(data / "pairs.txt")
+    people_folds = views.people_folds(data / "people.txt")
+    test = folds[fold - 1]
+    train_pairs = [x for k, f in enumerate(folds) if k != fold - 1 for x in f]
+    test_names = {x.name1 for x in test} | {x.name2 for x in test}
+    people = {n: c for k, f in enumerate(people_folds) if k != fold - 1 for n, c in f.items() if n not in test_names}
+    return test, train_pairs, people
+
+
 def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[Row]], dict]:
     """The three tables and their report; pure apart from reading the protocol files."""
     rng = np.random.default_rng(seed)
-    test = [as_row(x) for x in lfw.parse_pairs(data / "pairsDevTest.txt")]
-    if p.mode == "restricted":
-        train, val = split_restricted(lfw.parse_pairs(data / "pairsDevTrain.txt"), p.val_fraction, rng)
+    if p.protocol == "view2":
+        test_pairs, train_pairs, train_people = view2_sources(data, p.fold)
+        source = f"pairs.txt fold {p.fold}"
     else:
-        train, val = split_unrestricted(lfw.parse_people(data / "peopleDevTrain.txt"), p, rng)
+        test_pairs = lfw.parse_pairs(data / "pairsDevTest.txt")
+        source = "pairsDevTest.txt"
+    test = [as_row(x) for x in test_pairs]
+    if p.mode == "restricted":
+        pairs = train_pairs if p.protocol == "view2" else lfw.parse_pairs(data / "pairsDevTrain.txt")
+        train, val = split_restricted(pairs, p.val_fraction, rng)
+    else:
+        people = train_people if p.protocol == "view2" else lfw.parse_people(data / "peopleDevTrain.txt")
+        train, val = split_unrestricted(people, p, rng)
     tables = {"train": train, "val": val, "test": test}
     ids = {k: identities(v) for k, v in tables.items()}
     overlaps = {
@@ -133,7 +158,8 @@ def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[R
     for key, rows in tables.items():
         if not any(r[4] for r in rows) or all(r[4] for r in rows):
             raise ValueError(f"the {key} table needs both same and different pairs; got {len(rows)} pairs")
-    report = {"mode": p.mode, **overlaps}
+    report = {"mode": p.mode, "protocol": p.protocol, **({"fold": p.fold} if p.protocol == "view2" else {}),
+              "test_source": source, **overlaps}
     for key, rows in tables.items():
         report[f"{key}_pairs"] = len(rows)
         report[f"{key}_same"] = sum(r[4] for r in rows)

@@ -23,6 +23,8 @@ def val_pairs_key(params: Params) -> str:
     drawn first, from the same random stream."""
     pairs = vars(params.pairs)
     unread = UNRESTRICTED_ONLY if params.pairs.mode == "restricted" else ()
+    if params.pairs.protocol == "view1":  # View 1 reads no fold; its key reads as it did before View 2 existed
+        unread = (*unread, "protocol", "fold")
     # restricted validation pairs are whole components of the pair graph (they were name-based before)
     split = ["pairs.split=components"] if params.pairs.mode == "restricted" else []
     return " ".join([f"seed={params.seed}"] + [f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread]

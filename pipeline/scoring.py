@@ -42,9 +42,14 @@ def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.n
     return euclidean(emb[first], emb[second])
 
 
+def score_labelled(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]):
+    """(distances, labels, metrics at scorer.threshold) of LFW pairs against an image folder."""
+    distances = score_pairs(scorer, images_dir, pairs)
+    labels = np.array([int(p.same) for p in pairs])
+    return distances, labels, verification_metrics(distances, labels, scorer.threshold)
+
+
 def score_pairs_file(scorer: Scorer, pairs_file: Path, images_dir: Path):
     """(pairs, distances, labels, metrics at scorer.threshold) of an LFW-format pairs file against an image folder."""
     pairs = lfw.parse_pairs(pairs_file)
-    distances = score_pairs(scorer, images_dir, pairs)
-    labels = np.array([int(p.same) for p in pairs])
-    return pairs, distances, labels, verification_metrics(distances, labels, scorer.threshold)
+    return pairs, *score_labelled(scorer, images_dir, pairs)

@@ -150,6 +150,17 @@ def stage_datasets(stage: str, params: Path = Path("params.yaml"), lock: Path = 
     return datasets
 
 
+def protocol_tags(params: Path) -> dict[str, str]:
+    """{"protocol": "view1"} or {"protocol": "view2", "fold": "K"}: what the run is scored on, for the
+    UI's search (`tags.protocol = 'view2'`) and scripts/view2.py; {} where the file does not validate."""
+    from pipeline.params import ParamsError, load_params
+    try:
+        pairs = load_params(params).pairs
+    except ParamsError:
+        return {}
+    return {"protocol": pairs.protocol, **({"fold": str(pairs.fold)} if pairs.protocol == "view2" else {})}
+
+
 def _download_url(params: Path) -> str:
     """params' download.url, or "" where the file does not validate (the stage itself reports that)."""
     from pipeline.params import ParamsError, load_params
@@ -287,7 +298,7 @@ def _open_runs(stage: str, params_path: Path, mlflow, MlflowClient, uri: str, de
     found = client.search_runs([exp_id], f"tags.pipeline_key = '{key}' and tags.kind = 'pipeline'", max_results=1)
     exp_name = os.environ.get("DVC_EXP_NAME", "")
     common = {"git_commit": commit, "git_dirty": str(dirty).lower(), "pipeline_key": key,
-              **({"dvc_exp_name": exp_name} if exp_name else {})}
+              **({"dvc_exp_name": exp_name} if exp_name else {}), **protocol_tags(params_path)}
     if found:
         parent_id = found[0].info.run_id
     else:

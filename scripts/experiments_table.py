@@ -56,7 +56,8 @@ METRICS = {  # column -> (metrics file, key)
 IDS = {col: f"{Path(f).stem}.{k}" for col, (f, k) in METRICS.items()}  # column -> key in docs/experiments.json
 # params added after experiments ran, whose committed value is not the behaviour from before they
 # existed: an experiment without the key ran with this value (any other missing key: the baseline's)
-BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem": "pool", "train.pos_margin": 0.0}
+BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem": "pool", "train.pos_margin": 0.0,
+                "pairs.protocol": "view1", "pairs.fold": 1}
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
               "train.warmup_epochs": 3}
@@ -132,7 +133,7 @@ def _walk(node, baseline, commit, commit_params):
     params = _node_params(data)
     if baseline != "skip" and params is not None:
         metrics = _node_metrics(data)
-        if metrics[IDS["test acc"]] is not None:
+        if metrics[IDS["test acc"]] is not None and params.get("pairs.protocol") != "view2":  # scripts/view2.py's
             seed = params.pop("seed", None)
             base = {k: v for k, v in (commit_params or {}).items() if k != "seed"}
             overrides = {k: v for k, v in params.items() if k not in base or not same(v, base[k])}

@@ -51,7 +51,22 @@ def make_lfw(root: Path, n_train: int = 24, n_test: int = 10, per_person: int = 
         diff = [(people[k], 1, people[(k + len(people) // 2) % len(people)], 1) for k in range(len(same))]
         lines = [f"{len(same)}"] + ["\t".join(map(str, s)) for s in same] + ["\t".join(map(str, d)) for d in diff]
         (base / f"pairsDev{split}.txt").write_text("\n".join(lines) + "\n")
+    write_view2(base, names, counts)
     return base
+
+
+def write_view2(base: Path, names: list[str], counts: dict[str, int]) -> None:
+    """View 2's files over all `names`: fold k holds names[k::10], one same and one different pair each."""
+    folds = [names[k::10] for k in range(10)]
+    people = ["10"]
+    pairs = ["10\t1"]
+    for fold in folds:
+        multi = [n for n in fold if counts[n] >= 2]
+        assert multi and len(fold) >= 2, "each View 2 fold needs two people, one with two images"
+        people += [str(len(fold))] + [f"{n}\t{counts[n]}" for n in fold]
+        pairs += [f"{multi[0]}\t1\t2", f"{fold[0]}\t1\t{fold[1]}\t1"]
+    (base / "people.txt").write_text("\n".join(people) + "\n")
+    (base / "pairs.txt").write_text("\n".join(pairs) + "\n")
 
 
 def make_archive(dataset: Path, out: Path) -> Path:

@@ -21,7 +21,7 @@ def client(tmp_path):
 
 def typed(seed: int, pairs: dict):
     """The parts of pipeline.params.Params that val_pairs_key reads."""
-    return SimpleNamespace(seed=seed, pairs=SimpleNamespace(**pairs))
+    return SimpleNamespace(seed=seed, pairs=SimpleNamespace(**{"protocol": "view1", "fold": 1, **pairs}))
 
 
 def champion(client) -> str:

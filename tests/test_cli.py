@@ -11,6 +11,7 @@ from pipeline import cli, evaluate, lfw, scoring, train
 from pipeline.data import load_images, load_pairs
 from pipeline.params import load_params
 from pipeline.verifier import Verifier
+from pipeline.tables import as_row, write_table
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +148,11 @@ def test_a_broken_calibration_file_is_one_clear_line(workspace, lfw_dir, tmp_pat
 def test_evaluate_stage_reads_every_input_before_writing_any_output(workspace, lfw_dir, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("FACEVERIFY_TRACKING", "off")
     (tmp_path / "pairs.json").write_text('{"mode": "unrestricted"}')
+    write_table(tmp_path / "test.tsv", [as_row(p) for p in lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")])
     outs = {"--metrics": tmp_path / "out" / "evaluate.json", "--predictions": tmp_path / "out" / "predictions.csv",
             "--plots": tmp_path / "out" / "plots", "--card": tmp_path / "out" / "card.md"}
     argv = ["--model", str(workspace / "models" / "model.pt"), "--threshold", str(workspace / "metrics" / "calibrate.json"),
-            "--pairs-file", str(lfw_dir / "pairsDevTest.txt"), "--images", str(lfw_dir / "lfw2"),
+            "--test-pairs", str(tmp_path / "test.tsv"), "--images", str(lfw_dir / "lfw2"),
             "--params", str(workspace / "params.yaml"), "--pairs-report", str(tmp_path / "pairs.json"),
             "--train-report", str(tmp_path / "train.json")] + [str(a) for kv in outs.items() for a in kv]
     assert evaluate.main(argv) == 1  # no train report

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from conftest import add_member, make_archive
-from pipeline import download, lfw
+from pipeline import download, lfw, views
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -65,7 +65,7 @@ def test_protocol_files_fetched_when_the_archive_lacks_them(tmp_path, server, lf
     images_only = tmp_path / "src" / "lfw-a"
     shutil.copytree(lfw_dir / "lfw2", images_only / "lfw2")
     archive = make_archive(images_only, tmp_path / "images.tar.gz")
-    for name in lfw.REQUIRED:
+    for name in lfw.REQUIRED + views.VIEW2_FILES:
         body = (lfw_dir / name).read_bytes()
         routes["/protocol/" + name] = (body, len(body))
     out, _, result = run(tmp_path, "unused", "", local=str(archive), protocol_url=base + "/protocol/")

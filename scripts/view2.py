@@ -1,0 +1,343 @@
+"""LFW View 2, as the literature reports it: ten DVC experiments, one per fold, and their aggregate.
+
+    python scripts/view2.py run [--folds 1-10] [-S key=value ...]   # queue the missing folds, run them, report
+    python scripts/view2.py report                                  # docs/VIEW2.md (and MLflow) from what finished
+
+Fold K is `dvc exp run --queue -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
+pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
+validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` skips
+every fold that has a finished experiment with the same params on this commit, or one queued or
+running, so after an interruption the same command goes on where it stopped. The experiments run
+one at a time in DVC's temporary copies on whatever `train.device: auto` finds (a CUDA GPU too).
+
+`report` adds every finished fold in `dvc exp show` (the last --num commits) to docs/view2.json,
+writes docs/VIEW2.md from it (per configuration: mean ± standard error over the folds of test
+accuracy and AUC, as the literature states them, and each fold's figures) and records one MLflow
+run per configuration (tags `kind=view2`, `protocol=view2`; each fold's own pipeline run carries
+`protocol=view2` and `fold=K`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from experiments_table import _node_params, committed_params, git, params_file, plain, same  # noqa: E402
+
+from pipeline import files  # noqa: E402
+from pipeline.views import FOLDS  # noqa: E402
+
+DATA = ROOT / "docs" / "view2.json"
+OUT = ROOT / "docs" / "VIEW2.md"
+METRICS = {  # column -> (metrics file, key)
+    "test acc": ("metrics/evaluate.json", "accuracy"),
+    "test AUC": ("metrics/evaluate.json", "roc_auc"),
+    "test EER": ("metrics/evaluate.json", "eer"),
+    "val AUC": ("metrics/calibrate.json", "val_roc_auc"),
+    "best epoch": ("metrics/train.json", "best_epoch"),
+}
+FOLD_KEYS = ("pairs.protocol", "pairs.fold")
+
+
+def dvc(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["dvc", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def parse_folds(text: str) -> list[int]:
+    """'1-10', '3', '1,4-6' -> sorted fold numbers, each in 1..10."""
+    folds: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise SystemExit(f"--folds: {text!r} is not a fold list like 1-10 or 1,4-6") from None
+        if not 1 <= a <= b <= FOLDS:
+            raise SystemExit(f"--folds: {part!r} is outside 1..{FOLDS}")
+        folds.update(range(a, b + 1))
+    return sorted(folds)
+
+
+def parse_sets(sets: list[str]) -> dict:
+    """-S key=value pairs as {key: value}, the values read as YAML (as DVC writes them)."""
+    out = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"-S {item!r}: expected key=value")
+        if key in FOLD_KEYS:
+            raise SystemExit(f"-S {key}: set by this script, one fold per experiment")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+# --- `dvc exp show --json` --------------------------------------------------------------------
+
+def _metrics(data: dict) -> dict:
+    got = {}
+    for col, (f, k) in METRICS.items():
+        got[col] = (((data.get("metrics") or {}).get(f) or {}).get("data") or {}).get(k)
+    return got
+
+
+def experiments(shown) -> list[dict]:
+    """Every experiment under every commit of `dvc exp show --json` output: {commit, name, state,
+    params (flat, seed included), metrics by column}."""
+    out = []
+
+    def walk(node, commit):
+        if not isinstance(node, dict):
+            return
+        for key in ("experiments", "revs"):
+            for child in node.get(key) or []:
+                if not isinstance(child, dict):
+                    continue
+                data = child.get("data")
+                params = _node_params(data)
+                if params is not None and key == "revs":
+                    state = (child.get("executor") or {}).get("state") or "success"
+                    out.append({"commit": commit, "name": child.get("name") or child.get("rev", "")[:7],
+                                "state": state, "params": params, "metrics": _metrics(data)})
+                walk(child, commit)
+
+    for node in shown if isinstance(shown, list) else [shown]:
+        if isinstance(node, dict) and node.get("rev") != "workspace":
+            walk(node, node.get("rev", "")[:7])
+    return out
+
+
+def show(num: int) -> list:
+    done = dvc("exp", "show", "--json", "--num", str(num))
+    if done.returncode != 0:
+        raise SystemExit(f"dvc exp show failed: {done.stderr.strip()[:400]}")
+    return json.loads(done.stdout)
+
+
+def config_of(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in FOLD_KEYS}
+
+
+def wanted(base: dict, sets: dict) -> dict:
+    """The flat params of the configuration asked for (the fold keys left out)."""
+    unknown = [k for k in sets if k not in base]
+    if unknown:
+        raise SystemExit(f"-S {unknown[0]}: no such key in params.yaml")
+    return config_of({**base, **plain(sets)})
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+def fold_states(shown, commit: str, config: dict) -> dict[int, str]:
+    """{fold: state} of this commit's View 2 experiments of `config` (success beats queued/running beats failed)."""
+    rank = {"success": 3, "running": 2, "queued": 2, "failed": 0}
+    states: dict[int, str] = {}
+    for e in experiments(shown):
+        p = e["params"]
+        if e["commit"] == commit and p.get("pairs.protocol") == "view2" and same(config_of(p), config):
+            fold = int(p["pairs.fold"])
+            if e["state"] == "success" and e["metrics"]["test acc"] is None:
+                continue
+            if rank.get(e["state"], 1) > rank.get(states.get(fold, ""), -1):
+                states[fold] = e["state"]
+    return states
+
+
+def run(args) -> int:
+    head = git("rev-parse", "HEAD").strip()
+    if dvc("status", "--quiet").returncode != 0 or git("status", "--porcelain", "--", "pipeline", "dvc.yaml").strip():
+        print("note: the workspace differs from HEAD; the experiments run on the workspace as it is now", file=sys.stderr)
+    sets = parse_sets(args.set)
+    config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
+    states = fold_states(show(1), head[:7], config)
+    todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
+    done = [k for k in args.folds if states.get(k) == "success"]
+    print(f"View 2 on {head[:7]}: folds done {done or 'none'}; queueing {todo or 'none'}", flush=True)
+    for fold in todo:
+        cmd = ["exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", f"pairs.fold={fold}"]
+        for key, value in sets.items():
+            cmd += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+        queued = dvc(*cmd)
+        if queued.returncode != 0:
+            raise SystemExit(f"dvc {' '.join(cmd)}: {queued.stderr.strip()[:400]}")
+    if any(states.get(k) != "success" for k in args.folds):
+        started = dvc("queue", "start", "--jobs", str(args.jobs))
+        if started.returncode != 0:
+            raise SystemExit(f"dvc queue start: {started.stderr.strip()[:400]}")
+    t0, last = time.monotonic(), None
+    while True:
+        states = fold_states(show(1), head[:7], config)
+        pending = [k for k in args.folds if states.get(k) in ("queued", "running")]
+        line = (f"[{(time.monotonic() - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
+                f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
+        if line.split("] ", 1)[1] != last:
+            print(line, flush=True)
+            last = line.split("] ", 1)[1]
+        if not pending:
+            break
+        time.sleep(args.poll)
+    failed = [k for k in args.folds if states.get(k) != "success"]
+    report(argparse.Namespace(num=1, no_mlflow=args.no_mlflow))
+    if failed:
+        print(f"folds {failed} did not finish: `dvc queue logs <name>` says why; rerun this command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- report -------------------------------------------------------------------------------------
+
+def mean_se(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+    return {"mean": statistics.mean(values), "se": se}
+
+
+def config_key(commit: str, config: dict) -> str:
+    return hashlib.sha256(json.dumps([commit, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def merge(recs: list[dict], exps: list[dict]) -> list[dict]:
+    """`recs` with every finished View 2 fold of `exps` added (a fold recorded already is kept)."""
+    recs = [dict(r) for r in recs]
+    for e in exps:
+        p = e["params"]
+        if e["state"] != "success" or p.get("pairs.protocol") != "view2" or e["metrics"]["test acc"] is None:
+            continue
+        config = config_of(p)
+        rec = next((r for r in recs if r["commit"] == e["commit"] and same(r["params"], config)), None)
+        if rec is None:
+            try:
+                base = committed_params(e["commit"])
+            except subprocess.CalledProcessError:
+                base = {}
+            rec = {"commit": e["commit"], "params": config,
+                   "overrides": {k: v for k, v in config.items() if k not in base or not same(v, base[k])},
+                   "folds": {}}
+            recs.append(rec)
+        rec["folds"] = dict(rec["folds"])
+        rec["folds"].setdefault(str(int(p["pairs.fold"])), {"name": e["name"], "metrics": e["metrics"]})
+    for rec in recs:
+        rec["folds"] = dict(sorted(rec["folds"].items(), key=lambda kv: int(kv[0])))
+        rec["summary"] = {col: mean_se([f["metrics"][col] for f in rec["folds"].values() if f["metrics"].get(col) is not None])
+                          for col in METRICS}
+    return recs
+
+
+def _cell(v: dict | None, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    return f"{v['mean']:.{digits}f}" + (f" ± {v['se']:.{digits}f}" if v.get("se") is not None else "")
+
+
+def view2_md(recs: list[dict]) -> str:
+    lines = [
+        "# LFW View 2",
+        "",
+        "Generated by `python scripts/view2.py report` from docs/view2.json; do not edit by hand.",
+        "Each configuration is ten DVC experiments (`python scripts/view2.py run`): fold K's 600 pairs of",
+        "pairs.txt are scored by a model trained without fold K (its people in unrestricted mode, its pairs",
+        "in restricted mode), with the threshold chosen on validation carved from the training side.",
+        "Summary cells are the mean ± standard error over the folds listed, as LFW results are stated;",
+        "a configuration with fewer than ten folds is not yet a View 2 result.",
+        "",
+    ]
+    for rec in recs:
+        folds = list(rec["folds"])
+        mode = rec["params"].get("pairs.mode", "?")
+        overrides = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items()) or "params.yaml as committed"
+        sets = " ".join(f"-S {k}={v}" for k, v in rec["overrides"].items())
+        lines += [f"## {mode}, commit {rec['commit']}: {overrides}", "",
+                  f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: `git checkout {rec['commit']}`, then "
+                  f"`python scripts/view2.py run{' ' + sets if sets else ''}`.", "",
+                  "| fold | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        for fold, f in rec["folds"].items():
+            cells = [("" if f["metrics"].get(c) is None else
+                      (f"{f['metrics'][c]:.4f}" if isinstance(f["metrics"][c], float) else str(f["metrics"][c]))) for c in METRICS]
+            lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+        lines.append("| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c])}**" for c in METRICS) + " |")
+        lines.append("")
+    if not recs:
+        lines.append("No View 2 fold has finished yet.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def log_mlflow(recs: list[dict]) -> None:
+    """One run per configuration in the pipeline's MLflow experiment, updated in place on each report."""
+    from pipeline import tracking
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    if exp is None:
+        print("MLflow: no pipeline experiment yet, nothing to record beside", file=sys.stderr)
+        return
+    for rec in recs:
+        key = config_key(rec["commit"], rec["params"])
+        found = client.search_runs([exp.experiment_id], f"tags.view2_key = '{key}'", max_results=1)
+        run_id = found[0].info.run_id if found else client.create_run(
+            exp.experiment_id, run_name=f"view2-{rec['params'].get('pairs.mode')}-{rec['commit']}",
+            tags={"kind": "view2", "protocol": "view2", "view2_key": key, "git_commit": rec["commit"]}).info.run_id
+        client.set_tag(run_id, "folds", ",".join(rec["folds"]))
+        for k, v in rec["params"].items():
+            if not found:
+                client.log_param(run_id, k, v)
+        for col, v in rec["summary"].items():
+            if v is not None:
+                name = col.replace(" ", "_")
+                client.log_metric(run_id, f"view2.{name}_mean", v["mean"])
+                if v["se"] is not None:
+                    client.log_metric(run_id, f"view2.{name}_se", v["se"])
+        client.log_metric(run_id, "view2.folds", len(rec["folds"]))
+        client.set_terminated(run_id, "FINISHED")
+        print(f"MLflow {uri}: run {run_id} ({len(rec['folds'])} folds)")
+
+
+def report(args) -> int:
+    recs = json.loads(DATA.read_text()) if DATA.exists() else []
+    recs = merge(recs, experiments(show(args.num)))
+    files.write_text(DATA, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
+    files.write_text(OUT, view2_md(recs))
+    for rec in recs:
+        s = rec["summary"]
+        print(f"{rec['commit']} {rec['params'].get('pairs.mode')} {rec['overrides'] or ''}: {len(rec['folds'])} folds, "
+              f"test accuracy {_cell(s['test acc'])}, AUC {_cell(s['test AUC'])}")
+    if not args.no_mlflow:
+        log_mlflow(recs)
+    print(f"wrote {OUT.relative_to(ROOT)} and {DATA.relative_to(ROOT)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="queue the missing folds, run them one at a time, then report")
+    r.add_argument("--folds", type=parse_folds, default=list(range(1, FOLDS + 1)), help="e.g. 1-10 (default), 1,4-6")
+    r.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as dvc exp run -S")
+    r.add_argument("--jobs", type=int, default=1, help="experiments at once (dvc queue start --jobs)")
+    r.add_argument("--poll", type=float, default=60, help="seconds between progress checks")
+    r.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
+    p = sub.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")
+    p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
+    p.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
+    args = parser.parse_args(argv)
+    return run(args) if args.command == "run" else report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""LFW View 2: its files, the fold tables, the params, and scripts/view2.py's bookkeeping."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, small_params
+from pipeline import download, lfw, pairs, registry, views
+from pipeline.params import ParamsError, PairsParams, load_params
+from pipeline.tables import as_row
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import experiments_table  # noqa: E402
+import view2  # noqa: E402
+
+
+def params(**kw):
+    return PairsParams(**{**small_params()["pairs"], **kw})
+
+
+def test_view2_files_parse_into_ten_folds(lfw_dir):
+    folds = views.pair_folds(lfw_dir / "pairs.txt")
+    people = views.people_folds(lfw_dir / "people.txt")
+    assert len(folds) == len(people) == 10
+    for fold, names in zip(folds, people):
+        assert [p.same for p in fold] == [True, False]
+        assert {p.name1 for p in fold} | {p.name2 for p in fold} <= set(names)
+
+
+def test_a_person_in_two_folds_names_the_line(tmp_path, lfw_dir):
+    lines = (lfw_dir / "people.txt").read_text().splitlines()
+    lines[-1] = lines[2]  # fold 1's first person again, as fold 10's last
+    (tmp_path / "people.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(lfw.ProtocolError, match=rf"people.txt:{len(lines)}: {lines[2].split()[0]} is already in fold 1"):
+        views.people_folds(tmp_path / "people.txt")
+
+
+def test_a_view1_pairs_file_is_not_view2(lfw_dir):
+    with pytest.raises(lfw.ProtocolError, match=r"pairsDevTest.txt:1: a View 2 pairs file starts with '10<TAB>N'"):
+        views.pair_folds(lfw_dir / "pairsDevTest.txt")
+
+
+@pytest.mark.parametrize("fold", [1, 7])
+def test_unrestricted_fold_trains_without_the_folds_people(lfw_dir, fold):
+    tables, report = pairs.make_tables(lfw_dir, params(protocol="view2", fold=fold), seed=0)
+    assert tables["test"] == [as_row(p) for p in views.pair_folds(lfw_dir / "pairs.txt")[fold - 1]]
+    fold_people = set(views.people_folds(lfw_dir / "people.txt")[fold - 1])
+    seen = pairs.identities(tables["train"]) | pairs.identities(tables["val"])
+    assert seen and not seen & fold_people
+    assert report["protocol"] == "view2" and report["fold"] == fold and report["test_source"] == f"pairs.txt fold {fold}"
+    assert report["train_test_shared_people"] == report["val_test_shared_people"] == 0
+
+
+def test_restricted_fold_trains_on_the_other_folds_pairs_alone(lfw_dir):
+    tables, report = pairs.make_tables(lfw_dir, params(protocol="view2", fold=3, mode="restricted", val_fraction=0.3), seed=0)
+    folds = views.pair_folds(lfw_dir / "pairs.txt")
+    others = sorted(as_row(p) for k, f in enumerate(folds) if k != 2 for p in f)
+    assert sorted(tables["train"] + tables["val"]) == others
+    assert tables["val"] and report["test_pairs"] == 2
+
+
+def test_view1_tables_do_not_read_the_fold(lfw_dir):
+    a, ra = pairs.make_tables(lfw_dir, params(fold=1), seed=0)
+    b, _ = pairs.make_tables(lfw_dir, params(fold=9), seed=0)
+    assert a == b and ra["test_source"] == "pairsDevTest.txt" and "fold" not in ra
+
+
+def test_fold_out_of_range_is_a_params_error(tmp_path):
+    p = small_params(**{"pairs.protocol": "view2", "pairs.fold": 11})
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps(p))
+    with pytest.raises(ParamsError, match=r"'pairs.fold' must be in 1..10"):
+        load_params(path)
+    path.write_text(json.dumps(small_params(**{"pairs.protocol": "view3"})))
+    with pytest.raises(ParamsError, match=r"'pairs.protocol' must be one of \['view1', 'view2'\]"):
+        load_params(path)
+
+
+def test_registry_key_of_view1_is_unchanged_and_view2_names_its_fold(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps(small_params()))
+    key = registry.val_pairs_key(load_params(path))
+    assert "protocol" not in key and "fold" not in key
+    path.write_text(json.dumps(small_params(**{"pairs.protocol": "view2", "pairs.fold": 4})))
+    assert "pairs.fold=4" in registry.val_pairs_key(load_params(path))
+
+
+def test_download_check_refuses_a_fold_pair_outside_the_folds_people(tmp_path, lfw_dir):
+    broken = tmp_path / "lfw-a"
+    shutil.copytree(lfw_dir, broken)
+    lines = (broken / "pairs.txt").read_text().splitlines()
+    stranger = views.people_folds(broken / "people.txt")[1]
+    name = next(n for n, c in stranger.items() if c >= 2)
+    lines[1] = f"{name}\t1\t2"  # fold 1's same pair, of a fold 2 person
+    (broken / "pairs.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(download.DataError, match=rf"pairs.txt:2: {name} is not in fold 1 of people.txt"):
+        download.check_dataset(broken, None)
+
+
+# --- scripts/view2.py -----------------------------------------------------------------------------
+
+BASE = {"seed": 0, "pairs.mode": "unrestricted", "pairs.protocol": "view1", "pairs.fold": 1, "train.lr": 0.003}
+
+
+def shown(*exps):
+    """A `dvc exp show --json`-shaped list: one commit with the given (fold, state, accuracy, overrides)."""
+    revs = []
+    for k, (fold, state, acc, over) in enumerate(exps):
+        params = {"seed": 0, "pairs": {"mode": "unrestricted", "protocol": "view2", "fold": fold}, "train": {"lr": 0.003}}
+        for key, value in over.items():
+            section, name = key.split(".")
+            params[section][name] = value
+        metrics = {} if acc is None else {"metrics/evaluate.json": {"data": {"accuracy": acc, "roc_auc": acc + 0.05, "eer": 1 - acc}}}
+        revs.append({"experiments": None, "revs": [{"rev": f"{k:040x}", "name": f"exp-{k}", "executor": {"state": state},
+                                                     "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]})
+    return [{"rev": "a" * 40, "data": {"params": {"params.yaml": {"data": {"seed": 0}}}}, "experiments": revs}]
+
+
+def test_fold_states_prefer_success_and_match_the_configuration():
+    data = shown((1, "success", 0.9, {}), (2, "failed", None, {}), (2, "queued", None, {}), (3, "success", 0.8, {"train.lr": 0.01}))
+    config = view2.config_of(BASE)
+    assert view2.fold_states(data, "a" * 7, config) == {1: "success", 2: "queued"}
+    assert view2.fold_states(data, "b" * 7, config) == {}
+
+
+def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):
+    monkeypatch.setattr(view2, "committed_params", lambda rev: BASE)
+    data = shown((1, "success", 0.90, {}), (2, "success", 0.92, {}), (3, "success", 0.94, {}), (4, "running", None, {}))
+    recs = view2.merge([], view2.experiments(data))
+    assert len(recs) == 1 and list(recs[0]["folds"]) == ["1", "2", "3"]
+    acc = recs[0]["summary"]["test acc"]
+    assert acc["mean"] == pytest.approx(0.92) and acc["se"] == pytest.approx(0.02 / 3 ** 0.5)
+    text = view2.view2_md(recs)
+    assert "Folds 1, 2, 3 (3 of 10)" in text and "**0.9200 ± 0.0115**" in text
+    again = view2.merge(recs, view2.experiments(shown((1, "success", 0.5, {}))))  # a recorded fold is kept
+    assert again[0]["folds"]["1"]["metrics"]["test acc"] == 0.90
+
+
+def test_view2_runs_stay_out_of_the_experiments_table():
+    data = shown((1, "success", 0.9, {}))
+    assert experiments_table.live_runs(data) == []
+
+
+def test_fold_lists_and_overrides_are_checked():
+    assert view2.parse_folds("1,4-6") == [1, 4, 5, 6]
+    with pytest.raises(SystemExit, match="outside 1..10"):
+        view2.parse_folds("0-3")
+    with pytest.raises(SystemExit, match="set by this script"):
+        view2.parse_sets(["pairs.fold=3"])
+    with pytest.raises(SystemExit, match="no such key"):
+        view2.wanted(BASE, {"train.lrr": 1})

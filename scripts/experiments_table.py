@@ -396,7 +396,28 @@ def _command(overrides: dict, seeds) -> str:
     return f"{cmd} for N = {', '.join(str(s) for s in seeds)}"
 
 
-def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict) -> str:
+def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
+    """(the README's LFW View 2 row, how it came) from docs/view2.json: the record of the committed
+    params over the most folds, the newest of those; an empty row where none exists."""
+    label = f"`params.yaml` ({mode}), **LFW View 2**"
+    cmd = "`python scripts/view2.py run` (ten queued `dvc exp run`s, one per fold; docs/VIEW2.md)"
+    live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current)]
+    if not live:
+        return f"| {label} | | | no View 2 result yet | | | | |", f"- LFW View 2: {cmd}"
+    rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
+    s = rec["summary"]
+
+    def se(col):
+        v = s.get(col)
+        return "" if v is None else f"{v['mean']:.4f}" + (f" ± {v['se']:.4f}" if v.get("se") is not None else "")
+    folds = list(rec["folds"])
+    span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
+    return (f"| {label} | {rec['commit']} | {span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
+            f"- LFW View 2: {cmd} at commit {rec['commit']}; mean ± standard error over the {len(folds)} folds, "
+            "each scored by a model trained without that fold's people")
+
+
+def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:
     """The README's results block (markers included) from the records and the committed metrics."""
     default, restricted = headline_records(recs, current)
     mode = current.get("pairs.mode", "unrestricted")
@@ -422,6 +443,10 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
     lines.append(f"| `params.yaml` ({mode}), the run behind `dvc.lock` | this commit | {current.get('seed')} | {acc} | "
                  f"{evaluate['roc_auc']:.4f} | {evaluate['eer']:.4f} | {calibrate['val_accuracy']:.4f} | {calibrate['val_roc_auc']:.4f} |")
     how.append("- the run behind `dvc.lock`: `dvc repro` (`dvc metrics show` prints it; [95% interval] of its test accuracy)")
+    if mode != "restricted":
+        row, came = view2_row(list(view2), current, mode)
+        lines.append(row)
+        how.append(came)
     lines += ["", "Mean ± standard deviation over the seeds. Each row came from:", *how, END]
     return "\n".join(lines)
 
@@ -430,7 +455,7 @@ def readme_block_from_files(root: Path = ROOT) -> str:
     return readme_block(load(root / "docs" / "experiments.json"),
                         files.read_json(root / "metrics" / "evaluate.json"),
                         files.read_json(root / "metrics" / "calibrate.json"),
-                        params_file(root / "params.yaml"))
+                        params_file(root / "params.yaml"), load(root / "docs" / "view2.json"))
 
 
 def current_block(text: str) -> str:
@@ -586,7 +611,7 @@ def main() -> int:
     files.write_text(OUT, experiments_md(merged))
     readme = README.read_text(encoding="utf-8")
     block = readme_block(recs, files.read_json(ROOT / "metrics" / "evaluate.json"),
-                         files.read_json(ROOT / "metrics" / "calibrate.json"), params_file())
+                         files.read_json(ROOT / "metrics" / "calibrate.json"), params_file(), load(ROOT / "docs" / "view2.json"))
     if current_block(readme) != block:
         files.write_text(README, with_block(readme, block))
     print(f"{len(merged)} configurations written to {OUT.relative_to(ROOT)}; README results block "

@@ -14,7 +14,7 @@ one at a time in DVC's temporary copies on whatever `train.device: auto` finds (
 writes docs/VIEW2.md from it (per configuration: mean ± standard error over the folds of test
 accuracy and AUC, as the literature states them, and each fold's figures) and records one MLflow
 run per configuration (tags `kind=view2`, `protocol=view2`; each fold's own pipeline run carries
-`protocol=view2` and `fold=K`).
+`protocol=view2` and `fold=K`). The README's results block shows the committed params' View 2 row.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import experiments_table  # noqa: E402
 from experiments_table import _node_params, committed_params, git, params_file, plain, same  # noqa: E402
 
 from pipeline import files  # noqa: E402
@@ -320,6 +321,13 @@ def report(args) -> int:
     if not args.no_mlflow:
         log_mlflow(recs)
     print(f"wrote {OUT.relative_to(ROOT)} and {DATA.relative_to(ROOT)}")
+    readme = ROOT / "README.md"
+    if readme.exists() and (ROOT / "metrics" / "evaluate.json").exists():  # its results block has a View 2 row
+        text = readme.read_text(encoding="utf-8")
+        block = experiments_table.readme_block_from_files(ROOT)
+        if experiments_table.current_block(text) != block:
+            files.write_text(readme, experiments_table.with_block(text, block))
+            print("README results block rewritten")
     return 0
 
 

@@ -1,0 +1,45 @@
+"""scripts/view2.py end to end: real queued `dvc exp run`s of View 2 folds, resumed, aggregated, recorded."""
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import ROOT, make_repo, run, small_params, stop_queue_workers
+
+pytestmark = pytest.mark.slow
+
+
+def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive):
+    repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params(**{"train.epochs": 1, "train.patience": 1}))
+    (repo / "scripts").mkdir()
+    for name in ("view2.py", "experiments_table.py"):
+        shutil.copy(ROOT / "scripts" / name, repo / "scripts" / name)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "scripts"], repo, env)
+    view2 = [sys.executable, "scripts/view2.py", "run", "--poll", "2"]
+    try:
+        first = run(view2 + ["--folds", "1"], repo, env, timeout=900)
+        assert "folds done none; queueing [1]" in first.stdout
+        # interrupted after fold 1, say: the same command for 1-2 runs fold 2 alone
+        second = run(view2 + ["--folds", "1-2"], repo, env, timeout=900)
+        assert "folds done [1]; queueing [2]" in second.stdout
+        again = run(view2 + ["--folds", "1-2"], repo, env, timeout=300)
+        assert "folds done [1, 2]; queueing none" in again.stdout
+    finally:
+        stop_queue_workers(repo)
+
+    recs = json.loads((repo / "docs" / "view2.json").read_text())
+    assert len(recs) == 1 and list(recs[0]["folds"]) == ["1", "2"]
+    for fold in recs[0]["folds"].values():
+        assert fold["metrics"]["test acc"] is not None
+    assert "Folds 1, 2 (2 of 10)" in (repo / "docs" / "VIEW2.md").read_text()
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("faceverify")
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline' and tags.protocol = 'view2'")
+    assert sorted(r.data.tags["fold"] for r in parents) == ["1", "2"]
+    summary = client.search_runs([exp.experiment_id], "tags.kind = 'view2'")
+    assert len(summary) == 1 and summary[0].data.metrics["view2.folds"] == 2
+    assert summary[0].data.metrics["view2.test_acc_mean"] == pytest.approx(recs[0]["summary"]["test acc"]["mean"])

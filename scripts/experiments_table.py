@@ -400,7 +400,7 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
     """(the README's LFW View 2 row, how it came) from docs/view2.json: the record of the committed
     params over the most folds, the newest of those; an empty row where none exists."""
     label = f"`params.yaml` ({mode}), **LFW View 2**"
-    cmd = "`python scripts/view2.py run` (ten queued `dvc exp run`s, one per fold; docs/VIEW2.md)"
+    cmd = "`python scripts/view2.py run` (one `dvc exp run` per fold)"
     live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current)]
     if not live:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- LFW View 2: {cmd}"

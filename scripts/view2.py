@@ -119,8 +119,8 @@ def experiments(shown) -> list[dict]:
     return out
 
 
-def show(num: int) -> list:
-    done = dvc("exp", "show", "--json", "--num", str(num))
+def show(num: int, rev: str = "HEAD") -> list:
+    done = dvc("exp", "show", "--json", "--rev", rev, "--num", str(num))
     if done.returncode != 0:
         raise SystemExit(f"dvc exp show failed: {done.stderr.strip()[:400]}")
     return json.loads(done.stdout)
@@ -161,7 +161,7 @@ def run(args) -> int:
         print("note: the workspace differs from HEAD; the experiments run on the workspace as it is now", file=sys.stderr)
     sets = parse_sets(args.set)
     config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
-    states = fold_states(show(1), head[:7], config)
+    states = fold_states(show(1, head), head[:7], config)
     todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
     done = [k for k in args.folds if states.get(k) == "success"]
     print(f"View 2 on {head[:7]}: folds done {done or 'none'}; queueing {todo or 'none'}", flush=True)
@@ -172,13 +172,13 @@ def run(args) -> int:
         queued = dvc(*cmd)
         if queued.returncode != 0:
             raise SystemExit(f"dvc {' '.join(cmd)}: {queued.stderr.strip()[:400]}")
-    if any(states.get(k) != "success" for k in args.folds):
+    if todo or (any(states.get(k) == "queued" for k in args.folds) and not any(s == "running" for s in states.values())):
         started = dvc("queue", "start", "--jobs", str(args.jobs))
         if started.returncode != 0:
             raise SystemExit(f"dvc queue start: {started.stderr.strip()[:400]}")
     t0, last = time.monotonic(), None
     while True:
-        states = fold_states(show(1), head[:7], config)
+        states = fold_states(show(1, head), head[:7], config)  # HEAD may move on meanwhile
         pending = [k for k in args.folds if states.get(k) in ("queued", "running")]
         line = (f"[{(time.monotonic() - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
                 f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
@@ -189,7 +189,7 @@ def run(args) -> int:
             break
         time.sleep(args.poll)
     failed = [k for k in args.folds if states.get(k) != "success"]
-    report(argparse.Namespace(num=1, no_mlflow=args.no_mlflow))
+    report(argparse.Namespace(num=20, rev=head, no_mlflow=args.no_mlflow))
     if failed:
         print(f"folds {failed} did not finish: `dvc queue logs <name>` says why; rerun this command to retry them",
               file=sys.stderr)
@@ -311,7 +311,7 @@ def log_mlflow(recs: list[dict]) -> None:
 
 def report(args) -> int:
     recs = json.loads(DATA.read_text()) if DATA.exists() else []
-    recs = merge(recs, experiments(show(args.num)))
+    recs = merge(recs, experiments(show(args.num, args.rev)))
     files.write_text(DATA, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
     files.write_text(OUT, view2_md(recs))
     for rec in recs:
@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
     p = sub.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")
     p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
+    p.add_argument("--rev", default="HEAD", help="... counted back from this commit")
     p.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
     args = parser.parse_args(argv)
     return run(args) if args.command == "run" else report(args)

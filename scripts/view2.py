@@ -97,25 +97,21 @@ def experiments(shown) -> list[dict]:
     """Every experiment under every commit of `dvc exp show --json` output: {commit, name, state,
     params (flat, seed included), metrics by column}."""
     out = []
-
-    def walk(node, commit):
-        if not isinstance(node, dict):
-            return
-        for key in ("experiments", "revs"):
-            for child in node.get(key) or []:
-                if not isinstance(child, dict):
-                    continue
-                data = child.get("data")
-                params = _node_params(data)
-                if params is not None and key == "revs":
-                    state = (child.get("executor") or {}).get("state") or "success"
-                    out.append({"commit": commit, "name": child.get("name") or child.get("rev", "")[:7],
-                                "state": state, "params": params, "metrics": _metrics(data)})
-                walk(child, commit)
-
     for node in shown if isinstance(shown, list) else [shown]:
-        if isinstance(node, dict) and node.get("rev") != "workspace":
-            walk(node, node.get("rev", "")[:7])
+        if not isinstance(node, dict) or node.get("rev") == "workspace":
+            continue
+        # a baseline's "experiments" are groups: {name, executor: {state}, revs: [{rev, name, data}]}; a
+        # finished one has no executor. A queued or running one's data holds no metrics of its own.
+        for group in node.get("experiments") or []:
+            if not isinstance(group, dict):
+                continue
+            state = (group.get("executor") or {}).get("state") or "success"
+            for rev in group.get("revs") or []:
+                params = _node_params(rev.get("data")) if isinstance(rev, dict) else None
+                if params is not None:
+                    out.append({"commit": node.get("rev", "")[:7], "name": rev.get("name") or group.get("name") or rev.get("rev", "")[:7],
+                                "state": state, "params": params,
+                                "metrics": _metrics(rev["data"]) if state == "success" else {c: None for c in METRICS}})
     return out
 
 
@@ -142,7 +138,7 @@ def wanted(base: dict, sets: dict) -> dict:
 
 def fold_states(shown, commit: str, config: dict) -> dict[int, str]:
     """{fold: state} of this commit's View 2 experiments of `config` (success beats queued/running beats failed)."""
-    rank = {"success": 3, "running": 2, "queued": 2, "failed": 0}
+    rank = {"success": 3, "running": 2, "queued": 2, "failed": 0}  # any other state: 1, pending
     states: dict[int, str] = {}
     for e in experiments(shown):
         p = e["params"]
@@ -173,13 +169,22 @@ def run(args) -> int:
         if queued.returncode != 0:
             raise SystemExit(f"dvc {' '.join(cmd)}: {queued.stderr.strip()[:400]}")
     if todo or (any(states.get(k) == "queued" for k in args.folds) and not any(s == "running" for s in states.values())):
-        started = dvc("queue", "start", "--jobs", str(args.jobs))
+        # the workers keep the starter's stdout open until the queue is empty: give them a file, not a pipe,
+        # and a session of their own, so that Ctrl-C here stops the waiting and not the folds
+        log = ROOT / ".dvc" / "tmp" / "view2-queue.log"
+        with open(log, "w") as out:
+            started = subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], cwd=ROOT, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True, timeout=300)
         if started.returncode != 0:
-            raise SystemExit(f"dvc queue start: {started.stderr.strip()[:400]}")
-    t0, last = time.monotonic(), None
+            raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
+    t0, last, unseen = time.monotonic(), None, 0
     while True:
         states = fold_states(show(1, head), head[:7], config)  # HEAD may move on meanwhile
-        pending = [k for k in args.folds if states.get(k) in ("queued", "running")]
+        # pending: queued, running, or between states (finished but not collected yet, say), for a few polls
+        pending = [k for k in args.folds if states.get(k) not in ("success", "failed")]
+        unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
+        if unseen > 3:
+            break
         line = (f"[{(time.monotonic() - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
                 f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
         if line.split("] ", 1)[1] != last:

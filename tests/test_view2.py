@@ -113,8 +113,13 @@ def shown(*exps):
             section, name = key.split(".")
             params[section][name] = value
         metrics = {} if acc is None else {"metrics/evaluate.json": {"data": {"accuracy": acc, "roc_auc": acc + 0.05, "eer": 1 - acc}}}
-        revs.append({"experiments": None, "revs": [{"rev": f"{k:040x}", "name": f"exp-{k}", "executor": {"state": state},
-                                                     "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]})
+        # as DVC 3.67 writes it: the group carries the executor (none once finished), its rev the data; a
+        # queued or running experiment's data shows its baseline's metrics
+        if state != "success":
+            metrics = {"metrics/evaluate.json": {"data": {"accuracy": 0.5}}}
+        revs.append({"name": f"exp-{k}", "executor": None if state == "success" else {"state": state},
+                     "revs": [{"rev": f"{k:040x}", "name": f"exp-{k}", "experiments": None,
+                               "data": {"params": {"params.yaml": {"data": params}}, "metrics": metrics}}]})
     return [{"rev": "a" * 40, "data": {"params": {"params.yaml": {"data": {"seed": 0}}}}, "experiments": revs}]
 
 
@@ -122,6 +127,9 @@ def test_fold_states_prefer_success_and_match_the_configuration():
     data = shown((1, "success", 0.9, {}), (2, "failed", None, {}), (2, "queued", None, {}), (3, "success", 0.8, {"train.lr": 0.01}))
     config = view2.config_of(BASE)
     assert view2.fold_states(data, "a" * 7, config) == {1: "success", 2: "queued"}
+    running = shown((4, "running", None, {}))
+    assert view2.fold_states(running, "a" * 7, config) == {4: "running"}
+    assert view2.merge([], view2.experiments(running)) == []  # the baseline's metrics are not fold 4's
     assert view2.fold_states(data, "b" * 7, config) == {}
 
 

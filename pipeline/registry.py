@@ -31,6 +31,11 @@ def val_pairs_key(params: Params) -> str:
                     + split)
 
 
+def is_view2_fold(val_pairs: str) -> bool:
+    """Whether val_pairs_key names a View 2 fold: its model scores one fold, not the product's test."""
+    return "pairs.protocol=view2" in val_pairs.split()
+
+
 def promote(client, name: str, version: str, val_auc: float, val_pairs: str = "", alias: str = "champion") -> bool:
     """Point `alias` at `version` if it beats the current holder on validation AUC (never on test).
 
@@ -63,10 +68,19 @@ def promote(client, name: str, version: str, val_auc: float, val_pairs: str = ""
 def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tuple[Path, Path], val_auc: float,
              val_pairs: str) -> None:
     """Log the pyfunc model in this stage's run, register it, and move the champion alias on validation AUC
-    (only against a champion measured on the same validation pairs)."""
+    (only against a champion measured on the same validation pairs). A View 2 fold's model is logged in
+    its run only: ten per configuration would crowd the registry, and none is a candidate champion."""
     if not rec.active:
         return
     from pipeline import serving
+
+    if is_view2_fold(val_pairs):
+        def log_only(client):
+            with rec.mlflow.start_run(run_id=rec.child_id):
+                serving.log_model(model, threshold, example, None)
+            log.info("View 2 fold model logged in run %s, not registered", rec.child_id)
+        rec.call(log_only, retries=0)
+        return
 
     def log_and_promote(client):
         with tracking.store_lock():  # parallel experiments: one new version number and one alias move at a time

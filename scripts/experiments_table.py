@@ -401,7 +401,7 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
     params over the most folds, the newest of those; an empty row where none exists."""
     label = f"`params.yaml` ({mode}), **LFW View 2**"
     cmd = "`python scripts/view2.py run` (one `dvc exp run` per fold)"
-    live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current)]
+    live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current, {"pairs.protocol", "pairs.fold"})]
     if not live:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- LFW View 2: {cmd}"
     rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]

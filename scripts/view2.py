@@ -6,8 +6,9 @@
 Fold K is `dvc exp run --queue -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
 pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
 validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` skips
-every fold that has a finished experiment with the same params on this commit, or one queued or
-running, so after an interruption the same command goes on where it stopped. The experiments run
+every fold that has a finished experiment with the same params and the same pipeline (dvc.yaml,
+params.yaml and the stages' pipeline/ deps unchanged since), or one queued or running, so after an interruption the
+same command goes on where it stopped. The experiments run
 one at a time in DVC's temporary copies on whatever `train.device: auto` finds (a CUDA GPU too).
 
 `report` adds every finished fold in `dvc exp show` (the last --num commits) to docs/view2.json,
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -72,7 +74,9 @@ def parse_folds(text: str) -> list[int]:
 
 
 def parse_sets(sets: list[str]) -> dict:
-    """-S key=value pairs as {key: value}, the values read as YAML (as DVC writes them)."""
+    """-S key=value pairs as {key: value}, the values read as YAML 1.2, as DVC reads them (`1e-3` a number)."""
+    from ruamel.yaml import YAML
+    yaml12 = YAML(typ="safe", pure=True)
     out = {}
     for item in sets:
         key, eq, value = item.partition("=")
@@ -80,7 +84,7 @@ def parse_sets(sets: list[str]) -> dict:
             raise SystemExit(f"-S {item!r}: expected key=value")
         if key in FOLD_KEYS:
             raise SystemExit(f"-S {key}: set by this script, one fold per experiment")
-        out[key] = yaml.safe_load(value)
+        out[key] = yaml12.load(value)
     return out
 
 
@@ -91,6 +95,35 @@ def _metrics(data: dict) -> dict:
     for col, (f, k) in METRICS.items():
         got[col] = (((data.get("metrics") or {}).get(f) or {}).get("data") or {}).get(k)
     return got
+
+
+def pipeline_files(rev: str) -> list[str]:
+    """What can change a fold's outputs at `rev`: dvc.yaml, params.yaml and every pipeline/ file that
+    dvc.yaml lists as a stage's dependency (record keeping, which no stage lists, is left out)."""
+    stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
+    deps = {d for s in stages.values() for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
+    return ["dvc.yaml", "params.yaml", *sorted(deps)]
+
+
+def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-process cache
+    """The last commit up to `rev` that changed the pipeline (pipeline_files): folds run at any commit with
+    the same pipeline are one configuration, so a commit of docs or record keeping does not restart View 2."""
+    if rev not in _memo:
+        try:
+            _memo[rev] = git("log", "-1", "--format=%H", rev, "--", *pipeline_files(rev)).strip()[:7] or rev[:7]
+        except (subprocess.CalledProcessError, KeyError, TypeError):
+            _memo[rev] = rev[:7]
+    return _memo[rev]
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def experiments(shown) -> list[dict]:
@@ -105,7 +138,10 @@ def experiments(shown) -> list[dict]:
         for group in node.get("experiments") or []:
             if not isinstance(group, dict):
                 continue
-            state = (group.get("executor") or {}).get("state") or "success"
+            executor = group.get("executor") or {}
+            state = executor.get("state") or "success"
+            if state == "running" and not _alive((executor.get("local") or {}).get("pid")):
+                state = "failed"  # its worker died: no process will finish it
             for rev in group.get("revs") or []:
                 params = _node_params(rev.get("data")) if isinstance(rev, dict) else None
                 if params is not None:
@@ -115,11 +151,20 @@ def experiments(shown) -> list[dict]:
     return out
 
 
-def show(num: int, rev: str = "HEAD") -> list:
-    done = dvc("exp", "show", "--json", "--rev", rev, "--num", str(num))
-    if done.returncode != 0:
-        raise SystemExit(f"dvc exp show failed: {done.stderr.strip()[:400]}")
-    return json.loads(done.stdout)
+def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
+    for attempt in range(tries):
+        try:
+            done = dvc("exp", "show", "--json", "--rev", rev, "--num", str(num), timeout=300)
+        except subprocess.TimeoutExpired:
+            why = "no answer in 300 s"
+        else:
+            if done.returncode == 0:
+                return json.loads(done.stdout)
+            why = done.stderr.strip()[:400]
+        if attempt + 1 < tries:
+            print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
+            time.sleep(30)
+    raise SystemExit(f"dvc exp show failed: {why}")
 
 
 def config_of(params: dict) -> dict:
@@ -136,13 +181,14 @@ def wanted(base: dict, sets: dict) -> dict:
 
 # --- run ----------------------------------------------------------------------------------------
 
-def fold_states(shown, commit: str, config: dict) -> dict[int, str]:
-    """{fold: state} of this commit's View 2 experiments of `config` (success beats queued/running beats failed)."""
+def fold_states(shown, code: str, config: dict) -> dict[int, str]:
+    """{fold: state} of the View 2 experiments of `config` run on pipeline `code` (code_commit), at any
+    commit (success beats queued/running beats failed)."""
     rank = {"success": 3, "running": 2, "queued": 2, "failed": 0}  # any other state: 1, pending
     states: dict[int, str] = {}
     for e in experiments(shown):
         p = e["params"]
-        if e["commit"] == commit and p.get("pairs.protocol") == "view2" and same(config_of(p), config):
+        if p.get("pairs.protocol") == "view2" and same(config_of(p), config) and code_commit(e["commit"]) == code:
             fold = int(p["pairs.fold"])
             if e["state"] == "success" and e["metrics"]["test acc"] is None:
                 continue
@@ -157,10 +203,12 @@ def run(args) -> int:
         print("note: the workspace differs from HEAD; the experiments run on the workspace as it is now", file=sys.stderr)
     sets = parse_sets(args.set)
     config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
-    states = fold_states(show(1, head), head[:7], config)
+    code = code_commit(head)
+    states = fold_states(show(args.num, head), code, config)
     todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
     done = [k for k in args.folds if states.get(k) == "success"]
-    print(f"View 2 on {head[:7]}: folds done {done or 'none'}; queueing {todo or 'none'}", flush=True)
+    print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; queueing {todo or 'none'}",
+          flush=True)
     for fold in todo:
         cmd = ["exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", f"pairs.fold={fold}"]
         for key, value in sets.items():
@@ -179,7 +227,7 @@ def run(args) -> int:
             raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
     t0, last, unseen = time.monotonic(), None, 0
     while True:
-        states = fold_states(show(1, head), head[:7], config)  # HEAD may move on meanwhile
+        states = fold_states(show(args.num, head, tries=5), code, config)  # HEAD may move on meanwhile
         # pending: queued, running, or between states (finished but not collected yet, say), for a few polls
         pending = [k for k in args.folds if states.get(k) not in ("success", "failed")]
         unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
@@ -223,13 +271,14 @@ def merge(recs: list[dict], exps: list[dict]) -> list[dict]:
         if e["state"] != "success" or p.get("pairs.protocol") != "view2" or e["metrics"]["test acc"] is None:
             continue
         config = config_of(p)
-        rec = next((r for r in recs if r["commit"] == e["commit"] and same(r["params"], config)), None)
+        commit = code_commit(e["commit"])
+        rec = next((r for r in recs if r["commit"] == commit and same(r["params"], config)), None)
         if rec is None:
             try:
-                base = committed_params(e["commit"])
+                base = committed_params(commit)
             except subprocess.CalledProcessError:
                 base = {}
-            rec = {"commit": e["commit"], "params": config,
+            rec = {"commit": commit, "params": config,
                    "overrides": {k: v for k, v in config.items() if k not in base or not same(v, base[k])},
                    "folds": {}}
             recs.append(rec)
@@ -257,7 +306,9 @@ def view2_md(recs: list[dict]) -> str:
         "pairs.txt are scored by a model trained without fold K (its people in unrestricted mode, its pairs",
         "in restricted mode), with the threshold chosen on validation carved from the training side.",
         "Summary cells are the mean ± standard error over the folds listed, as LFW results are stated;",
-        "a configuration with fewer than ten folds is not yet a View 2 result.",
+        "a configuration with fewer than ten folds is not yet a View 2 result. A configuration's commit is",
+        "the last one that changed the pipeline (dvc.yaml, params.yaml, the stages' pipeline/ deps) before its",
+        "folds ran: folds run at later commits with the same pipeline count as the same configuration.",
         "",
     ]
     for rec in recs:
@@ -265,8 +316,8 @@ def view2_md(recs: list[dict]) -> str:
         mode = rec["params"].get("pairs.mode", "?")
         overrides = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items()) or "params.yaml as committed"
         sets = " ".join(f"-S {k}={v}" for k, v in rec["overrides"].items())
-        lines += [f"## {mode}, commit {rec['commit']}: {overrides}", "",
-                  f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: `git checkout {rec['commit']}`, then "
+        lines += [f"## {mode}, pipeline of commit {rec['commit']}: {overrides}", "",
+                  f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this pipeline, "
                   f"`python scripts/view2.py run{' ' + sets if sets else ''}`.", "",
                   "| fold | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
         for fold, f in rec["folds"].items():
@@ -344,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as dvc exp run -S")
     r.add_argument("--jobs", type=int, default=1, help="experiments at once (dvc queue start --jobs)")
     r.add_argument("--poll", type=float, default=60, help="seconds between progress checks")
+    r.add_argument("--num", type=int, default=20, help="look for finished folds in the experiments of the last N commits")
     r.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
     p = sub.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")
     p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")

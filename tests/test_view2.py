@@ -1,5 +1,6 @@
 """LFW View 2: its files, the fold tables, the params, and scripts/view2.py's bookkeeping."""
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -82,9 +83,25 @@ def test_registry_key_of_view1_is_unchanged_and_view2_names_its_fold(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(json.dumps(small_params()))
     key = registry.val_pairs_key(load_params(path))
-    assert "protocol" not in key and "fold" not in key
+    assert key == "seed=0 pairs.mode=unrestricted pairs.n_train_pairs=64 pairs.n_val_pairs=32 pairs.val_fraction=0.3"
+    assert not registry.is_view2_fold(key)
     path.write_text(json.dumps(small_params(**{"pairs.protocol": "view2", "pairs.fold": 4})))
-    assert "pairs.fold=4" in registry.val_pairs_key(load_params(path))
+    key = registry.val_pairs_key(load_params(path))
+    assert "pairs.fold=4" in key and registry.is_view2_fold(key)
+
+
+def test_a_view2_fold_model_is_logged_not_registered(monkeypatch, tmp_path):
+    import contextlib
+    import types
+    from pipeline import serving
+    logged = []
+    monkeypatch.setattr(serving, "log_model", lambda *a: logged.append(a[-1]))
+    rec = types.SimpleNamespace(active=True, child_id="run", call=lambda fn, retries=0: fn(None),
+                                mlflow=types.SimpleNamespace(start_run=lambda run_id: contextlib.nullcontext()),
+                                tags=lambda *a, **k: pytest.fail("a fold model got a registry tag"))
+    registry.register(rec, tmp_path / "m.pt", tmp_path / "t.json", (tmp_path, tmp_path), 0.99,
+                      "seed=0 pairs.fold=2 pairs.mode=unrestricted pairs.protocol=view2")
+    assert logged == [None]  # registered_model_name None: logged in its run only
 
 
 def test_download_check_refuses_a_fold_pair_outside_the_folds_people(tmp_path, lfw_dir):
@@ -123,18 +140,23 @@ def shown(*exps):
     return [{"rev": "a" * 40, "data": {"params": {"params.yaml": {"data": {"seed": 0}}}}, "experiments": revs}]
 
 
-def test_fold_states_prefer_success_and_match_the_configuration():
+def test_fold_states_prefer_success_and_match_the_configuration(monkeypatch):
+    monkeypatch.setattr(view2, "code_commit", lambda rev: {"aaaaaaa": "pipe1"}.get(rev, rev))
     data = shown((1, "success", 0.9, {}), (2, "failed", None, {}), (2, "queued", None, {}), (3, "success", 0.8, {"train.lr": 0.01}))
     config = view2.config_of(BASE)
-    assert view2.fold_states(data, "a" * 7, config) == {1: "success", 2: "queued"}
+    assert view2.fold_states(data, "pipe1", config) == {1: "success", 2: "queued"}  # any commit of that pipeline
+    assert view2.fold_states(data, "pipe2", config) == {}
     running = shown((4, "running", None, {}))
-    assert view2.fold_states(running, "a" * 7, config) == {4: "running"}
+    running[0]["experiments"][0]["executor"]["local"] = {"pid": os.getpid()}
+    assert view2.fold_states(running, "pipe1", config) == {4: "running"}
     assert view2.merge([], view2.experiments(running)) == []  # the baseline's metrics are not fold 4's
-    assert view2.fold_states(data, "b" * 7, config) == {}
+    running[0]["experiments"][0]["executor"]["local"] = {"pid": 2 ** 22 + 12345}  # its worker is gone
+    assert view2.fold_states(running, "pipe1", config) == {4: "failed"}
 
 
 def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):
     monkeypatch.setattr(view2, "committed_params", lambda rev: BASE)
+    monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
     data = shown((1, "success", 0.90, {}), (2, "success", 0.92, {}), (3, "success", 0.94, {}), (4, "running", None, {}))
     recs = view2.merge([], view2.experiments(data))
     assert len(recs) == 1 and list(recs[0]["folds"]) == ["1", "2", "3"]
@@ -155,6 +177,7 @@ def test_fold_lists_and_overrides_are_checked():
     assert view2.parse_folds("1,4-6") == [1, 4, 5, 6]
     with pytest.raises(SystemExit, match="outside 1..10"):
         view2.parse_folds("0-3")
+    assert view2.parse_sets(["train.lr=1e-3", "train.augment.flip=false"]) == {"train.lr": 0.001, "train.augment.flip": False}
     with pytest.raises(SystemExit, match="set by this script"):
         view2.parse_sets(["pairs.fold=3"])
     with pytest.raises(SystemExit, match="no such key"):

@@ -182,3 +182,27 @@ def test_fold_lists_and_overrides_are_checked():
         view2.parse_sets(["pairs.fold=3"])
     with pytest.raises(SystemExit, match="no such key"):
         view2.wanted(BASE, {"train.lrr": 1})
+
+
+def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsys):
+    import argparse
+    import subprocess
+    polls = iter([shown((1, "success", 0.9, {}), (2, "queued", None, {})),
+                  shown((1, "success", 0.9, {}), (2, "running", None, {}), (3, "queued", None, {})),
+                  shown((1, "success", 0.9, {}), (2, "success", 0.8, {}), (3, "success", 0.7, {}))])
+    calls = []
+    monkeypatch.setattr(view2, "show", lambda num, rev="HEAD", tries=1: next(polls))
+    monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
+    monkeypatch.setattr(view2, "git", lambda *a: "a" * 40 if a[0] == "rev-parse" else "")
+    monkeypatch.setattr(view2, "params_file", lambda: dict(BASE))
+    monkeypatch.setattr(view2, "dvc", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(view2, "report", lambda args: 0)
+    monkeypatch.setattr(view2, "_alive", lambda pid: True)
+    args = argparse.Namespace(folds=[1, 2, 3], set=[], jobs=1, poll=0, num=20, no_mlflow=True)
+    assert view2.run(args) == 0
+    queued = [c for c in calls if c[:3] == ("exp", "run", "--queue")]
+    assert queued == [("exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", "pairs.fold=3")]
+    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1
+    out = capsys.readouterr().out
+    assert "folds done [1]; queueing [3]" in out and "done [1, 2, 3]" in out

@@ -413,8 +413,8 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
     folds = list(rec["folds"])
     span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
     return (f"| {label} | {rec['commit']} | {span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
-            f"- LFW View 2: {cmd} at commit {rec['commit']}; mean ± standard error over the {len(folds)} folds, "
-            "each scored by a model trained without that fold's people")
+            f"- LFW View 2: {cmd} on the pipeline of commit {rec['commit']}; mean ± standard error over "
+            f"{len(folds)} folds")
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:

@@ -220,6 +220,7 @@ def run(args) -> int:
         # the workers keep the starter's stdout open until the queue is empty: give them a file, not a pipe,
         # and a session of their own, so that Ctrl-C here stops the waiting and not the folds
         log = ROOT / ".dvc" / "tmp" / "view2-queue.log"
+        log.parent.mkdir(parents=True, exist_ok=True)  # .dvc/tmp is not in a fresh clone
         with open(log, "w") as out:
             started = subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], cwd=ROOT, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True, timeout=300)

@@ -184,7 +184,7 @@ def test_fold_lists_and_overrides_are_checked():
         view2.wanted(BASE, {"train.lrr": 1})
 
 
-def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsys):
+def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsys, tmp_path):
     import argparse
     import subprocess
     polls = iter([shown((1, "success", 0.9, {}), (2, "queued", None, {})),
@@ -199,6 +199,7 @@ def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsy
     monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
     monkeypatch.setattr(view2, "report", lambda args: 0)
     monkeypatch.setattr(view2, "_alive", lambda pid: True)
+    monkeypatch.setattr(view2, "ROOT", tmp_path)  # a fresh clone: no .dvc/tmp yet
     args = argparse.Namespace(folds=[1, 2, 3], set=[], jobs=1, poll=0, num=20, no_mlflow=True)
     assert view2.run(args) == 0
     queued = [c for c in calls if c[:3] == ("exp", "run", "--queue")]

@@ -1,0 +1,109 @@
+"""Benchmark: training minutes on this CPU against recorded accuracy, per recipe. Not a test.
+
+    python benchmarks/recipes.py [--rounds 3] [--steps 12] RECIPE [RECIPE ...]
+
+A RECIPE is params.yaml with overrides written as `dvc exp run -S` takes them, comma-separated
+("train.width=16,prepare.image_size=64"; "default" for params.yaml as it is). Prints a markdown table,
+one row per recipe: forward MFLOPs per image; the images one training run steps through (epochs x the
+batches of pairs.n_train_pairs, early stopping aside); this CPU's training images/s in the precision
+the train stage uses here (the median of `--rounds` rounds of benchmarks/run.py's training step); the
+training minutes they make; and the accuracy docs/experiments.json records for that configuration
+(the record over the most seeds: validation AUC and test accuracy, mean ± sd over its seeds, or one
+seed's value). Measure with nothing else running: two processes on two cores do not share them evenly.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import experiments_table as et  # noqa: E402
+from run import train_throughput  # noqa: E402
+from pipeline.embedding import autocast_dtype  # noqa: E402
+from pipeline.model import Siamese  # noqa: E402
+from pipeline.params import Params, load_params  # noqa: E402
+
+
+def overrides(recipe: str) -> dict:
+    """{'train.width': 16, ...} of "train.width=16,prepare.image_size=64"; {} of "default"."""
+    out = {}
+    for item in ([] if recipe in ("", "default") else recipe.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"recipe {recipe!r}: {item!r} is not key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def recipe_params(sets: dict, base: Path = ROOT / "params.yaml") -> Params:
+    """params.yaml with `sets` applied, validated as the pipeline validates it."""
+    raw = yaml.safe_load(base.read_text(encoding="utf-8"))
+    for key, value in sets.items():
+        node, *path, leaf = [raw, *key.split(".")]
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise SystemExit(f"{key}: no such key in {base}")
+        node[leaf] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return load_params(path)
+
+
+def images_per_run(params: Params) -> int:
+    p = params.train
+    return p.epochs * 2 * p.batch_size * max(1, params.pairs.n_train_pairs // p.batch_size)
+
+
+def recorded(sets: dict, recs: list[dict]) -> str:
+    """'val AUC | test acc | seeds' cells of the record of params.yaml + `sets`, or empty cells."""
+    want = et.plain({**et.params_file(), **sets})
+    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and et._agrees(r["params"], want)]
+    rec = et._best(live)
+    if rec is None:
+        return " | | not run"
+    m = rec["metrics"]
+    return f" | {et.cell(m.get('calibrate.val_roc_auc'))} | {et.cell(m.get('evaluate.accuracy'))} | " \
+           f"{', '.join(str(s) for s in rec['seeds'])} ({rec['commit']})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12, help="timed training steps per round")
+    args = parser.parse_args(argv)
+    recs = et.load()
+    dtype = None
+    print("| recipe | MFLOPs fwd | images per run | images/s | training min | val AUC | test acc | seeds (commit) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for recipe in args.recipes:
+        sets = overrides(recipe)
+        params = recipe_params(sets)
+        dtype = autocast_dtype(torch.device("cpu"), params.train.precision)
+        model = Siamese.from_params(params).eval()
+        side = params.prepare.image_size
+        with FlopCounterMode(display=False) as fc:
+            model.embed(torch.zeros(1, 1, side, side))
+        ips = statistics.median(train_throughput(params, dtype, args.steps)[0] for _ in range(args.rounds))
+        n = images_per_run(params)
+        print(f"| {recipe or 'default'} | {fc.get_total_flops() / 1e6:.0f} | {n:,} | {ips:.0f} | {n / ips / 60:.1f}"
+              + recorded(sets, recs) + " |", flush=True)
+    print(f"\n{torch.get_num_threads()} threads, training in {'bf16' if dtype else 'fp32'} "
+          f"(train.precision {params.train.precision} on this CPU)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,12 @@
 """Benchmark: training minutes on this CPU against recorded accuracy, per recipe. Not a test.
 
-    python benchmarks/recipes.py [--rounds 3] [--steps 12] RECIPE [RECIPE ...]
+    python benchmarks/recipes.py [--rounds 3] [--steps 12] [--data data/lfw-a] RECIPE [RECIPE ...]
 
-A RECIPE is params.yaml with overrides written as `dvc exp run -S` takes them, comma-separated
-("train.width=16,prepare.image_size=64"; "default" for params.yaml as it is). Prints a markdown table,
-one row per recipe: forward MFLOPs per image; the images one training run steps through (epochs x the
-batches of pairs.n_train_pairs, early stopping aside); this CPU's training images/s in the precision
+A RECIPE is params.yaml with overrides, each written as `dvc exp run -S` takes it, separated by spaces
+("train.width=16 prepare.image_size=64"; "default" for params.yaml as it is). Prints a markdown table,
+one row per recipe: forward MFLOPs per image; the images one training run steps through (epochs x
+the batches of the training table, early stopping aside: unrestricted, pairs.n_train_pairs; restricted,
+the official pairs left after validation, counted from --data, else not given); this CPU's training images/s in the precision
 the train stage uses here (the median of `--rounds` rounds of benchmarks/run.py's training step); the
 training minutes they make; and the accuracy docs/experiments.json records for that configuration
 (the record over the most seeds: validation AUC and test accuracy, mean ± sd over its seeds, or one
@@ -14,6 +15,7 @@ seed's value). Measure with nothing else running: two processes on two cores do 
 from __future__ import annotations
 
 import argparse
+import shlex
 import statistics
 import sys
 import tempfile
@@ -31,17 +33,21 @@ import experiments_table as et  # noqa: E402
 from run import train_throughput  # noqa: E402
 from pipeline.embedding import autocast_dtype  # noqa: E402
 from pipeline.model import Siamese  # noqa: E402
-from pipeline.params import Params, load_params  # noqa: E402
+from pipeline.pairs import make_tables  # noqa: E402
+from pipeline.params import Params, ParamsError, flatten, load_params  # noqa: E402
 
 
 def overrides(recipe: str) -> dict:
-    """{'train.width': 16, ...} of "train.width=16,prepare.image_size=64"; {} of "default"."""
+    """{'train.width': 16, ...} of "train.width=16 prepare.image_size=64"; {} of "default". Values are
+    read as YAML 1.2, as DVC reads `-S` values (`3e-3` is a number, `no` a string)."""
+    from ruamel.yaml import YAML
+    yaml12 = YAML(typ="safe", pure=True)
     out = {}
-    for item in ([] if recipe in ("", "default") else recipe.split(",")):
+    for item in ([] if recipe.strip() in ("", "default") else shlex.split(recipe)):
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key:
             raise SystemExit(f"recipe {recipe!r}: {item!r} is not key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key] = yaml12.load(value)
     return out
 
 
@@ -58,21 +64,41 @@ def recipe_params(sets: dict, base: Path = ROOT / "params.yaml") -> Params:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(raw))
-        return load_params(path)
+        try:
+            return load_params(path)
+        except ParamsError as e:
+            raise SystemExit(f"recipe {sets}: {str(e).split(': ', 1)[1]}") from None
 
 
-def images_per_run(params: Params) -> int:
+def images_per_run(params: Params, data: Path | None = None) -> int | None:
+    """Images a full run steps through: epochs x (training pairs // batch size) x 2 x batch size, as
+    pipeline/train.py counts them; restricted mode's pairs are counted from `data`, or None without it."""
+    n_pairs = params.pairs.n_train_pairs
+    if params.pairs.mode == "restricted":
+        if data is None or not data.exists():
+            return None
+        n_pairs = len(make_tables(data, params.pairs, params.seed)[0]["train"])
     p = params.train
-    return p.epochs * 2 * p.batch_size * max(1, params.pairs.n_train_pairs // p.batch_size)
+    return p.epochs * 2 * p.batch_size * max(1, n_pairs // p.batch_size)
 
 
-def recorded(sets: dict, recs: list[dict]) -> str:
-    """'val AUC | test acc | seeds' cells of the record of params.yaml + `sets`, or empty cells."""
-    want = et.plain({**et.params_file(), **sets})
-    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and et._agrees(r["params"], want)]
+def agrees(recorded_params: dict, want: dict, free=frozenset()) -> bool:
+    """Whether a record ran `want` (seed and `free` keys aside): numbers compare as numbers, since
+    a record keeps params.yaml's spelling (60 for the float 60.0)."""
+    def equal(a, b):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+        return float(a) == float(b) if numbers else et.same(a, b)
+    return all(equal(recorded_params[k], want[k]) for k in recorded_params.keys() & want.keys() if k not in free and k != "seed")
+
+
+def recorded(params: Params, recs: list[dict]) -> str:
+    """'val AUC | test acc | seeds (commit)' cells of the record of `params` (seed aside), or 'not run'."""
+    want = et.plain(flatten(params))  # typed as the pipeline reads them: 1 -> 1.0 for a float key
+    free = et.RESTRICTED_FREE - set(et.RESTRICTED) if params.pairs.mode == "restricted" else frozenset()
+    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and agrees(et.filled(r["params"]), want, free)]
     rec = et._best(live)
     if rec is None:
-        return " | | not run"
+        return " | | | not run"
     m = rec["metrics"]
     return f" | {et.cell(m.get('calibrate.val_roc_auc'))} | {et.cell(m.get('evaluate.accuracy'))} | " \
            f"{', '.join(str(s) for s in rec['seeds'])} ({rec['commit']})"
@@ -83,25 +109,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per round")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "lfw-a", help="the extracted archive (restricted recipes)")
     args = parser.parse_args(argv)
     recs = et.load()
     dtype = None
     print("| recipe | MFLOPs fwd | images per run | images/s | training min | val AUC | test acc | seeds (commit) |")
     print("|---|---|---|---|---|---|---|---|")
     for recipe in args.recipes:
-        sets = overrides(recipe)
-        params = recipe_params(sets)
+        params = recipe_params(overrides(recipe))
         dtype = autocast_dtype(torch.device("cpu"), params.train.precision)
         model = Siamese.from_params(params).eval()
         side = params.prepare.image_size
         with FlopCounterMode(display=False) as fc:
             model.embed(torch.zeros(1, 1, side, side))
         ips = statistics.median(train_throughput(params, dtype, args.steps)[0] for _ in range(args.rounds))
-        n = images_per_run(params)
-        print(f"| {recipe or 'default'} | {fc.get_total_flops() / 1e6:.0f} | {n:,} | {ips:.0f} | {n / ips / 60:.1f}"
-              + recorded(sets, recs) + " |", flush=True)
-    print(f"\n{torch.get_num_threads()} threads, training in {'bf16' if dtype else 'fp32'} "
-          f"(train.precision {params.train.precision} on this CPU)")
+        n = images_per_run(params, args.data)
+        run = f"{n:,} | {ips:.0f} | {n / ips / 60:.1f}" if n else f"n/a (no {args.data}) | {ips:.0f} | n/a"
+        print(f"| {recipe or 'default'} ({'bf16' if dtype else 'fp32'}) | {fc.get_total_flops() / 1e6:.0f} | {run}"
+              + recorded(params, recs) + " |", flush=True)
+    print(f"\n{torch.get_num_threads()} threads; each recipe trains in the precision its train.precision gives on this CPU")
     return 0
 
 

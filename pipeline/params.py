@@ -119,7 +119,6 @@ class TrainParams:
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
-    ema: float  # decay per step of an exponential moving average of the weights, which is validated and kept; 0: off
     precision: Literal["auto", "bf16", "fp32"]
     device: Literal["auto", "cpu", "cuda"]
     threads: int  # torch intra-op threads; 0 = all cores
@@ -137,8 +136,6 @@ class TrainParams:
             errors["momentum"] = "must be < 1"
         if self.dropout >= 1:
             errors["dropout"] = "must be < 1"
-        if not 0 <= self.ema < 1:
-            errors["ema"] = "must be in [0, 1) (0: no averaging)"
         if not 0 <= self.pos_margin < self.margin:
             errors["pos_margin"] = "must be in [0, train.margin)"
         if self.per_identity < 2 or self.per_identity > 2 * self.batch_size:

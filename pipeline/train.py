@@ -15,7 +15,6 @@ params (pipeline/distributed.py); rank 0 validates, writes the outputs and recor
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import hashlib
 import io
@@ -62,26 +61,6 @@ def make_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimi
     return torch.optim.SGD(groups, lr=p.lr, momentum=p.momentum, nesterov=True)
 
 
-class WeightAverage:
-    """An exponential moving average of a model's weights and batch-norm statistics, updated after
-    every optimiser step: avg <- decay * avg + (1 - decay) * current (train.ema). It starts as a copy
-    of the initial weights; with a decay of 1 - 1/n it averages about the last n steps."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model)
-        for q in self.model.parameters():
-            q.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for avg, now in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if avg.dtype.is_floating_point:
-                avg.lerp_(now, 1 - self.decay)
-            else:  # batch norm's step counter
-                avg.copy_(now)
-
-
 def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams) -> dict:
     """The epoch's validation row: loss, AUC and best-threshold accuracy (embedding.validation_scores)."""
     d, s = validation_scores(model, images, val, p.tta_flip)
@@ -116,11 +95,10 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
 
 
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype, embed=None, average: WeightAverage | None = None) -> float:
+                device, dtype, embed=None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
-    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun; `average`, if any,
-    is updated after every step."""
+    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun."""
     model.train()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -148,8 +126,6 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
         loss.backward()
         opt.step()
         sched.step()
-        if average is not None:
-            average.update(model)
         total += loss.item() * p.batch_size
         seen += p.batch_size
         bar.update()
@@ -182,15 +158,11 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     opt = make_optimizer(model, p)
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
-    average = WeightAverage(model, p.ema) if p.ema else None
-    scored = average.model if average else model  # what is validated, kept and returned
     state = {"epoch": 0, "history": [], "best": None, "best_auc": -1.0, "bad_epochs": 0}
     if resume_path is not None and resume_path.exists():
         saved = torch.load(resume_path, map_location=device, weights_only=True)
         if saved.get("key") == key:
             model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"]); sched.load_state_dict(saved["sched"])
-            if average:
-                average.model.load_state_dict(saved["average"])
             state = saved["state"]
             log.info("resuming after epoch %d from %s", state["epoch"], resume_path)
         else:
@@ -202,16 +174,15 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     while state["epoch"] < p.epochs and state["bad_epochs"] < p.patience:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed,
-                                 average)
+        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed)
         seconds = time.perf_counter() - t0
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
-        row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(scored, images_dev, val, p)),
+        row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),
                "lr": opt.param_groups[0]["lr"]}
         state["history"].append(row)
         if row["val_auc"] > state["best_auc"] + p.min_delta:
             state.update(best_auc=row["val_auc"], bad_epochs=0, best={"epoch": epoch, **row},
-                         best_weights={k: v.detach().clone() for k, v in scored.state_dict().items()})
+                         best_weights={k: v.detach().clone() for k, v in model.state_dict().items()})
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
@@ -222,7 +193,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
             on_epoch(row, seconds)
         if resume_path is not None and rank == 0:
             save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                  "state": state, **({"average": average.model.state_dict()} if average else {})}, resume_path)
+                  "state": state}, resume_path)
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,

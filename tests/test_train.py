@@ -158,9 +158,8 @@ def test_bit_for_bit_reproducible_and_resumes_after_sigkill(tmp_path, prepared, 
         assert (other / "train.csv").read_text() == (ref / "train.csv").read_text()
 
 
-@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["no_ema", "ema"])
-def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, prepared, tables, ema):
-    params = load(tmp_path, **{"train.epochs": 4, "train.patience": 4, "train.ema": ema})
+def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, prepared, tables):
+    params = load(tmp_path, **{"train.epochs": 4, "train.patience": 4})
     images, rows = load_images(prepared)
     tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
     ref, ref_history, _ = train.fit(images, tr, val, params)
@@ -179,39 +178,6 @@ def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, 
     for other in (twin, resumed):
         b = other.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_weight_average_is_the_exponential_moving_average_of_every_step():
-    from pipeline.model import Siamese
-    model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
-    w0 = {k: v.clone() for k, v in model.state_dict().items()}
-    average = train.WeightAverage(model, 0.75)
-    for step in (1, 2):  # the live weights: w0 + 1, then w0 + 2
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                v.add_(1) if v.dtype.is_floating_point else v.fill_(7)
-        average.update(model)
-    for k, v in average.model.state_dict().items():
-        # 0.75 * (0.75 * w0 + 0.25 * (w0 + 1)) + 0.25 * (w0 + 2) = w0 + 0.6875
-        want = w0[k] + 0.6875 if v.dtype.is_floating_point else torch.full_like(v, 7)
-        assert torch.allclose(v, want), k
-    live = model.state_dict()
-    assert all(torch.allclose(live[k], w0[k] + 2) for k in live if live[k].dtype.is_floating_point)  # left as trained
-    assert not any(q.requires_grad for q in average.model.parameters())
-
-
-def test_fit_with_ema_keeps_the_averaged_weights(tmp_path, prepared, tables):
-    images, rows = load_images(prepared)
-    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
-    raw, raw_history, _ = train.fit(images, tr, val, load(tmp_path, **{"train.epochs": 2, "train.patience": 2}))
-    params = load(tmp_path, **{"train.epochs": 2, "train.patience": 2, "train.ema": 0.5})
-    avg, avg_history, summary = train.fit(images, tr, val, params)
-    assert [r["train_loss"] for r in avg_history] == [r["train_loss"] for r in raw_history]  # the same training
-    assert [r["val_loss"] for r in avg_history] != [r["val_loss"] for r in raw_history]  # another model validated
-    a, b = raw.state_dict(), avg.state_dict()
-    assert not all(torch.equal(a[k], b[k]) for k in a)
-    # what is returned is the average of the best epoch, as validated
-    assert train.validate(avg, images, val, params.train)["val_auc"] == pytest.approx(summary["best_val_auc"])
 
 
 def test_resume_state_of_other_params_is_ignored(tmp_path, prepared, tables):

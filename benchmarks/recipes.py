@@ -82,20 +82,11 @@ def images_per_run(params: Params, data: Path | None = None) -> int | None:
     return p.epochs * 2 * p.batch_size * max(1, n_pairs // p.batch_size)
 
 
-def agrees(recorded_params: dict, want: dict, free=frozenset()) -> bool:
-    """Whether a record ran `want` (seed and `free` keys aside): numbers compare as numbers, since
-    a record keeps params.yaml's spelling (60 for the float 60.0)."""
-    def equal(a, b):
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-        return float(a) == float(b) if numbers else et.same(a, b)
-    return all(equal(recorded_params[k], want[k]) for k in recorded_params.keys() & want.keys() if k not in free and k != "seed")
-
-
 def recorded(params: Params, recs: list[dict]) -> str:
     """'val AUC | test acc | seeds (commit)' cells of the record of `params` (seed aside), or 'not run'."""
     want = et.plain(flatten(params))  # typed as the pipeline reads them: 1 -> 1.0 for a float key
     free = et.RESTRICTED_FREE - set(et.RESTRICTED) if params.pairs.mode == "restricted" else frozenset()
-    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and agrees(et.filled(r["params"]), want, free)]
+    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and et._agrees(r["params"], want, free)]
     rec = et._best(live)
     if rec is None:
         return " | | | not run"

@@ -368,9 +368,16 @@ def experiments_md(recs: list[dict]) -> str:
 
 # --- the README's results block --------------------------------------------------------------
 
+def _same_value(a, b) -> bool:
+    """Equal params: numbers as numbers (a record keeps params.yaml's spelling, 60 for the float 60.0)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+        return float(a) == float(b)
+    return same(a, b)
+
+
 def _agrees(params: dict, current: dict, free=frozenset()) -> bool:
     p = filled(params)
-    return all(same(p[k], current[k]) for k in p.keys() & current.keys() if k not in free and k != "seed")
+    return all(_same_value(p[k], current[k]) for k in p.keys() & current.keys() if k not in free and k != "seed")
 
 
 def _best(candidates: list[tuple[int, dict]]) -> dict | None:

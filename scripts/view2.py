@@ -106,11 +106,16 @@ def pipeline_files(rev: str) -> list[str]:
 
 
 def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-process cache
-    """The last commit up to `rev` that changed the pipeline (pipeline_files): folds run at any commit with
-    the same pipeline are one configuration, so a commit of docs or record keeping does not restart View 2."""
+    """The oldest commit up to `rev` whose pipeline (pipeline_files) is `rev`'s byte for byte: folds run at
+    any commit with the same pipeline are one configuration, so neither a commit of docs or record keeping
+    nor a change later reverted restarts View 2."""
     if rev not in _memo:
         try:
-            _memo[rev] = git("log", "-1", "--format=%H", rev, "--", *pipeline_files(rev)).strip()[:7] or rev[:7]
+            paths = pipeline_files(rev)
+            want = git("ls-tree", "-r", rev, "--", *paths)
+            touched = git("log", "--format=%H", rev, "--", *paths).split()  # newest first
+            same_tree = [c for c in touched if git("ls-tree", "-r", c, "--", *paths) == want]
+            _memo[rev] = (same_tree[-1] if same_tree else rev)[:7]
         except (subprocess.CalledProcessError, KeyError, TypeError):
             _memo[rev] = rev[:7]
     return _memo[rev]

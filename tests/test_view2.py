@@ -154,6 +154,30 @@ def test_fold_states_prefer_success_and_match_the_configuration(monkeypatch):
     assert view2.fold_states(running, "pipe1", config) == {4: "failed"}
 
 
+def test_a_pipeline_is_named_by_its_oldest_commit_with_the_same_files(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    def commit(message, **files):
+        for name, text in files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(text)
+        git("add", "-A")
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+        return git("rev-parse", "HEAD").strip()
+
+    git("init", "-q")
+    dvc_yaml = "stages:\n  train:\n    cmd: python -m pipeline.train\n    deps:\n      - pipeline/train.py\n"
+    a = commit("a", **{"dvc.yaml": dvc_yaml, "params.yaml": "lr: 1\n", "pipeline/train.py": "v1\n"})
+    docs = commit("docs", **{"README.md": "x\n", "pipeline/tracking.py": "record keeping\n"})
+    b = commit("b", **{"pipeline/train.py": "v2\n"})
+    reverted = commit("revert b", **{"pipeline/train.py": "v1\n"})
+    monkeypatch.setattr(view2, "git", git)
+    assert [view2.code_commit(c, {}) for c in (a, docs, b, reverted)] == [a[:7], a[:7], b[:7], a[:7]]
+
+
 def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):
     monkeypatch.setattr(view2, "committed_params", lambda rev: BASE)
     monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")

@@ -224,10 +224,13 @@ def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsy
     monkeypatch.setattr(view2, "report", lambda args: 0)
     monkeypatch.setattr(view2, "_alive", lambda pid: True)
     monkeypatch.setattr(view2, "ROOT", tmp_path)  # a fresh clone: no .dvc/tmp yet
-    args = argparse.Namespace(folds=[1, 2, 3], set=[], jobs=1, poll=0, num=20, no_mlflow=True)
+    monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")  # fold 4 done in another clone, recorded
+    (tmp_path / "view2.json").write_text(json.dumps([{"commit": "pipe1", "params": {**BASE, "pairs.fold": 4},
+                                                       "folds": {"4": {"metrics": {"test acc": 0.9}}}}]))
+    args = argparse.Namespace(folds=[1, 2, 3, 4], set=[], jobs=1, poll=0, num=20, no_mlflow=True)
     assert view2.run(args) == 0
     queued = [c for c in calls if c[:3] == ("exp", "run", "--queue")]
     assert queued == [("exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", "pairs.fold=3")]
     assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1
     out = capsys.readouterr().out
-    assert "folds done [1]; queueing [3]" in out and "done [1, 2, 3]" in out
+    assert "folds done [1, 4]; queueing [3]" in out and "done [1, 2, 3, 4]" in out

@@ -202,11 +202,16 @@ def fold_states(shown, code: str, config: dict) -> dict[int, str]:
     return states
 
 
-def known_states(shown, code: str, config: dict) -> dict[int, str]:
-    """fold_states, with the folds docs/view2.json records for `config` on pipeline `code` as done
+def load_records() -> list[dict]:
+    """The configurations docs/view2.json holds, with their folds."""
+    return json.loads(DATA.read_text()) if DATA.exists() else []
+
+
+def known_states(shown, code: str, config: dict, recs: list[dict]) -> dict[int, str]:
+    """fold_states, with the folds the records `recs` hold for `config` on pipeline `code` as done
     (run in another clone, whose experiment refs this one lacks)."""
     states = fold_states(shown, code, config)
-    for rec in json.loads(DATA.read_text()) if DATA.exists() else []:
+    for rec in recs:
         if rec["commit"] == code and same(config_of(rec["params"]), config):
             states.update({int(k): "success" for k in rec["folds"]})
     return states
@@ -219,7 +224,8 @@ def run(args) -> int:
     sets = parse_sets(args.set)
     config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
     code = code_commit(head)
-    states = known_states(show(args.num, head), code, config)
+    recs = load_records()  # read once: only report(), after the waiting, writes them
+    states = known_states(show(args.num, head), code, config, recs)
     todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
     done = [k for k in args.folds if states.get(k) == "success"]
     print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; queueing {todo or 'none'}",
@@ -243,7 +249,7 @@ def run(args) -> int:
             raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
     t0, last, unseen = time.monotonic(), None, 0
     while True:
-        states = known_states(show(args.num, head, tries=5), code, config)  # HEAD may move on meanwhile
+        states = known_states(show(args.num, head, tries=5), code, config, recs)  # HEAD may move on meanwhile
         # pending: queued, running, or between states (finished but not collected yet, say), for a few polls
         pending = [k for k in args.folds if states.get(k) not in ("success", "failed")]
         unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
@@ -382,7 +388,7 @@ def log_mlflow(recs: list[dict]) -> None:
 
 
 def report(args) -> int:
-    recs = json.loads(DATA.read_text()) if DATA.exists() else []
+    recs = load_records()
     recs = merge(recs, experiments(show(args.num, args.rev)))
     files.write_text(DATA, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
     files.write_text(OUT, view2_md(recs))

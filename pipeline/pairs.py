@@ -15,6 +15,10 @@ Writes: OUT/train.tsv, OUT/val.tsv, OUT/test.tsv (columns name1 i1 name2 i2 labe
   drawn from the images of each side's identities. Validation and training people are disjoint.
 The test table is exactly pairsDevTest.txt; its people never appear in training or validation.
 
+The validation side (which identities or components are held out, and their pairs) is drawn from
+`pairs.split_seed` alone, the training pairs from `seed`: runs of several seeds, or of any other
+training params, are scored on the same validation pairs, so their validation AUCs compare.
+
 View 2 (`pairs.protocol: view2`, `pairs.fold: K`): the test table is fold K of pairs.txt (600 pairs);
 restricted mode trains on the other nine folds' pairs, unrestricted mode on the other nine folds' people
 (people.txt). Validation is carved from that training side as above.
@@ -98,12 +102,16 @@ def sample_pairs(people: dict[str, int], n: int, rng: np.random.Generator) -> li
     return rows
 
 
-def split_unrestricted(people: dict[str, int], p: PairsParams, rng: np.random.Generator) -> tuple[list[Row], list[Row]]:
+def split_unrestricted(people: dict[str, int], p: PairsParams, split_rng: np.random.Generator,
+                       train_rng: np.random.Generator) -> tuple[list[Row], list[Row]]:
+    """(train rows, val rows): the held-out identities and their pairs from `split_rng` alone, the
+    training pairs from `train_rng`, so the validation side does not move with the training draws."""
     names = sorted(people)
-    val_ids = set(rng.choice(names, size=max(2, round(p.val_fraction * len(names))), replace=False).tolist())
+    val_ids = set(split_rng.choice(names, size=max(2, round(p.val_fraction * len(names))), replace=False).tolist())
     train_people = {n: c for n, c in people.items() if n not in val_ids}
     val_people = {n: c for n, c in people.items() if n in val_ids}
-    return sample_pairs(train_people, p.n_train_pairs, rng), sample_pairs(val_people, p.n_val_pairs, rng)
+    val = sample_pairs(val_people, p.n_val_pairs, split_rng)
+    return sample_pairs(train_people, p.n_train_pairs, train_rng), val
 
 
 def identities(rows: list[Row]) -> set[str]:
@@ -127,8 +135,9 @@ def view2_sources(data: Path, fold: int) -> tuple[list[lfw.Pair], list[lfw.Pair]
 
 
 def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[Row]], dict]:
-    """The three tables and their report; pure apart from reading the protocol files."""
-    rng = np.random.default_rng(seed)
+    """The three tables and their report; pure apart from reading the protocol files. The validation
+    side is drawn from `p.split_seed`, the training pairs from `seed`."""
+    split_rng = np.random.default_rng(p.split_seed)
     if p.protocol == "view2":
         test_pairs, train_pairs, train_people = view2_sources(data, p.fold)
         source = f"pairs.txt fold {p.fold}"
@@ -138,10 +147,10 @@ def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[R
     test = [as_row(x) for x in test_pairs]
     if p.mode == "restricted":
         pairs = train_pairs if p.protocol == "view2" else lfw.parse_pairs(data / "pairsDevTrain.txt")
-        train, val = split_restricted(pairs, p.val_fraction, rng)
+        train, val = split_restricted(pairs, p.val_fraction, split_rng)
     else:
         people = train_people if p.protocol == "view2" else lfw.parse_people(data / "peopleDevTrain.txt")
-        train, val = split_unrestricted(people, p, rng)
+        train, val = split_unrestricted(people, p, split_rng, np.random.default_rng(seed))
     tables = {"train": train, "val": val, "test": test}
     ids = {k: identities(v) for k, v in tables.items()}
     overlaps = {

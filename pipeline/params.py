@@ -47,11 +47,14 @@ class PairsParams:
     n_val_pairs: int  # unrestricted mode: balanced pairs drawn from the validation identities
     protocol: Literal["view1", "view2"]  # view1: test on pairsDevTest; view2: test on fold `fold` of pairs.txt
     fold: int  # view2: the fold scored (1-10), trained without; view1 reads it not
+    split_seed: int  # draws the validation side (held-out identities and their pairs); `seed` draws the rest
 
     def check(self) -> dict[str, str]:
         errors = {}
         if not 1 <= self.fold <= 10:
             errors["fold"] = "must be in 1..10 (View 2's folds)"
+        if self.split_seed < 0:
+            errors["split_seed"] = "must be >= 0"
         if not 0 < self.val_fraction < 1:
             errors["val_fraction"] = "must be in (0, 1)"
         if self.n_train_pairs < 2 or self.n_train_pairs % 2:

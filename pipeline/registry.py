@@ -12,23 +12,24 @@ from pipeline.params import Params
 
 log = logging.getLogger("pipeline.registry")
 
-# pairs.* params that restricted mode does not read: its pairs are the official ones, split by val_fraction
-UNRESTRICTED_ONLY = ("n_train_pairs", "n_val_pairs")
+# pairs.* params that do not move the validation pairs: restricted mode splits the official pairs, and
+# unrestricted mode draws its training pairs from another random stream than its validation pairs
+NOT_VALIDATION = ("n_train_pairs",)
+RESTRICTED_UNREAD = ("n_val_pairs",)
 
 
 def val_pairs_key(params: Params) -> str:
-    """What the validation pairs are drawn from: the seed and every `pairs.*` param the pairs stage
-    reads in its mode (it draws them from the fixed protocol files). Validation AUCs compare only
-    under the same key. In unrestricted mode n_train_pairs counts too: the training pairs are
-    drawn first, from the same random stream."""
+    """What the validation pairs are drawn from: every `pairs.*` param that moves them (`pairs.split_seed`,
+    not `seed`: all seeds of a configuration validate on the same pairs). Validation AUCs compare only
+    under the same key. Keys of models trained before `pairs.split_seed` existed start with `seed=`
+    and never equal a key of today's."""
     pairs = vars(params.pairs)
-    unread = UNRESTRICTED_ONLY if params.pairs.mode == "restricted" else ()
-    if params.pairs.protocol == "view1":  # View 1 reads no fold; its key reads as it did before View 2 existed
+    unread = (*NOT_VALIDATION, *(RESTRICTED_UNREAD if params.pairs.mode == "restricted" else ()))
+    if params.pairs.protocol == "view1":  # View 1 reads no fold
         unread = (*unread, "protocol", "fold")
     # restricted validation pairs are whole components of the pair graph (they were name-based before)
     split = ["pairs.split=components"] if params.pairs.mode == "restricted" else []
-    return " ".join([f"seed={params.seed}"] + [f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread]
-                    + split)
+    return " ".join([f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread] + split)
 
 
 def is_view2_fold(val_pairs: str) -> bool:
@@ -40,7 +41,7 @@ def promote(client, name: str, version: str, val_auc: float, val_pairs: str = ""
     """Point `alias` at `version` if it beats the current holder on validation AUC (never on test).
 
     `val_pairs` names the validation pairs the AUC was measured on (val_pairs_key): AUCs on
-    different pairs (another seed, other `pairs.*`) do not compare, so a version measured on other
+    different pairs (other `pairs.*`) do not compare, so a version measured on other
     pairs than the holder's leaves the alias where it is. A holder without the tag compares on AUC alone."""
     try:
         current = client.get_model_version_by_alias(name, alias)

@@ -21,7 +21,7 @@ def client(tmp_path):
 
 def typed(seed: int, pairs: dict):
     """The parts of pipeline.params.Params that val_pairs_key reads."""
-    return SimpleNamespace(seed=seed, pairs=SimpleNamespace(**{"protocol": "view1", "fold": 1, **pairs}))
+    return SimpleNamespace(seed=seed, pairs=SimpleNamespace(**{"protocol": "view1", "fold": 1, "split_seed": 0, **pairs}))
 
 
 def champion(client) -> str:
@@ -30,12 +30,12 @@ def champion(client) -> str:
 
 def test_the_alias_moves_only_to_a_better_auc_on_the_same_pairs(client, caplog):
     a = val_pairs_key(typed(0, {"mode": "unrestricted", "n_val_pairs": 20000}))
-    b = val_pairs_key(typed(1, {"mode": "unrestricted", "n_val_pairs": 20000}))
-    assert a != b and "seed=0" in a and "pairs.n_val_pairs=20000" in a
+    b = val_pairs_key(typed(0, {"mode": "unrestricted", "n_val_pairs": 20000, "split_seed": 1}))
+    assert a != b and "pairs.split_seed=0" in a and "pairs.n_val_pairs=20000" in a
     v1, v2, v3, v4 = (client.new_version() for _ in range(4))
     assert registry.promote(client, "faceverify", v1, 0.90, a) and champion(client) == v1
     with caplog.at_level(logging.WARNING, logger="pipeline.registry"):
-        # higher, but on other validation pairs (another seed): they do not compare
+        # higher, but on other validation pairs (another split): they do not compare
         assert not registry.promote(client, "faceverify", v2, 0.99, b)
     assert champion(client) == v1 and "do not compare" in caplog.text and f"'champion', '{v2}'" in caplog.text
     assert not registry.promote(client, "faceverify", v3, 0.89, a) and champion(client) == v1  # lower, same pairs
@@ -53,7 +53,11 @@ def test_a_champion_registered_before_the_tag_compares_on_auc_alone(client):
 def test_restricted_mode_keys_only_the_params_it_reads():
     pairs = {"val_fraction": 0.15, "n_train_pairs": 36000, "n_val_pairs": 20000}
     restricted = [val_pairs_key(typed(0, {**pairs, "mode": "restricted", "n_val_pairs": n})) for n in (2000, 20000)]
-    assert restricted[0] == restricted[1] == "seed=0 pairs.mode=restricted pairs.val_fraction=0.15 pairs.split=components"
-    # unrestricted: the training pairs are drawn before the validation pairs, from the same random stream
-    unrestricted = [val_pairs_key(typed(0, {**pairs, "mode": "unrestricted", "n_train_pairs": n})) for n in (2000, 36000)]
-    assert unrestricted[0] != unrestricted[1] and "pairs.n_val_pairs=20000" in unrestricted[1]
+    assert restricted[0] == restricted[1] == "pairs.mode=restricted pairs.split_seed=0 pairs.val_fraction=0.15 pairs.split=components"
+
+
+def test_every_seed_and_training_draw_validates_on_the_same_pairs():
+    """`seed` and n_train_pairs draw only the training pairs (pipeline.pairs), so they leave the key alone."""
+    pairs = {"mode": "unrestricted", "val_fraction": 0.15, "n_val_pairs": 20000}
+    keys = {val_pairs_key(typed(seed, {**pairs, "n_train_pairs": n})) for seed in (0, 1, 2) for n in (2000, 36000)}
+    assert keys == {"pairs.mode=unrestricted pairs.n_val_pairs=20000 pairs.split_seed=0 pairs.val_fraction=0.15"}

@@ -26,6 +26,20 @@ def test_unrestricted_tables_are_balanced_disjoint_and_seeded(lfw_dir):
     assert again == tables and other["train"] != tables["train"]
 
 
+def test_the_seed_and_the_training_draws_leave_the_validation_side_alone(lfw_dir):
+    """Every seed, and every n_train_pairs, validates on the same pairs; pairs.split_seed moves them."""
+    base, _ = pairs.make_tables(lfw_dir, params(), seed=0)
+    for seed, n_train in ((1, 64), (0, 128), (7, 32)):
+        tables, _ = pairs.make_tables(lfw_dir, params(n_train_pairs=n_train), seed=seed)
+        assert tables["val"] == base["val"] and tables["test"] == base["test"]
+        assert tables["train"] != base["train"]
+        assert pairs.identities(tables["train"]) <= pairs.identities(base["train"])  # the same training people
+    other, _ = pairs.make_tables(lfw_dir, params(split_seed=1), seed=0)
+    assert pairs.identities(other["val"]) != pairs.identities(base["val"])
+    restricted = [pairs.make_tables(lfw_dir, params(mode="restricted", val_fraction=0.2), seed=s)[0] for s in (0, 1)]
+    assert restricted[0] == restricted[1]  # restricted mode draws nothing but its split
+
+
 def test_test_table_is_exactly_pairs_dev_test(lfw_dir):
     tables, _ = pairs.make_tables(lfw_dir, params(), seed=0)
     assert tables["test"] == [as_row(p) for p in lfw.parse_pairs(lfw_dir / "pairsDevTest.txt")]

@@ -83,7 +83,7 @@ def test_registry_key_of_view1_is_unchanged_and_view2_names_its_fold(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(json.dumps(small_params()))
     key = registry.val_pairs_key(load_params(path))
-    assert key == "seed=0 pairs.mode=unrestricted pairs.n_train_pairs=64 pairs.n_val_pairs=32 pairs.val_fraction=0.3"
+    assert key == "pairs.mode=unrestricted pairs.n_val_pairs=32 pairs.split_seed=0 pairs.val_fraction=0.3"
     assert not registry.is_view2_fold(key)
     path.write_text(json.dumps(small_params(**{"pairs.protocol": "view2", "pairs.fold": 4})))
     key = registry.val_pairs_key(load_params(path))

@@ -592,6 +592,30 @@ def _shown(args) -> list | None:
         return None
 
 
+def seed_spread(recs: list[dict]) -> list[str]:
+    """Lines comparing how much validation AUC and test AUC move from seed to seed, per unrestricted
+    configuration of three seeds or more: the test pairs are the same for every seed, and so are the
+    validation pairs where `pairs.split_seed` fixes them; before it existed the seed drew them."""
+    groups: dict[str, list[tuple[float, float]]] = {"split drawn by the seed": [], "split fixed by pairs.split_seed": []}
+    lines = ["| commit | configuration | seeds | test AUC sd | val AUC sd | validation split |", "|---|---|---|---|---|---|"]
+    for rec in recs:
+        test, val = (rec["metrics"].get(IDS[c]) or {} for c in ("test AUC", "val AUC"))
+        if (len(rec["seeds"]) < 3 or rec["params"].get("pairs.mode") == "restricted" or rec.get("superseded")
+                or test.get("sd") is None or val.get("sd") is None):
+            continue
+        split = "split fixed by pairs.split_seed" if "pairs.split_seed" in rec["params"] else "split drawn by the seed"
+        groups[split].append((test["sd"], val["sd"]))
+        config = " ".join(override(k, v) for k, v in (rec.get("overrides") or {}).items() if k != "seed") or "params.yaml"
+        lines.append(f"| {rec['commit']} | {config} | {len(rec['seeds'])} | {test['sd']:.4f} | {val['sd']:.4f} | {split} |")
+    lines.append("")
+    for split, sds in groups.items():
+        if sds:
+            lines.append(f"{split}: {len(sds)} configurations, median seed sd of test AUC "
+                         f"{statistics.median(t for t, _ in sds):.4f}, of validation AUC {statistics.median(v for _, v in sds):.4f}; "
+                         f"validation moves more than test in {sum(v > t for t, v in sds)}")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="add the finished DVC experiments to docs/experiments.json")
@@ -601,7 +625,12 @@ def main() -> int:
     parser.add_argument("--import-markdown", metavar="REV",
                         help="build docs/experiments.json from the tables docs/EXPERIMENTS.md held at commit REV")
     parser.add_argument("--force", action="store_true", help="with --import-markdown: replace an existing docs/experiments.json")
+    parser.add_argument("--seed-spread", action="store_true",
+                        help="print how much validation and test AUC move from seed to seed (docs/experiments.json), and stop")
     args = parser.parse_args()
+    if args.seed_spread:
+        print("\n".join(seed_spread(load())))
+        return 0
 
     if args.import_markdown:
         if DATA.exists() and not args.force:

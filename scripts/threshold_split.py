@@ -12,6 +12,8 @@ different pairs whose two people fell in it, and the test pairs are balanced), o
 as drawn and on its distinct pairs (a person with two images gives one pair, drawn many times).
 The test pairs are not read. Reads data/lfw-a and data/prepared (run `dvc repro` first);
 unrestricted mode only.
+The held-out people are those of params.yaml's `pairs.split_seed` (every seed's); a model
+trained before that param existed held out those of its own seed: run the script at its commit.
 """
 from __future__ import annotations
 

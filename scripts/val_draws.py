@@ -9,6 +9,8 @@ sampled as the pairs stage samples: the ROC AUC of each draw, the threshold it g
 `--criterion` (default: params.yaml's `calibrate.criterion`, the calibrate stage's choice) and that threshold's accuracy on one more, separate draw of
 20,000 pairs. The official test pairs are scored at each threshold too, and never used to choose.
 Reads data/lfw-a and data/prepared (run `dvc repro` first); unrestricted mode only.
+The held-out people are those of params.yaml's `pairs.split_seed` (every seed's); a model
+trained before that param existed held out those of its own seed: run the script at its commit.
 """
 from __future__ import annotations
 

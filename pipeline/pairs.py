@@ -137,7 +137,7 @@ def view2_sources(data: Path, fold: int) -> tuple[list[lfw.Pair], list[lfw.Pair]
 def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[Row]], dict]:
     """The three tables and their report; pure apart from reading the protocol files. The validation
     side is drawn from `p.split_seed`, the training pairs from `seed`."""
-    split_rng = np.random.default_rng(p.split_seed)
+    split_rng = np.random.default_rng([p.split_seed, 0])  # two streams apart even where seed == split_seed
     if p.protocol == "view2":
         test_pairs, train_pairs, train_people = view2_sources(data, p.fold)
         source = f"pairs.txt fold {p.fold}"
@@ -150,7 +150,7 @@ def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[R
         train, val = split_restricted(pairs, p.val_fraction, split_rng)
     else:
         people = train_people if p.protocol == "view2" else lfw.parse_people(data / "peopleDevTrain.txt")
-        train, val = split_unrestricted(people, p, split_rng, np.random.default_rng(seed))
+        train, val = split_unrestricted(people, p, split_rng, np.random.default_rng([seed, 1]))
     tables = {"train": train, "val": val, "test": test}
     ids = {k: identities(v) for k, v in tables.items()}
     overlaps = {

@@ -79,7 +79,7 @@ def test_fold_out_of_range_is_a_params_error(tmp_path):
         load_params(path)
 
 
-def test_registry_key_of_view1_is_unchanged_and_view2_names_its_fold(tmp_path):
+def test_registry_key_of_view1_names_no_fold_and_view2_names_its_fold(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(json.dumps(small_params()))
     key = registry.val_pairs_key(load_params(path))

@@ -2,6 +2,7 @@
 
     python scripts/experiments_table.py            # write docs/EXPERIMENTS.md and the README's results block
     python scripts/experiments_table.py --record   # first add the finished DVC experiments to docs/experiments.json
+    python scripts/experiments_table.py --seed-spread  # how much validation and test AUC move from seed to seed
 
 docs/experiments.json holds one record per configuration: the commit whose code and params.yaml
 it ran on, its absolute params (`params`, the seed left out) and the `-S` overrides that set them
@@ -595,24 +596,28 @@ def _shown(args) -> list | None:
 def seed_spread(recs: list[dict]) -> list[str]:
     """Lines comparing how much validation AUC and test AUC move from seed to seed, per unrestricted
     configuration of three seeds or more: the test pairs are the same for every seed, and so are the
-    validation pairs where `pairs.split_seed` fixes them; before it existed the seed drew them."""
-    groups: dict[str, list[tuple[float, float]]] = {"split drawn by the seed": [], "split fixed by pairs.split_seed": []}
-    lines = ["| commit | configuration | seeds | test AUC sd | val AUC sd | validation split |", "|---|---|---|---|---|---|"]
-    for rec in recs:
+    validation pairs where `pairs.split_seed` fixes them; before it existed the seed drew them. The same
+    models listed twice (the same test AUC, EER and best epochs: revalidated, with another threshold, or
+    listed under two commits) count once, at their last listing, grouped by their number of validation pairs."""
+    tests = [json.dumps([r["seeds"], [r["metrics"].get(IDS[c]) for c in ("test AUC", "test EER", "best epoch")]]) for r in recs]
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    lines = ["| commit | configuration | seeds | validation pairs | test AUC sd | val AUC sd | validation split |",
+             "|---|---|---|---|---|---|---|"]
+    for i, rec in enumerate(recs):
         test, val = (rec["metrics"].get(IDS[c]) or {} for c in ("test AUC", "val AUC"))
         if (len(rec["seeds"]) < 3 or rec["params"].get("pairs.mode") == "restricted" or rec.get("superseded")
-                or test.get("sd") is None or val.get("sd") is None):
+                or test.get("sd") is None or val.get("sd") is None or tests[i] in tests[i + 1:]):
             continue
-        split = "split fixed by pairs.split_seed" if "pairs.split_seed" in rec["params"] else "split drawn by the seed"
-        groups[split].append((test["sd"], val["sd"]))
+        split = "fixed by pairs.split_seed" if "pairs.split_seed" in rec["params"] else "drawn by the seed"
+        n_val = rec["params"].get("pairs.n_val_pairs")
+        groups.setdefault((split, n_val), []).append((test["sd"], val["sd"]))
         config = " ".join(override(k, v) for k, v in (rec.get("overrides") or {}).items() if k != "seed") or "params.yaml"
-        lines.append(f"| {rec['commit']} | {config} | {len(rec['seeds'])} | {test['sd']:.4f} | {val['sd']:.4f} | {split} |")
+        lines.append(f"| {rec['commit']} | {config} | {len(rec['seeds'])} | {n_val} | {test['sd']:.4f} | {val['sd']:.4f} | {split} |")
     lines.append("")
-    for split, sds in groups.items():
-        if sds:
-            lines.append(f"{split}: {len(sds)} configurations, median seed sd of test AUC "
-                         f"{statistics.median(t for t, _ in sds):.4f}, of validation AUC {statistics.median(v for _, v in sds):.4f}; "
-                         f"validation moves more than test in {sum(v > t for t, v in sds)}")
+    for (split, n_val), sds in groups.items():
+        lines.append(f"split {split}, {n_val} validation pairs: {len(sds)} configurations, median seed sd of test AUC "
+                     f"{statistics.median(t for t, _ in sds):.4f}, of validation AUC {statistics.median(v for _, v in sds):.4f}; "
+                     f"validation moves more than test in {sum(v > t for t, v in sds)}")
     return lines
 
 

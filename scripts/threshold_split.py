@@ -3,7 +3,7 @@
     python scripts/threshold_split.py SEED=MODEL [SEED=MODEL ...] [--splits 40]
 
 For each model, trained with `seed: SEED` (MODEL a models/model.pt), the validation table that
-the pairs stage draws for that seed (params.yaml's `pairs.*`) is cut `--splits` times into two
+the pairs stage draws (params.yaml's `pairs.*`) is cut `--splits` times into two
 random halves of its people. The threshold is chosen on the pairs within one half by each of the
 calibrate stage's criteria `accuracy` and `eer`, and scored on the pairs within the other half:
 people it never saw, as the test people are. The score is the balanced accuracy (the mean of the

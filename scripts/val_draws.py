@@ -3,7 +3,7 @@
     python scripts/val_draws.py SEED=MODEL [SEED=MODEL ...] [--draws 5] [--sizes 2000 20000] [--criterion C]
 
 For each model, trained with `seed: SEED` (MODEL a models/model.pt), the people its validation
-pairs come from (those of the pairs stage's validation table for that seed, with params.yaml's
+pairs come from (those of the pairs stage's validation table under params.yaml's
 `pairs.*`), and from them `--draws` independent draws of each size in `--sizes`, balanced and
 sampled as the pairs stage samples: the ROC AUC of each draw, the threshold it gives by
 `--criterion` (default: params.yaml's `calibrate.criterion`, the calibrate stage's choice) and that threshold's accuracy on one more, separate draw of

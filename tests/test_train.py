@@ -207,21 +207,20 @@ def test_restricted_identities_come_from_labels_only():
     pytest.param("pairs", "pairs", marks=pytest.mark.slow)])
 def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, mining, sampler):
     """DDP on 2 CPU processes (gloo) against one process, same params: the same epochs and learning
-    rates, validation AUC within 0.06 and validation loss within 25% at every epoch, one model file and
+    rates, validation loss within 25% at every epoch, both models well above chance, one model file and
     one MLflow train run. The exact check of the distributed gradient is the next test.
 
     Batch norm over each process's half batch makes the two trainings differ, by an amount that depends
-    on the CPU and the precision: in bf16 on an Intel Xeon with AMX, AUC up to 0.031 on the 32 validation
-    pairs (8 of 256 pair orderings) and losses up to 8% apart (3% with pos_margin 0); in fp32 on an AMD
-    EPYC without AVX-512 (no CPU bf16), AUC up to 0.039 (10 orderings, the pairs sampler at epoch 4) and
-    losses up to 18% (the identity sampler: the loss of a nearly separated tiny set is a small, noisy
-    number). Both runs are deterministic on one machine, so these are the same every time there."""
+    on the CPU and the precision. The validation loss measures that difference; the AUC of the 32
+    validation pairs (16 x 16 orderings) cannot: in fp32 on an AMD EPYC without AVX-512 the losses
+    agreed within 11% at every epoch while the AUCs differed by up to 0.125, and one process's AUC
+    alone moved 0.16 between two epochs. Both runs are deterministic on one machine, so these are the
+    same every time there."""
     from mlflow.tracking import MlflowClient
     from conftest import free_port
     # the pool stem: with the strided one (the default) each process's batch norm of the first stage sees a
-    # quarter of the values (16x16 against 32x32 per image here), and the 32-pair AUC moved by 0.055 (14 of
-    # 256 orderings) in two of the three cases while the losses still agreed within 6%; what this test
-    # checks, the DDP wiring, does not depend on the stem
+    # quarter of the values (16x16 against 32x32 per image here), which widens the gap between the two
+    # trainings; what this test checks, the DDP wiring, does not depend on the stem
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 4, "train.patience": 4, "train.mining": mining,
                                                          "train.sampler": sampler, "train.stem": "pool"})))
@@ -240,8 +239,8 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     h2 = list(csv.DictReader((two / "train.csv").open()))
     assert [r["epoch"] for r in h1] == [r["epoch"] for r in h2]
     for a, b in zip(h1, h2):  # batch norm over each process's half batch is the one difference
-        assert abs(float(a["val_auc"]) - float(b["val_auc"])) <= 0.06, (a, b)
         assert float(b["val_loss"]) == pytest.approx(float(a["val_loss"]), rel=0.25), (a, b)
+        assert min(float(a["val_auc"]), float(b["val_auc"])) >= 0.75, (a, b)  # chance is 0.5
         assert float(a["lr"]) == pytest.approx(float(b["lr"]))
     assert sorted(p.name for p in two.iterdir()) == ["model.pt", "train.csv", "train.json"]  # no resume.pt left
     client = MlflowClient(uri)

@@ -33,7 +33,9 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
         "## Model",
         f"- Architecture `{model_config['arch']}` (width {model_config['width']}"
         f"{', max-pool before batch norm' if model_config.get('pool_first') else ''}"
-        f"{', 4x4 stride-2 first convolution' if model_config.get('stem') == 'stride' else ''}), {model_config['in_size']}x"
+        f"{', 4x4 stride-2 first convolution' if model_config.get('stem') == 'stride' else ''}"
+        f"{', convolutions per later stage ' + str(model_config['stage_convs']) if 'stage_convs' in model_config else ''}"
+        f"), {model_config['in_size']}x"
         f"{model_config['in_size']} grayscale input, {model_config['embedding_dim']}-d embedding"
         f"{' (L2-normalised)' if model_config['normalize'] else ''}; the two images share one backbone.",
         f"- Euclidean distance between embeddings; contrastive loss (Hadsell, Chopra & LeCun 2006), margin {t.margin}"

@@ -63,8 +63,9 @@ def _block(c_in: int, c_out: int, k: int, pool: str = "") -> list[nn.Module]:
 class Siamese(nn.Module):
     """Shared CNN branch + embedding head. `forward(x1, x2)` returns the distances (B,).
 
-    arch "compact": four stages of conv3x3-BN-ReLU (one in the first stage, two after) + max-pool
-    (width, 2w, 4w, 8w channels), then flatten -> dropout -> linear -> embedding. Each stage's
+    arch "compact": four stages of conv3x3-BN-ReLU (one in the first stage, `stage_convs` in each
+    stage after it: two by default) + max-pool (width, 2w, 4w, 8w channels), then flatten -> dropout
+    -> linear -> embedding. Each stage's
     max-pool sits between its last BN and ReLU: max-pooling and ReLU commute exactly (the same
     outputs, and the same gradients: each value gets its window's gradient or zero either way), and
     the ReLU then touches a quarter of the values. The state dict is that of the order
@@ -83,7 +84,8 @@ class Siamese(nn.Module):
     """
 
     def __init__(self, arch: str = "compact", in_size: int = 64, width: int = 32, embedding_dim: int = 128,
-                 normalize: bool = True, dropout: float = 0.0, pool_first: bool = False, stem: str = "pool"):
+                 normalize: bool = True, dropout: float = 0.0, pool_first: bool = False, stem: str = "pool",
+                 stage_convs: tuple[int, ...] | list[int] = (2, 2, 2)):
         super().__init__()
         self.config = dict(arch=arch, in_size=in_size, width=width, embedding_dim=embedding_dim,
                            normalize=normalize, dropout=dropout)
@@ -91,6 +93,9 @@ class Siamese(nn.Module):
             self.config["pool_first"] = True
         if stem != "pool":  # likewise
             self.config["stem"] = stem
+        stage_convs = [int(n) for n in stage_convs]
+        if stage_convs != [2, 2, 2]:  # likewise
+            self.config["stage_convs"] = stage_convs
         if stem not in ("pool", "stride"):
             raise ValueError(f"unknown stem {stem!r} (expected 'pool' or 'stride')")
         self.normalize = normalize
@@ -99,8 +104,8 @@ class Siamese(nn.Module):
             c_in, side = 1, in_size
             for stage in range(4):
                 c_out = width * 2 ** stage
-                # one conv at full resolution (it dominates the cost there), two per later stage
-                if stage:
+                # one conv at full resolution (it dominates the cost there), stage_convs in each later stage
+                for _ in range(stage_convs[stage - 1] - 1 if stage else 0):
                     layers += _block(c_in, c_out, 3)
                     c_in = c_out
                 if stage == 0 and stem == "stride":
@@ -110,8 +115,8 @@ class Siamese(nn.Module):
                     layers += _block(c_in, c_out, 3, pool="first" if pool_first else "last")
                 c_in, side = c_out, side // 2
         elif arch == "koch2015":
-            if pool_first or stem != "pool":
-                raise ValueError("pool_first and stem apply to arch 'compact' only")
+            if pool_first or stem != "pool" or stage_convs != [2, 2, 2]:
+                raise ValueError("pool_first, stem and stage_convs apply to arch 'compact' only")
             layers = ([nn.Conv2d(1, 64, 10), nn.BatchNorm2d(64), nn.MaxPool2d(2), nn.ReLU(inplace=True),
                       nn.Conv2d(64, 128, 7), nn.BatchNorm2d(128), nn.MaxPool2d(2), nn.ReLU(inplace=True),
                       nn.Conv2d(128, 128, 4), nn.BatchNorm2d(128), nn.MaxPool2d(2), nn.ReLU(inplace=True),
@@ -130,7 +135,7 @@ class Siamese(nn.Module):
         """The model that `params` (a pipeline.params.Params: `prepare.image_size` and `train.*`) describes."""
         p = params.train
         return cls(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout, p.pool_first,
-                   p.stem)
+                   p.stem, p.stage_convs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float images (B, 1, H, W) in 0..255 -> embeddings (B, D), unit length if `normalize`."""

@@ -101,6 +101,7 @@ class TrainParams:
     width: int  # channels of the first conv block (compact); doubles per block
     pool_first: bool  # compact: each stage's max-pool before its last BN and ReLU (faster; see pipeline/model.py)
     stem: Literal["pool", "stride"]  # compact: first stage conv3x3 + max-pool, or one 4x4 conv of stride 2
+    stage_convs: list[int]  # compact: conv3x3-BN-ReLU blocks in each of the three stages after the first
     embedding_dim: int
     normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
     margin: float  # different-person pairs closer than this are pushed apart
@@ -149,6 +150,10 @@ class TrainParams:
             errors["pool_first"] = "applies to arch 'compact' only; set it to false for 'koch2015'"
         if self.stem != "pool" and self.arch != "compact":
             errors["stem"] = "applies to arch 'compact' only; set it to 'pool' for 'koch2015'"
+        if len(self.stage_convs) != 3 or min(self.stage_convs, default=0) < 1:
+            errors["stage_convs"] = "must be three numbers >= 1 (the stages after the first)"
+        elif self.stage_convs != [2, 2, 2] and self.arch != "compact":
+            errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors

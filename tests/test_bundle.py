@@ -17,12 +17,12 @@ from pipeline.verifier import Verifier, fold_batchnorm
 
 
 def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0, pool_first=False,
-                      stem="pool"):
+                      stem="pool", stage_convs=(2, 2, 2)):
     """A checkpoint of an untrained model whose batch norms have non-trivial statistics (with
     `pool_first`, scales of both signs: a batch norm after a max-pool must not be folded before it)."""
     torch.manual_seed(seed)
     model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize, pool_first=pool_first,
-                    stem=stem)
+                    stem=stem, stage_convs=stage_convs)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -38,12 +38,14 @@ def images(n, size, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("arch, size, tta_flip, normalize, pool_first, stem", [
-    ("compact", 32, True, True, False, "pool"), ("compact", 32, False, False, False, "pool"),
-    ("koch2015", 105, True, True, False, "pool"), ("compact", 32, True, True, True, "pool"),
-    ("compact", 33, True, True, False, "stride"), ("compact", 32, True, True, True, "stride")])
-def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, normalize, pool_first, stem):
-    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta_flip, normalize, pool_first=pool_first, stem=stem)
+@pytest.mark.parametrize("arch, size, tta_flip, normalize, pool_first, stem, stage_convs", [
+    ("compact", 32, True, True, False, "pool", (2, 2, 2)), ("compact", 32, False, False, False, "pool", (2, 2, 2)),
+    ("koch2015", 105, True, True, False, "pool", (2, 2, 2)), ("compact", 32, True, True, True, "pool", (2, 2, 2)),
+    ("compact", 33, True, True, False, "stride", (2, 2, 2)), ("compact", 32, True, True, True, "stride", (1, 2, 2)),
+    ("compact", 32, True, True, False, "stride", (1, 1, 3))])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, normalize, pool_first, stem, stage_convs):
+    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta_flip, normalize, pool_first=pool_first, stem=stem,
+                             stage_convs=stage_convs)
     export.export(ckpt, 0.7, tmp_path / "fv.npz")
     bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
     assert [op.get("stride", 1) for op in bundle.ops if op["op"] == "conv"][0] == (2 if stem == "stride" else 1)

@@ -165,14 +165,32 @@ def test_stride_stem_runs_nothing_at_full_resolution():
         model(stem="conv")
 
 
+def test_stage_convs_sets_the_convolutions_of_each_later_stage():
+    """stage_convs [1, 1, 3]: one conv3x3 in the second and third stages, three in the fourth, the
+    channels and output sizes as in the default [2, 2, 2]; old checkpoints (no key) rebuild as [2, 2, 2]."""
+    plain, custom = model(stem="stride"), model(stem="stride", stage_convs=[1, 1, 3])
+    assert "stage_convs" not in plain.config and custom.config["stage_convs"] == [1, 1, 3]
+
+    def convs(m):
+        return [(c.in_channels, c.out_channels) for c in m.features if isinstance(c, torch.nn.Conv2d)]
+    assert convs(plain) == [(1, 8), (8, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64)]
+    assert convs(custom) == [(1, 8), (8, 16), (16, 32), (32, 64), (64, 64), (64, 64)]
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8).float()
+    assert custom.features(x).shape == plain.features(x).shape
+    assert Siamese(**custom.config).config == custom.config
+    with pytest.raises(ValueError, match="compact"):
+        Siamese("koch2015", in_size=105, stage_convs=[1, 2, 2])
+
+
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(small_params(**{"prepare.image_size": 48, "train.width": 6, "train.embedding_dim": 24,
                                                    "train.normalize": False, "train.dropout": 0.1,
-                                                   "train.pool_first": True, "train.stem": "stride"})))
+                                                   "train.pool_first": True, "train.stem": "stride",
+                                                   "train.stage_convs": [1, 2, 3]})))
     m = Siamese.from_params(load_params(path))
     assert m.config == dict(arch="compact", in_size=48, width=6, embedding_dim=24, normalize=False, dropout=0.1,
-                            pool_first=True, stem="stride")
+                            pool_first=True, stem="stride", stage_convs=[1, 2, 3])
     assert m.head[-1].out_features == 24 and m.embed(torch.zeros(2, 1, 48, 48)).shape == (2, 24)
 
 

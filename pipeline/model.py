@@ -94,6 +94,8 @@ class Siamese(nn.Module):
         if stem != "pool":  # likewise
             self.config["stem"] = stem
         stage_convs = [int(n) for n in stage_convs]
+        if len(stage_convs) != 3 or min(stage_convs) < 1:
+            raise ValueError(f"stage_convs {stage_convs} must be three numbers >= 1 (the stages after the first)")
         if stage_convs != [2, 2, 2]:  # likewise
             self.config["stage_convs"] = stage_convs
         if stem not in ("pool", "stride"):

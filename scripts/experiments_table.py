@@ -55,10 +55,12 @@ METRICS = {  # column -> (metrics file, key)
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
 IDS = {col: f"{Path(f).stem}.{k}" for col, (f, k) in METRICS.items()}  # column -> key in docs/experiments.json
-# params added after experiments ran, whose committed value is not the behaviour from before they
-# existed: an experiment without the key ran with this value (any other missing key: the baseline's)
+# params added after experiments ran: an experiment without the key ran with this value (any other
+# missing key: the baseline's). Needed wherever the committed value is not the behaviour from before the
+# key existed, or may stop being it (train.stage_convs: a default other than [2, 2, 2] must not match
+# the records from before it)
 BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem": "pool", "train.pos_margin": 0.0,
-                "pairs.protocol": "view1", "pairs.fold": 1, "train.ema": 0.0}
+                "pairs.protocol": "view1", "pairs.fold": 1, "train.ema": 0.0, "train.stage_convs": (2, 2, 2)}
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
               "train.warmup_epochs": 3}

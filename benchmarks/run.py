@@ -140,10 +140,10 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
     t_embed = time.perf_counter() - t0
     print(f"evaluation: {len(pairs)} test pairs ({len(keys)} distinct images) from JPEG files in {dt:.2f} s = "
           f"{len(pairs) / dt:.0f} pairs/s; the two parts timed again apart: decode {t_decode:.2f} s, embed {t_embed:.2f} s = "
-          f"{len(keys) / t_embed:.0f} images/s ({'with' if verifier.tta_flip else 'without'} the mirror pass)")
-    passes = 2 if verifier.tta_flip else 1
+          f"{len(keys) / t_embed:.0f} images/s ({verifier.tta.count} views of each: {verifier.tta})")
+    passes = verifier.tta.count
     total = fwd_flops * passes * len(keys)
-    print(f"evaluation ceiling: embedding the {len(keys)} images{' and their mirrors' if passes == 2 else ''} is "
+    print(f"evaluation ceiling: embedding the {len(keys)} images{f' in {passes} views' if passes > 1 else ''} is "
           f"{total / 1e9:.0f} GFLOP; even at the whole measured matmul peak, without decoding: " + "; ".join(
               f"{name} ({peak / 1e9:.0f} GFLOP/s) >= {total / peak:.2f} s, <= {len(pairs) * peak / total:.0f} pairs/s"
               for name, peak in peaks.items()))
@@ -181,6 +181,7 @@ def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], lis
     from pipeline.metrics import choose_threshold, verification_metrics
     from pipeline.model import embed_all, euclidean
     from pipeline.embedding import pair_distances
+    from pipeline.tta import TTA
     from pipeline.verifier import BATCH
 
     prepared, val_table = ROOT / "data" / "prepared", ROOT / "data" / "pairs" / "val.tsv"
@@ -194,16 +195,17 @@ def inference_what_if(verifier, x: torch.Tensor, test_rows: tuple[list[int], lis
     y = np.array([p.same for p in pairs])
     d_used = euclidean(torch.from_numpy(e32)[a], torch.from_numpy(e32)[b]).numpy()
     for dtype, mirror in ((None, True), (None, False), (torch.bfloat16, True), (torch.bfloat16, False))[:4 if bf16 else 2]:
-        embed_all(verifier.fast, x[:BATCH], mirror, BATCH, dtype)  # warm-up
+        tta = TTA(mirror, verifier.tta.shift)
+        embed_all(verifier.fast, x[:BATCH], tta, BATCH, dtype)  # warm-up
         t0 = time.perf_counter()
-        e = embed_all(verifier.fast, x, mirror, BATCH, dtype)
+        e = embed_all(verifier.fast, x, tta, BATCH, dtype)
         t = time.perf_counter() - t0
         d = euclidean(e[a], e[b]).numpy()
-        d_val = pair_distances(verifier.model, images, val, mirror, dtype)
+        d_val = pair_distances(verifier.model, images, val, tta, dtype)
         threshold = choose_threshold(d_val, val.label, calibrate.criterion, calibrate.target_far)
         m, m_val = verification_metrics(d, y, threshold), verification_metrics(d_val, val.label, threshold)
         name = f"{'bf16' if dtype else 'fp32'}, {'with' if mirror else 'without'} the mirror pass"
-        print(f"evaluation what-if, {name}{' (used)' if dtype is None and mirror == verifier.tta_flip else ''}: "
+        print(f"evaluation what-if, {name}{' (used)' if dtype is None and mirror == verifier.tta.flip else ''}: "
               f"embed {t:.2f} s = {len(pairs) / (t_decode + t):.0f} pairs/s with the decode above; validation AUC "
               f"{m_val['roc_auc']:.4f}, threshold ({calibrate.criterion}) {threshold:.4f} -> test accuracy "
               f"{m['accuracy']:.3f}, AUC {m['roc_auc']:.4f}; test distances differ from the used ones by "
@@ -222,7 +224,7 @@ def batch_sweep(verifier, x: torch.Tensor, e32, sizes: tuple[int, ...] = (32, 64
     for _ in range(rounds):
         for size in sizes:
             t0 = time.perf_counter()
-            e = embed_all(verifier.fast, x, verifier.tta_flip, size).numpy()
+            e = embed_all(verifier.fast, x, verifier.tta, size).numpy()
             best[size] = min(best.get(size, float("inf")), time.perf_counter() - t0)
             same[size] = bool(np.array_equal(e, e32))
     print(f"evaluation embed by batch size (fp32, best of {rounds}, alternating; the verifier uses {BATCH}): " + ", ".join(

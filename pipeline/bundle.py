@@ -3,7 +3,7 @@
 Importing PyTorch takes seconds on a small CPU, NumPy and Pillow a fraction of that. The export stage
 writes models/faceverify.npz: the network with batch norm folded into the convolutions, as a list
 of ops (conv, affine, relu, maxpool, flatten, linear) over named float32 arrays, plus the
-preprocessing, the test-time flip, the threshold and the SHA-256 of the checkpoint it came from.
+preprocessing, the test-time views (mirror, shift), the threshold and the SHA-256 of the checkpoint it came from.
 Loaded with `allow_pickle=False`, so a bundle from an untrusted source cannot run code.
 
 `Scorer` is the pair-scoring protocol shared with the PyTorch `pipeline.verifier.Verifier`:
@@ -19,8 +19,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from pipeline.images import preprocess
+from pipeline.tta import TTA
 
-FORMAT = 1
+FORMAT = 2  # 2 adds `tta_shift`; a format-1 bundle reads as shift 0
+READS = (1, 2)
 
 
 def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -29,11 +31,12 @@ def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class Scorer:
-    """Distances of image pairs from `embed`; attributes `threshold`, `preprocess` {crop, size}, `tta_flip`."""
+    """Distances of image pairs from `embed`; attributes `threshold`, `preprocess` {crop, size}, `tta`
+    (`pipeline.tta.TTA`)."""
 
     threshold: float
     preprocess: dict
-    tta_flip: bool
+    tta: TTA
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) float32 of uint8 images (N, H, W) already cropped and resized."""
@@ -69,13 +72,13 @@ class Bundle(Scorer):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             self.weights = {k: z[k] for k in z.files if k != "meta"}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: bundle format {meta.get('format')!r}, this code reads {FORMAT}")
+        if meta.get("format") not in READS:
+            raise ValueError(f"{path}: bundle format {meta.get('format')!r}, this code reads {' and '.join(map(str, READS))}")
         self.meta = meta
         self.ops = meta["ops"]
         self.threshold = float(meta["threshold"])
         self.preprocess = meta["preprocess"]
-        self.tta_flip = bool(meta["tta_flip"])
+        self.tta = TTA.of(meta)
         self.normalize = bool(meta["normalize"])
         # conv weights to (C, kh, kw, O) once, so that each call is one tensordot per layer
         for op in self.ops:
@@ -112,8 +115,8 @@ class Bundle(Scorer):
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        e = self._forward(images)
-        if self.tta_flip:
-            e = e + self._forward(images[:, :, ::-1])
-            e = self._unit(e) if self.normalize else e / 2
+        views = self.tta.views(images)
+        e = sum(self._forward(v) for v in views)
+        if len(views) > 1:
+            e = self._unit(e) if self.normalize else e / len(views)
         return e.astype(np.float32)

@@ -16,6 +16,7 @@ from pipeline import files, runner
 from pipeline.data import load_images, load_pairs
 from pipeline.embedding import validation_scores
 from pipeline.model import load_checkpoint
+from pipeline.tta import TTA
 from pipeline.params import flatten, load_params
 
 log = logging.getLogger("pipeline.calibrate")
@@ -25,7 +26,7 @@ def calibrate(model_path: Path, prepared: Path, val_table: Path, criterion: str,
     model, ckpt = load_checkpoint(model_path)
     images, rows = load_images(prepared)
     val = load_pairs(val_table, rows)
-    _, scores = validation_scores(model, images, val, ckpt["tta_flip"], criterion, target_far)
+    _, scores = validation_scores(model, images, val, TTA.of(ckpt), criterion, target_far)
     threshold = scores.pop("val_threshold")
     return {"criterion": criterion, "target_far": target_far, "threshold": threshold, **scores}
 

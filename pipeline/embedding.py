@@ -15,6 +15,7 @@ from pipeline.data import PairSet
 from pipeline.files import StageError
 from pipeline.metrics import choose_threshold, verification_metrics
 from pipeline.model import Siamese, embed_all, euclidean
+from pipeline.tta import TTA
 
 log = logging.getLogger("pipeline.embedding")
 
@@ -44,20 +45,20 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.bfloat16 if supported else None
 
 
-def pair_distances(model: Siamese, images: torch.Tensor, pairs: PairSet, tta_flip: bool,
+def pair_distances(model: Siamese, images: torch.Tensor, pairs: PairSet, tta: TTA,
                    dtype: torch.dtype | None = None) -> np.ndarray:
     """Distances (P,) of a pair set, each distinct image embedded once (fp32 unless `dtype` says otherwise)."""
     rows, inverse = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_inverse=True)
-    emb = embed_all(model, images[torch.from_numpy(rows)], tta_flip, autocast_dtype=dtype)
+    emb = embed_all(model, images[torch.from_numpy(rows)], tta, autocast_dtype=dtype)
     n = len(pairs.idx1)
     a, b = torch.from_numpy(inverse[:n]), torch.from_numpy(inverse[n:])
     return euclidean(emb[a], emb[b]).numpy()
 
 
-def validation_scores(model: Siamese, images: torch.Tensor, val: PairSet, tta_flip: bool, criterion: str = "accuracy",
+def validation_scores(model: Siamese, images: torch.Tensor, val: PairSet, tta: TTA, criterion: str = "accuracy",
                       target_far: float = 0.01) -> tuple[np.ndarray, dict]:
     """(distances, figures) of a model on the validation pairs, in fp32: every `verification_metrics`
     figure, keys prefixed `val_`, at the threshold that `criterion` chooses on these same pairs."""
-    d = pair_distances(model, images, val, tta_flip)
+    d = pair_distances(model, images, val, tta)
     threshold = choose_threshold(d, val.label, criterion, target_far)
     return d, {f"val_{k}": v for k, v in verification_metrics(d, val.label, threshold).items()}

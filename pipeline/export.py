@@ -68,7 +68,7 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
         else:
             raise ValueError(f"cannot export layer {layer}")
     meta = {"format": FORMAT, "ops": ops, "threshold": verifier.threshold, "preprocess": verifier.preprocess,
-            "tta_flip": verifier.tta_flip, "normalize": bool(model.normalize), "config": verifier.ckpt["config"],
+            "tta_flip": verifier.tta.flip, "tta_shift": verifier.tta.shift, "normalize": bool(model.normalize), "config": verifier.ckpt["config"],
             "checkpoint_sha256": checkpoint_sha256}
     return {"meta": np.array(json.dumps(meta)), **arrays}
 

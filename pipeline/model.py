@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.tta import TTA
+
 
 def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float = 0.0) -> torch.Tensor:
     """Contrastive loss of Hadsell, Chopra & LeCun (2006), averaged over pairs.
@@ -160,21 +162,19 @@ def build_model(config: dict) -> Siamese:
 
 
 @torch.no_grad()
-def embed_all(model: Siamese, images: torch.Tensor, tta_flip: bool, batch_size: int = 512,
+def embed_all(model: Siamese, images: torch.Tensor, tta: TTA, batch_size: int = 512,
               autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Embeddings (N, D) of uint8 images (N, 1, H, W) in eval mode; with `tta_flip`, the mean of
-    each image's and its mirror's embedding (renormalised when the model normalises)."""
+    """Embeddings (N, D) of uint8 images (N, 1, H, W) in eval mode: the mean over the views of `tta` of each
+    image's embeddings (renormalised when the model normalises)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            e = model.embed(x)
-            if tta_flip:
-                e = e + model.embed(x.flip(-1))
+            e = sum(model.embed(v) for v in tta.views(x))
         e = e.float()
-        out.append(F.normalize(e, dim=1) if model.normalize else (e / 2 if tta_flip else e))
+        out.append(F.normalize(e, dim=1) if model.normalize else e / tta.count)
     return torch.cat(out).cpu()
 
 

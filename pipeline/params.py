@@ -123,6 +123,7 @@ class TrainParams:
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
+    tta_shift: int  # > 0: embed an image as the mean of it moved by (+s, +s) and (-s, -s) pixels (model.Views)
     precision: Literal["auto", "bf16", "fp32"]
     device: Literal["auto", "cpu", "cuda"]
     threads: int  # torch intra-op threads; 0 = all cores
@@ -133,7 +134,7 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout"):
+        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:

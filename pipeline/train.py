@@ -33,6 +33,7 @@ from pipeline import distributed, files, runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
 from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean
+from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
 log = logging.getLogger("pipeline.train")
@@ -63,7 +64,7 @@ def make_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimi
 
 def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams) -> dict:
     """The epoch's validation row: loss, AUC and best-threshold accuracy (embedding.validation_scores)."""
-    d, s = validation_scores(model, images, val, p.tta_flip)
+    d, s = validation_scores(model, images, val, TTA(p.tta_flip, p.tta_shift))
     loss = contrastive_loss(torch.from_numpy(d), torch.from_numpy(val.label), p.margin, p.pos_margin).item()
     return {"val_loss": loss, "val_auc": s["val_roc_auc"], "val_accuracy": s["val_accuracy"]}
 
@@ -222,7 +223,7 @@ def checkpoint(model: Siamese, params: Params) -> dict:
     """Everything needed to rebuild and use the model, from this dict alone."""
     return {"config": model.config, "state_dict": model.state_dict(),
             "preprocess": {"crop": list(params.prepare.crop), "size": params.prepare.image_size},
-            "tta_flip": params.train.tta_flip, "margin": params.train.margin}
+            "tta_flip": params.train.tta_flip, "tta_shift": params.train.tta_shift, "margin": params.train.margin}
 
 
 def save(obj: dict, path: Path) -> None:

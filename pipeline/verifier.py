@@ -16,6 +16,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pipeline.bundle import Scorer
 from pipeline.model import Siamese, embed_all, load_checkpoint
+from pipeline.tta import TTA
 
 BATCH = 64
 
@@ -44,8 +45,8 @@ class Verifier(Scorer):
         self.fast = fold_batchnorm(self.model)
         self.threshold = float(threshold)
         self.preprocess = self.ckpt["preprocess"]
-        self.tta_flip = bool(self.ckpt["tta_flip"])
+        self.tta = TTA.of(self.ckpt)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)  # (N, 1, H, W) uint8
-        return embed_all(self.fast, x, self.tta_flip, batch_size=BATCH).numpy()
+        return embed_all(self.fast, x, self.tta, batch_size=BATCH).numpy()

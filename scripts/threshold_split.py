@@ -32,6 +32,7 @@ from pipeline.data import load_images  # noqa: E402
 from pipeline.metrics import choose_threshold  # noqa: E402
 from pipeline.model import load_checkpoint  # noqa: E402
 from pipeline.pairs import identities, make_tables  # noqa: E402
+from pipeline.tta import TTA  # noqa: E402
 from val_draws import Embedded, distinct, model_specs, unrestricted_params  # noqa: E402
 
 CRITERIA = ("accuracy", "eer")
@@ -56,7 +57,7 @@ def main() -> None:
         val = make_tables(data, params.pairs, seed)[0]["val"]
         held_out = identities(val)
         people = sorted(held_out)
-        score = Embedded(model, images, rows, ckpt["tta_flip"], {k for k in rows if k[0] in held_out}).distances
+        score = Embedded(model, images, rows, TTA.of(ckpt), {k for k in rows if k[0] in held_out}).distances
         results = {c: {"as drawn": [], "distinct": [], "threshold": []} for c in CRITERIA}
         for split in range(args.splits):
             half = set(np.random.default_rng([seed, split]).permutation(people)[:len(people) // 2])

@@ -32,15 +32,16 @@ from pipeline.metrics import choose_threshold  # noqa: E402
 from pipeline.model import embed_all, euclidean, load_checkpoint  # noqa: E402
 from pipeline.pairs import Row, identities, make_tables, sample_pairs  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
+from pipeline.tta import TTA  # noqa: E402
 
 
 class Embedded:
     """A model's embeddings of a set of images, computed once; the distances of any pair table over them."""
 
-    def __init__(self, model, images: torch.Tensor, rows: dict, tta_flip: bool, keys: set[tuple[str, int]]):
+    def __init__(self, model, images: torch.Tensor, rows: dict, tta: TTA, keys: set[tuple[str, int]]):
         keys = sorted(keys)
         self.at = {k: j for j, k in enumerate(keys)}
-        self.emb = embed_all(model, images[torch.tensor([rows[k] for k in keys])], tta_flip)
+        self.emb = embed_all(model, images[torch.tensor([rows[k] for k in keys])], tta)
 
     def distances(self, table: list[Row]) -> tuple[np.ndarray, np.ndarray]:
         """(distances, labels) of a pair table."""
@@ -104,7 +105,7 @@ def main() -> None:
         held_out = {n: c for n, c in people.items() if n in identities(tables["val"])}
         # every image of the held-out people and of the test pairs, embedded once for all the draws
         keys = {k for k in rows if k[0] in held_out} | {(r[n], r[n + 1]) for r in tables["test"] for n in (0, 2)}
-        score = Embedded(model, images, rows, ckpt["tta_flip"], keys).distances
+        score = Embedded(model, images, rows, TTA.of(ckpt), keys).distances
         d_check, y_check = score(sample_pairs(held_out, 20000, np.random.default_rng([seed, 1])))
         d_test, y_test = score(tables["test"])
         same = [r for r in distinct(tables["val"]) if r[4]]

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.data import load_images, load_pairs  # noqa: E402
 from pipeline.metrics import verification_metrics, choose_threshold  # noqa: E402
 from pipeline.model import embed_all, load_checkpoint  # noqa: E402
+from pipeline.tta import TTA  # noqa: E402
 
 
 def auc(d: np.ndarray, y: np.ndarray) -> float:
@@ -56,8 +57,8 @@ def main() -> int:
     fit_rows = np.unique(np.concatenate([train.idx1, train.idx2]))
     val_rows, inv = np.unique(np.concatenate([val.idx1, val.idx2]), return_inverse=True)
     n = len(val.idx1)
-    fit = embed_all(model, images[torch.from_numpy(fit_rows)], ckpt["tta_flip"]).numpy().astype(np.float64)
-    ev = embed_all(model, images[torch.from_numpy(val_rows)], ckpt["tta_flip"]).numpy().astype(np.float64)
+    fit = embed_all(model, images[torch.from_numpy(fit_rows)], TTA.of(ckpt)).numpy().astype(np.float64)
+    ev = embed_all(model, images[torch.from_numpy(val_rows)], TTA.of(ckpt)).numpy().astype(np.float64)
     a, b = inv[:n], inv[n:]
     print(f"{args.model}: fit on {len(fit_rows)} training images, {n} validation pairs")
     print(f"raw: val AUC {auc(distances(ev, a, b), val.label):.5f}")

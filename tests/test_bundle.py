@@ -13,11 +13,12 @@ from conftest import ROOT
 from pipeline import cli, export
 from pipeline.bundle import Bundle
 from pipeline.model import Siamese
+from pipeline.tta import TTA
 from pipeline.verifier import Verifier, fold_batchnorm
 
 
 def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0, pool_first=False,
-                      stem="pool", stage_convs=(2, 2, 2)):
+                      stem="pool", stage_convs=(2, 2, 2), tta_shift=0):
     """A checkpoint of an untrained model whose batch norms have non-trivial statistics (with
     `pool_first`, scales of both signs: a batch norm after a max-pool must not be folded before it)."""
     torch.manual_seed(seed)
@@ -29,7 +30,7 @@ def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=Tr
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(-1.5 if pool_first else 0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": tta_flip, "margin": 1.0,
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": tta_flip, "tta_shift": tta_shift, "margin": 1.0,
                 "preprocess": {"crop": [65, 70, 185, 190], "size": size}}, path)
     return path
 
@@ -38,24 +39,25 @@ def images(n, size, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("arch, size, tta_flip, normalize, pool_first, stem, stage_convs", [
-    ("compact", 32, True, True, False, "pool", (2, 2, 2)), ("compact", 32, False, False, False, "pool", (2, 2, 2)),
-    ("koch2015", 105, True, True, False, "pool", (2, 2, 2)), ("compact", 32, True, True, True, "pool", (2, 2, 2)),
-    ("compact", 33, True, True, False, "stride", (2, 2, 2)), ("compact", 32, True, True, True, "stride", (1, 2, 2)),
-    ("compact", 32, True, True, False, "stride", (1, 1, 3))])
-def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta_flip, normalize, pool_first, stem, stage_convs):
-    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta_flip, normalize, pool_first=pool_first, stem=stem,
-                             stage_convs=stage_convs)
+@pytest.mark.parametrize("arch, size, tta, normalize, pool_first, stem, stage_convs", [
+    ("compact", 32, TTA(True), True, False, "pool", (2, 2, 2)), ("compact", 32, TTA(False), False, False, "pool", (2, 2, 2)),
+    ("koch2015", 105, TTA(True), True, False, "pool", (2, 2, 2)), ("compact", 32, TTA(True), True, True, "pool", (2, 2, 2)),
+    ("compact", 33, TTA(True), True, False, "stride", (2, 2, 2)), ("compact", 32, TTA(True), True, True, "stride", (1, 2, 2)),
+    ("compact", 32, TTA(True), True, False, "stride", (1, 1, 3)), ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2)),
+    ("compact", 32, TTA(False, 1), False, False, "pool", (2, 2, 2))])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normalize, pool_first, stem, stage_convs):
+    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta.flip, normalize, pool_first=pool_first, stem=stem,
+                             stage_convs=stage_convs, tta_shift=tta.shift)
     export.export(ckpt, 0.7, tmp_path / "fv.npz")
     bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
     assert [op.get("stride", 1) for op in bundle.ops if op["op"] == "conv"][0] == (2 if stem == "stride" else 1)
     x = images(6, size)
     expected = verifier.embed(x)
     assert bundle.embed(x) == pytest.approx(expected, abs=1e-5)
-    assert bundle.threshold == 0.7 and bundle.tta_flip == tta_flip and bundle.preprocess["size"] == size
+    assert bundle.threshold == 0.7 and bundle.tta == tta and bundle.preprocess["size"] == size
     # folding batch norm changes nothing but speed
     from pipeline.model import embed_all
-    plain = embed_all(verifier.model, torch.from_numpy(x).unsqueeze(1), tta_flip).numpy()
+    plain = embed_all(verifier.model, torch.from_numpy(x).unsqueeze(1), tta).numpy()
     assert expected == pytest.approx(plain, abs=1e-5)
     folded = list(fold_batchnorm(verifier.model).features)
     # every batch norm folded, but those after a max-pool, which stay (the bundle's affine op)
@@ -71,6 +73,23 @@ def test_pairs_score_alike_from_image_files(tmp_path):
     got = Bundle(tmp_path / "fv.npz").distances(pics[:2], pics[2:])
     assert got == pytest.approx(Verifier(ckpt, 0.7).distances(pics[:2], pics[2:]), abs=1e-5)
     assert got.shape == (2,) and (got > 0).all()
+
+
+def test_a_format_1_bundle_reads_without_a_shift_and_an_unknown_format_is_refused(tmp_path):
+    """Format 2 added `tta_shift`: a format-1 file (no key) still scores, as shift 0; a newer one is refused."""
+    export.export(random_checkpoint(tmp_path / "model.pt"), 0.7, tmp_path / "fv.npz")
+    with np.load(tmp_path / "fv.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    assert meta["format"] == 2 and meta["tta_shift"] == 0
+    for fmt, name in ((1, "old.npz"), (3, "new.npz")):
+        old = {k: v for k, v in meta.items() if k != "tta_shift"} | {"format": fmt}
+        np.savez(tmp_path / name, **{**arrays, "meta": np.array(json.dumps(old))})
+    x = images(3, 32)
+    assert Bundle(tmp_path / "old.npz").tta == TTA(True, 0)
+    assert np.array_equal(Bundle(tmp_path / "old.npz").embed(x), Bundle(tmp_path / "fv.npz").embed(x))
+    with pytest.raises(ValueError, match=r"new.npz: bundle format 3, this code reads 1 and 2"):
+        Bundle(tmp_path / "new.npz")
 
 
 def test_a_bundle_that_does_not_match_is_not_written(tmp_path, monkeypatch):

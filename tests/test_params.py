@@ -125,3 +125,9 @@ def test_identity_sampler_needs_batch_all_mining(tmp_path):
     p = small_params(**{"train.sampler": "identities", "train.mining": "pairs"})
     with pytest.raises(ParamsError, match=r"'train.sampler' 'identities' needs train.mining 'auto' or 'batch_all'"):
         load_params(write(tmp_path, p))
+
+
+def test_tta_shift_is_a_count_of_pixels(tmp_path):
+    assert load_params(write(tmp_path, small_params(**{"train.tta_shift": 2}))).train.tta_shift == 2
+    with pytest.raises(ParamsError, match=r"'train.tta_shift' must be >= 0"):
+        load_params(write(tmp_path, small_params(**{"train.tta_shift": -1})))

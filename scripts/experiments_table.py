@@ -401,6 +401,22 @@ def headline_records(recs: list[dict], current: dict) -> tuple[dict | None, dict
     return default, restricted
 
 
+def changed(params: dict, current: dict, free=frozenset()) -> dict:
+    """The params of a record that differ from `current` (sorted by key), `free` keys and the seed aside."""
+    p = filled(params)
+    return {k: p[k] for k in sorted(p.keys() & current.keys())
+            if k not in free and k != "seed" and not _same_value(p[k], current[k])}
+
+
+def earlier_record(recs: list[dict], current: dict, protocol: dict) -> tuple[dict | None, dict]:
+    """(the record over the most seeds, the newest of those, of the protocol `protocol` with other
+    params than `current`; the params it changes beyond the protocol's), for a row with no current record."""
+    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded")
+            and all(_same_value(r["params"].get(k), v) for k, v in protocol.items())]
+    rec = _best(live)
+    return (rec, changed(rec["params"], current, RESTRICTED_FREE)) if rec else (None, {})
+
+
 def _command(overrides: dict, seeds) -> str:
     sets = " ".join(f"-S {override(k, v)}" for k, v in overrides.items() if k != "seed")
     cmd = f"`dvc exp run {sets} -S seed=N`".replace("run  -S", "run -S")
@@ -409,10 +425,20 @@ def _command(overrides: dict, seeds) -> str:
 
 def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
     """(the README's LFW View 2 row, how it came) from docs/view2.json: the record of the committed
-    params over the most folds, the newest of those; an empty row where none exists."""
+    params over the most folds, the newest of those; else that of other params in the same mode,
+    labelled with the overrides that give them; an empty row where neither exists."""
     label = f"`params.yaml` ({mode}), **LFW View 2**"
-    cmd = "`python scripts/view2.py run` (one `dvc exp run` per fold)"
-    live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current, {"pairs.protocol", "pairs.fold"})]
+    free = {"pairs.protocol", "pairs.fold"}
+    live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current, free)]
+    changes = {}
+    if not live:  # the last View 2 of this mode, run with other params
+        live = [(i, r) for i, r in enumerate(view2) if filled(r["params"]).get("pairs.mode", "unrestricted") == mode]
+        if live:
+            rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
+            changes = changed(rec["params"], current, free)
+            label = f"`params.yaml` ({mode}) with the overrides below, **LFW View 2**"
+    sets = "".join(f" -S {override(k, v)}" for k, v in changes.items())
+    cmd = f"`python scripts/view2.py run{sets}` (one `dvc exp run` per fold)"
     if not live:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- LFW View 2: {cmd}"
     rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
@@ -423,9 +449,10 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
         return "" if v is None else f"{v['mean']:.4f}" + (f" ± {v['se']:.4f}" if v.get("se") is not None else "")
     folds = list(rec["folds"])
     span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
+    other = "; no View 2 of the committed params yet" if changes else ""
     return (f"| {label} | {rec['commit']} | {span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
             f"- LFW View 2: {cmd} on the pipeline of commit {rec['commit']}; mean ± standard error over "
-            f"{len(folds)} folds")
+            f"{len(folds)} folds{other}")
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:
@@ -443,6 +470,11 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
         rows.append(("restricted protocol", restricted, RESTRICTED))
     how = []
     for label, rec, overrides in rows:
+        if rec is None and overrides:  # the restricted protocol run with other params: named by their overrides
+            rec, changes = earlier_record(recs, current, overrides)
+            if rec is not None:
+                label = f"{label}, with the overrides below"
+                rec = {**rec, "overrides": {**overrides, **changes}}
         if rec is None:
             lines.append(f"| {label} | | | no current result | | | | |")
             how.append(f"- {label}: {_command(overrides, README_SEEDS)}, then `python scripts/experiments_table.py --record`")

@@ -1,7 +1,7 @@
 """Which test-time views? Validation AUC of trained models under each `train.tta_shift`, no retraining.
 
-    python scripts/tta_views.py [--shifts 0 1 2 3] [--no-flip] [--prepared data/prepared] [--pairs data/pairs]
-                                [MODEL ...]   (default: models/model.pt)
+    python scripts/tta_views.py [MODEL ...] [--shifts 0 1 2 3] [--no-flip] [--prepared data/prepared]
+                                [--pairs data/pairs]          (MODEL: default models/model.pt)
 
 For each checkpoint and each shift s (0: the image in place; s > 0: moved by (+s, +s) and (-s, -s)
 pixels, pipeline/tta.py), with the mirror views unless --no-flip, prints the validation AUC (held-out

@@ -16,8 +16,8 @@ from pipeline import files, runner
 from pipeline.data import load_images, load_pairs
 from pipeline.embedding import validation_scores
 from pipeline.model import load_checkpoint
-from pipeline.tta import TTA
 from pipeline.params import flatten, load_params
+from pipeline.tta import TTA
 
 log = logging.getLogger("pipeline.calibrate")
 

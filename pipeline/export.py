@@ -2,7 +2,7 @@
 
 Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json).
 Writes: OUT (models/faceverify.npz): the network with batch norm folded into the convolutions (a
-        per-channel affine op where it follows a max-pool), the preprocessing, the test-time flip,
+        per-channel affine op where it follows a max-pool), the preprocessing, the test-time views,
         the threshold and the checkpoint's SHA-256 (see pipeline/bundle.py). `faceverify verify`
         uses it when it matches models/model.pt.
 In MLflow: the bundle as an artifact of this stage's run.
@@ -68,8 +68,8 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
         else:
             raise ValueError(f"cannot export layer {layer}")
     meta = {"format": FORMAT, "ops": ops, "threshold": verifier.threshold, "preprocess": verifier.preprocess,
-            "tta_flip": verifier.tta.flip, "tta_shift": verifier.tta.shift, "normalize": bool(model.normalize), "config": verifier.ckpt["config"],
-            "checkpoint_sha256": checkpoint_sha256}
+            "tta_flip": verifier.tta.flip, "tta_shift": verifier.tta.shift, "normalize": bool(model.normalize),
+            "config": verifier.ckpt["config"], "checkpoint_sha256": checkpoint_sha256}
     return {"meta": np.array(json.dumps(meta)), **arrays}
 
 

@@ -436,7 +436,7 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
         if live:
             rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
             changes = changed(rec["params"], current, free)
-            label = f"`params.yaml` ({mode}) with the overrides below, **LFW View 2**"
+            label = f"**LFW View 2** ({mode}), other params (below)"
     sets = "".join(f" -S {override(k, v)}" for k, v in changes.items())
     cmd = f"`python scripts/view2.py run{sets}` (one `dvc exp run` per fold)"
     if not live:
@@ -449,10 +449,9 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
         return "" if v is None else f"{v['mean']:.4f}" + (f" ± {v['se']:.4f}" if v.get("se") is not None else "")
     folds = list(rec["folds"])
     span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
-    other = "; no View 2 of the committed params yet" if changes else ""
     return (f"| {label} | {rec['commit']} | {span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
             f"- LFW View 2: {cmd} on the pipeline of commit {rec['commit']}; mean ± standard error over "
-            f"{len(folds)} folds{other}")
+            f"{len(folds)} folds")
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:
@@ -473,7 +472,7 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
         if rec is None and overrides:  # the restricted protocol run with other params: named by their overrides
             rec, changes = earlier_record(recs, current, overrides)
             if rec is not None:
-                label = f"{label}, with the overrides below"
+                label = f"{label}, other params (below)"
                 rec = {**rec, "overrides": {**overrides, **changes}}
         if rec is None:
             lines.append(f"| {label} | | | no current result | | | | |")

@@ -125,10 +125,10 @@ def test_rows_without_a_current_record_show_the_last_one_with_the_overrides_that
               "summary": {"test acc": {"mean": 0.9, "se": 0.005}}}]
     current = {**CURRENT, "train.width": 16}
     block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, current, view2)
-    assert "| restricted protocol, with the overrides below | aaaaaaa | 0, 1, 2 | 0.7500 ± 0.0100 |" in block
+    assert "| restricted protocol, other params (below) | aaaaaaa | 0, 1, 2 | 0.7500 ± 0.0100 |" in block
     assert "-S train.warmup_epochs=3 -S train.width=24 -S seed=N` for N = 0, 1, 2 at commit aaaaaaa" in block
-    assert "| `params.yaml` (unrestricted) with the overrides below, **LFW View 2** | ccccccc | folds 1-10 | 0.9000 ± 0.0050 |" in block
-    assert "`python scripts/view2.py run -S train.width=24`" in block and "no View 2 of the committed params yet" in block
+    assert "| **LFW View 2** (unrestricted), other params (below) | ccccccc | folds 1-10 | 0.9000 ± 0.0050 |" in block
+    assert "`python scripts/view2.py run -S train.width=24`" in block
     # once the current params have their own, those show, unlabelled
     block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, {**CURRENT, "train.width": 24}, view2)
-    assert "| `params.yaml` (unrestricted), **LFW View 2** | ccccccc |" in block and "overrides below" not in block
+    assert "| `params.yaml` (unrestricted), **LFW View 2** | ccccccc |" in block and "other params" not in block

@@ -430,18 +430,17 @@ def view2_row(view2: list[dict], current: dict, mode: str) -> tuple[str, str]:
     label = f"`params.yaml` ({mode}), **LFW View 2**"
     free = {"pairs.protocol", "pairs.fold"}
     live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], current, free)]
-    changes = {}
-    if not live:  # the last View 2 of this mode, run with other params
+    other = not live
+    if other:  # the last View 2 of this mode, run with other params
         live = [(i, r) for i, r in enumerate(view2) if filled(r["params"]).get("pairs.mode", "unrestricted") == mode]
-        if live:
-            rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
-            changes = changed(rec["params"], current, free)
-            label = f"**LFW View 2** ({mode}), other params (below)"
+    rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1] if live else None
+    changes = changed(rec["params"], current, free) if rec is not None and other else {}
+    if changes:
+        label = f"**LFW View 2** ({mode}), other params (below)"
     sets = "".join(f" -S {override(k, v)}" for k, v in changes.items())
     cmd = f"`python scripts/view2.py run{sets}` (one `dvc exp run` per fold)"
-    if not live:
+    if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- LFW View 2: {cmd}"
-    rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
     s = rec["summary"]
 
     def se(col):

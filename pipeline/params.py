@@ -123,7 +123,7 @@ class TrainParams:
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
-    tta_shift: int  # > 0: embed an image as the mean of it moved by (+s, +s) and (-s, -s) pixels (model.Views)
+    tta_shift: int  # > 0: embed an image as the mean of it moved by (+s, +s) and (-s, -s) pixels (pipeline.tta.TTA)
     precision: Literal["auto", "bf16", "fp32"]
     device: Literal["auto", "cpu", "cuda"]
     threads: int  # torch intra-op threads; 0 = all cores

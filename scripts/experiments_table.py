@@ -55,6 +55,7 @@ METRICS = {  # column -> (metrics file, key)
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
 IDS = {col: f"{Path(f).stem}.{k}" for col, (f, k) in METRICS.items()}  # column -> key in docs/experiments.json
+TRAINED = ("metrics/train.json", "precision", "device")  # what a run trained in, and on: "bf16 on AMD EPYC"
 # params added after experiments ran: an experiment without the key ran with this value (any other
 # missing key: the baseline's). Needed wherever the committed value is not the behaviour from before the
 # key existed, or may stop being it (train.stage_convs: a default other than [2, 2, 2] must not match
@@ -130,6 +131,13 @@ def _node_metrics(data) -> dict:
     return {IDS[col]: ((data.get("metrics") or {}).get(f) or {}).get("data", {}).get(k) for col, (f, k) in METRICS.items()}
 
 
+def _node_trained(data) -> str | None:
+    """'bf16 on AMD EPYC': the precision and device of a run's training (metrics/train.json), where it says."""
+    f, precision, device = TRAINED
+    train = ((data.get("metrics") or {}).get(f) or {}).get("data") or {}
+    return f"{train[precision]} on {train[device]}" if train.get(precision) and train.get(device) else None
+
+
 def _walk(node, baseline, commit, commit_params):
     if not isinstance(node, dict):
         return
@@ -141,8 +149,10 @@ def _walk(node, baseline, commit, commit_params):
             seed = params.pop("seed", None)
             base = {k: v for k, v in (commit_params or {}).items() if k != "seed"}
             overrides = {k: v for k, v in params.items() if k not in base or not same(v, base[k])}
-            yield {"commit": commit, "name": node.get("name") or node.get("rev", "")[:7], "seed": seed,
+            run = {"commit": commit, "name": node.get("name") or node.get("rev", "")[:7], "seed": seed,
                    "params": params, "overrides": overrides, "metrics": metrics}
+            trained = _node_trained(data)
+            yield {**run, "trained": trained} if trained else run
     for key in ("experiments", "revs"):
         for child in node.get(key) or []:
             state = (child.get("executor") or {}).get("state") if isinstance(child, dict) else None
@@ -240,6 +250,8 @@ def merge(recs: list[dict], runs: list[dict]) -> tuple[list[dict], int]:
     changed = 0
     for run in runs:
         entry = {"seed": run["seed"], "name": run["name"], "metrics": run["metrics"]}
+        if run.get("trained"):
+            entry["trained"] = run["trained"]
         rec = next((r for r in recs if r["commit"] == run["commit"] and same(r["params"], run["params"])
                     and (r.get("runs") is not None or run["seed"] in r["seeds"])), None)
         if rec is not None and rec.get("runs") is None:
@@ -314,15 +326,16 @@ def _config(rec: dict, keys: list[str], names: dict[str, str]) -> str:
 
 
 def _rows(recs: list[dict], keys: list[str], names: dict[str, str], commit_column: bool = False) -> list[str]:
-    head = (["commit"] if commit_column else []) + ["configuration", "seeds", *METRICS]
+    head = (["commit"] if commit_column else []) + ["configuration", "seeds", *METRICS, "trained in"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for rec in recs:
+        trained = ", ".join(dict.fromkeys(r["trained"] for r in rec.get("runs") or [] if r.get("trained")))
         config = _config(rec, keys, names) or "(the params above)"
         if rec.get("_unrecorded"):
             config += " (not in docs/experiments.json yet: `--record`)"
         seeds = ", ".join(str(s) for s in rec["seeds"])
         cells = [cell(rec["metrics"].get(IDS[col])) for col in METRICS]
-        lines.append("| " + " | ".join(([rec["commit"]] if commit_column else []) + [config, seeds, *cells]) + " |")
+        lines.append("| " + " | ".join(([rec["commit"]] if commit_column else []) + [config, seeds, *cells, trained]) + " |")
     return lines
 
 
@@ -345,7 +358,9 @@ def experiments_md(recs: list[dict]) -> str:
         "each of the row's `overrides` (docs/experiments.json) and `-S seed=N` for each seed, then",
         "`python scripts/experiments_table.py --record`. The rows without per-seed values were imported from",
         "the tables this file held before (mean and standard deviation as printed then); a set of runs",
-        "that those tables listed under several commits is listed once, under the oldest.",
+        "that those tables listed under several commits is listed once, under the oldest. The last column",
+        "says what the runs trained in and on (`metrics/train.json`), where recorded: a commit's run gives",
+        "the same numbers bit for bit on the same CPU class and within seed noise on another.",
     ]
     current = [r for r in recs if not r.get("superseded")]
     commits = list(dict.fromkeys(r["commit"] for r in current))

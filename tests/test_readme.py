@@ -85,7 +85,7 @@ def exp(name, seed, width, acc):
         "params": {"params.yaml": {"data": {"seed": seed, "train": {"width": width, "epochs": 3}}}},
         "metrics": {"metrics/evaluate.json": {"data": {"accuracy": acc, "roc_auc": 0.9, "eer": 0.1}},
                     "metrics/calibrate.json": {"data": {"val_accuracy": 0.8, "val_roc_auc": 0.85}},
-                    "metrics/train.json": {"data": {"best_epoch": 3}}}}}
+                    "metrics/train.json": {"data": {"best_epoch": 3, "precision": "bf16", "device": "AMD EPYC"}}}}}
 
 
 def test_record_groups_live_runs_per_seed_and_is_idempotent():
@@ -102,6 +102,9 @@ def test_record_groups_live_runs_per_seed_and_is_idempotent():
     assert default["commit"] == "c0ffee1" and default["seeds"] == [0, 1] and default["overrides"] == {}
     assert table_mod.cell(default["metrics"]["evaluate.accuracy"]) == "0.8500 ± 0.0707"
     assert w16["overrides"] == {"train.width": 16} and w16["params"]["train.width"] == 16
+    assert [r["trained"] for r in default["runs"]] == ["bf16 on AMD EPYC"] * 2
+    assert "| 0, 1 | 0.8500 ± 0.0707 |" in table_mod.experiments_md(recs)
+    assert table_mod.experiments_md(recs).count("| bf16 on AMD EPYC |") == 2  # each configuration's row says it once
     again, changed = table_mod.merge(table_mod.recorded(recs), runs)
     assert changed == 0 and table_mod.recorded(again) == table_mod.recorded(recs)
 

@@ -162,9 +162,10 @@ def _walk(node, baseline, commit, commit_params):
 
 def live_runs(shown, own_run: bool = False) -> list[dict]:
     """Every finished experiment in `dvc exp show --json` output, of every commit listed, as {commit,
-    name, seed, params, overrides, metrics}. A commit's own run (the metrics committed with its
-    dvc.lock, which an older commit may have written) is not an experiment of that commit: the README
-    shows it from metrics/*.json. `own_run` also yields the newest commit's, for `records`."""
+    name, seed, params, overrides, metrics, and trained where metrics/train.json says}. A commit's
+    own run (the metrics committed with its dvc.lock, which an older commit may have written) is not
+    an experiment of that commit: the README shows it from metrics/*.json. `own_run` also yields the
+    newest commit's, for `records`."""
     nodes = shown if isinstance(shown, list) else [shown]
     commits = [n for n in nodes if isinstance(n, dict) and n.get("rev") != "workspace"]
     out = []

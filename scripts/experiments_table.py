@@ -55,7 +55,6 @@ METRICS = {  # column -> (metrics file, key)
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
 IDS = {col: f"{Path(f).stem}.{k}" for col, (f, k) in METRICS.items()}  # column -> key in docs/experiments.json
-TRAINED = ("metrics/train.json", "precision", "device")  # what a run trained in, and on: "bf16 on AMD EPYC"
 # params added after experiments ran: an experiment without the key ran with this value (any other
 # missing key: the baseline's). Needed wherever the committed value is not the behaviour from before the
 # key existed, or may stop being it (train.stage_convs: a default other than [2, 2, 2] must not match
@@ -127,15 +126,19 @@ def _node_params(data) -> dict | None:
     return None
 
 
+def _metrics_file(data, f: str) -> dict:
+    """One metrics file's values in a `dvc exp show --json` node's data ({} where it has none)."""
+    return ((data.get("metrics") or {}).get(f) or {}).get("data") or {}
+
+
 def _node_metrics(data) -> dict:
-    return {IDS[col]: ((data.get("metrics") or {}).get(f) or {}).get("data", {}).get(k) for col, (f, k) in METRICS.items()}
+    return {IDS[col]: _metrics_file(data, f).get(k) for col, (f, k) in METRICS.items()}
 
 
 def _node_trained(data) -> str | None:
     """'bf16 on AMD EPYC': the precision and device of a run's training (metrics/train.json), where it says."""
-    f, precision, device = TRAINED
-    train = ((data.get("metrics") or {}).get(f) or {}).get("data") or {}
-    return f"{train[precision]} on {train[device]}" if train.get(precision) and train.get(device) else None
+    train = _metrics_file(data, "metrics/train.json")
+    return f"{train['precision']} on {train['device']}" if train.get("precision") and train.get("device") else None
 
 
 def _walk(node, baseline, commit, commit_params):

@@ -52,6 +52,10 @@ METRICS = {  # column -> (metrics file, key)
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
 FOLD_KEYS = ("pairs.protocol", "pairs.fold")
+# A running experiment whose worker process has exited is either being collected into the repository
+# (DVC shows it as running for a few seconds more) or lost with its worker: failed only once it stays so.
+ENDED_GRACE_S = 120
+_clock = time.monotonic  # seconds, for the waiting
 
 
 def dvc(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -146,7 +150,7 @@ def experiments(shown) -> list[dict]:
             executor = group.get("executor") or {}
             state = executor.get("state") or "success"
             if state == "running" and not _alive((executor.get("local") or {}).get("pid")):
-                state = "failed"  # its worker died: no process will finish it
+                state = "ended"  # its process exited: being collected, or lost with its worker
             for rev in group.get("revs") or []:
                 params = _node_params(rev.get("data")) if isinstance(rev, dict) else None
                 if params is not None:
@@ -247,15 +251,21 @@ def run(args) -> int:
                                      stderr=subprocess.STDOUT, start_new_session=True, timeout=300)
         if started.returncode != 0:
             raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
-    t0, last, unseen = time.monotonic(), None, 0
+    t0, last, unseen, ended_since = _clock(), None, 0, {}
     while True:
         states = known_states(show(args.num, head, tries=5), code, config, recs)  # HEAD may move on meanwhile
+        now = _clock()
+        for k in args.folds:
+            if states.get(k) != "ended":
+                ended_since.pop(k, None)
+            elif now - ended_since.setdefault(k, now) > max(ENDED_GRACE_S, 3 * args.poll):
+                states[k] = "failed"
         # pending: queued, running, or between states (finished but not collected yet, say), for a few polls
         pending = [k for k in args.folds if states.get(k) not in ("success", "failed")]
         unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
         if unseen > 3:
             break
-        line = (f"[{(time.monotonic() - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
+        line = (f"[{(now - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
                 f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
         if line.split("] ", 1)[1] != last:
             print(line, flush=True)

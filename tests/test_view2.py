@@ -150,8 +150,8 @@ def test_fold_states_prefer_success_and_match_the_configuration(monkeypatch):
     running[0]["experiments"][0]["executor"]["local"] = {"pid": os.getpid()}
     assert view2.fold_states(running, "pipe1", config) == {4: "running"}
     assert view2.merge([], view2.experiments(running)) == []  # the baseline's metrics are not fold 4's
-    running[0]["experiments"][0]["executor"]["local"] = {"pid": 2 ** 22 + 12345}  # its worker is gone
-    assert view2.fold_states(running, "pipe1", config) == {4: "failed"}
+    running[0]["experiments"][0]["executor"]["local"] = {"pid": 2 ** 22 + 12345}  # collected now, or its worker lost
+    assert view2.fold_states(running, "pipe1", config) == {4: "ended"}
 
 
 def test_a_pipeline_is_named_by_its_oldest_commit_with_the_same_files(tmp_path, monkeypatch):
@@ -234,3 +234,39 @@ def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsy
     assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1
     out = capsys.readouterr().out
     assert "folds done [1, 4]; queueing [3]" in out and "done [1, 2, 3, 4]" in out
+
+
+def _run_with_polls(monkeypatch, tmp_path, polls, clock):
+    import argparse
+    import subprocess
+    polls = iter(polls)
+    monkeypatch.setattr(view2, "show", lambda num, rev="HEAD", tries=1: next(polls))
+    monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
+    monkeypatch.setattr(view2, "git", lambda *a: "a" * 40 if a[0] == "rev-parse" else "")
+    monkeypatch.setattr(view2, "params_file", lambda: dict(BASE))
+    monkeypatch.setattr(view2, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(view2, "report", lambda args: 0)
+    monkeypatch.setattr(view2, "_alive", lambda pid: False)  # every running experiment's process has exited
+    monkeypatch.setattr(view2, "_clock", lambda: next(clock))
+    monkeypatch.setattr(view2, "ROOT", tmp_path)
+    monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")
+    return view2.run(argparse.Namespace(folds=[1], set=[], jobs=1, poll=0, num=20, no_mlflow=True))
+
+
+def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeypatch, capsys, tmp_path):
+    """DVC shows an experiment as running, its process gone, while it copies the results back."""
+    ended = shown((1, "running", None, {}))
+    polls = [shown(), ended, ended, shown((1, "success", 0.9, {}))]
+    assert _run_with_polls(monkeypatch, tmp_path, polls, iter([0, 1, 60, 119, 121])) == 0
+    out = capsys.readouterr().out
+    assert "failed [1]" not in out and "done [1], running/queued [], failed []" in out
+
+
+def test_a_fold_whose_process_exited_and_stays_so_is_failed_after_the_grace(monkeypatch, capsys, tmp_path):
+    ended = shown((1, "running", None, {}))
+    clock = iter([0, 1, 60, view2.ENDED_GRACE_S + 2])
+    assert _run_with_polls(monkeypatch, tmp_path, [shown(), ended, ended, ended], clock) == 1
+    out = capsys.readouterr()
+    assert "running/queued [1], failed []" in out.out and "running/queued [], failed [1]" in out.out
+    assert "folds [1] did not finish" in out.err

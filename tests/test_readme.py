@@ -135,3 +135,26 @@ def test_rows_without_a_current_record_show_the_last_one_with_the_overrides_that
     # once the current params have their own, those show, unlabelled
     block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, {**CURRENT, "train.width": 24}, view2)
     assert "| `params.yaml` (unrestricted), **LFW View 2** | ccccccc |" in block and "other params" not in block
+
+
+def test_the_restricted_protocol_has_its_own_view2_row():
+    """The restricted protocol's View 2 (a goal of its own) shows beside the unrestricted one, from its
+    record in docs/view2.json, with the protocol's `-S` overrides in its command."""
+    restricted = {**CURRENT, **table_mod.RESTRICTED, "pairs.protocol": "view2", "pairs.n_train_pairs": 1}
+
+    def view2_rec(commit, params, acc, folds=10):
+        return {"commit": commit, "params": params, "overrides": {}, "folds": {str(k): {} for k in range(1, folds + 1)},
+                "summary": {"test acc": {"mean": acc, "se": 0.004}}}
+    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [view2_rec("ccccccc", {**CURRENT, "pairs.protocol": "view2"}, 0.9)])
+    assert "| restricted protocol, **LFW View 2** | | | no View 2 result yet |" in block
+    view2 = [view2_rec("ccccccc", {**CURRENT, "pairs.protocol": "view2"}, 0.9),
+             view2_rec("ddddddd", {**restricted, "train.width": 16}, 0.88, folds=3),
+             view2_rec("eeeeeee", restricted, 0.86)]  # n_train_pairs is not read in restricted mode
+    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2)
+    assert "| `params.yaml` (unrestricted), **LFW View 2** | ccccccc | folds 1-10 | 0.9000 ± 0.0040 |" in block
+    assert "| restricted protocol, **LFW View 2** | eeeeeee | folds 1-10 | 0.8600 ± 0.0040 |" in block
+    assert ("- LFW View 2 (restricted): `python scripts/view2.py run -S pairs.mode=restricted -S pairs.val_fraction=0.1 "
+            "-S train.epochs=60 -S train.patience=15 -S train.warmup_epochs=3` on the pipeline of commit eeeeeee") in block
+    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2[:2])  # only other params: labelled so
+    assert "| **LFW View 2** (restricted), other params (below) | ddddddd | folds 1-3 | 0.8800 ± 0.0040 |" in block
+    assert "-S train.warmup_epochs=3 -S train.width=16` on" in block

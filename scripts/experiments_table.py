@@ -442,14 +442,15 @@ def _command(overrides: dict, seeds) -> str:
     return f"{cmd} for N = {', '.join(str(s) for s in seeds)}"
 
 
-def view2_row(view2: list[dict], current: dict, mode: str, protocol: dict | None = None) -> tuple[str, str]:
+def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) -> tuple[str, str]:
     """(a README LFW View 2 row, how it came) from docs/view2.json: the record of the committed params
     (with `protocol`'s overrides, for the restricted protocol's row) over the most folds, the newest of
     those; else that of other params in the same mode, labelled with the overrides that give them; an
     empty row where neither exists."""
     protocol = protocol or {}
     want = {**current, **protocol}
-    label = f"restricted protocol, **LFW View 2**" if protocol else f"`params.yaml` ({mode}), **LFW View 2**"
+    mode = want.get("pairs.mode", "unrestricted")
+    label = "restricted protocol, **LFW View 2**" if protocol else f"`params.yaml` ({mode}), **LFW View 2**"
     free = {"pairs.protocol", "pairs.fold"} | (RESTRICTED_FREE - set(RESTRICTED) if mode == "restricted" else set())
     live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], want, free)]
     other = not live
@@ -461,7 +462,7 @@ def view2_row(view2: list[dict], current: dict, mode: str, protocol: dict | None
         label = f"**LFW View 2** ({mode}), other params (below)"
     sets = "".join(f" -S {override(k, v)}" for k, v in {**protocol, **changes}.items())
     cmd = f"`python scripts/view2.py run{sets}`"
-    name = f"LFW View 2 ({mode})" if protocol or mode == "restricted" else "LFW View 2"
+    name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
     if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- {name}: {cmd}"
     s = rec["summary"]
@@ -507,7 +508,7 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
     how.append("- the run behind `dvc.lock`: `dvc repro` (`dvc metrics show` prints it; [95% interval] of its test accuracy)")
     if mode != "restricted":
         for protocol in ({}, RESTRICTED):
-            row, came = view2_row(list(view2), current, mode if not protocol else "restricted", protocol)
+            row, came = view2_row(list(view2), current, protocol)
             lines.append(row)
             how.append(came)
     lines += ["", "Mean ± standard deviation over the seeds (View 2: ± standard error over the folds). Each row came from:",

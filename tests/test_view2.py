@@ -208,13 +208,12 @@ def test_fold_lists_and_overrides_are_checked():
         view2.wanted(BASE, {"train.lrr": 1})
 
 
-def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsys, tmp_path):
+def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None):
+    """view2.run over `folds` with `dvc exp show` answering `polls` in turn, every dvc command only
+    noted in `calls`, and the clock reading `clock` in turn (else the real one)."""
     import argparse
     import subprocess
-    polls = iter([shown((1, "success", 0.9, {}), (2, "queued", None, {})),
-                  shown((1, "success", 0.9, {}), (2, "running", None, {}), (3, "queued", None, {})),
-                  shown((1, "success", 0.9, {}), (2, "success", 0.8, {}), (3, "success", 0.7, {}))])
-    calls = []
+    polls, calls = iter(polls), [] if calls is None else calls
     monkeypatch.setattr(view2, "show", lambda num, rev="HEAD", tries=1: next(polls))
     monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
     monkeypatch.setattr(view2, "git", lambda *a: "a" * 40 if a[0] == "rev-parse" else "")
@@ -222,13 +221,23 @@ def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsy
     monkeypatch.setattr(view2, "dvc", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
     monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
     monkeypatch.setattr(view2, "report", lambda args: 0)
-    monkeypatch.setattr(view2, "_alive", lambda pid: True)
+    monkeypatch.setattr(view2, "_alive", lambda pid: alive)
+    if clock is not None:
+        monkeypatch.setattr(view2, "_clock", lambda: next(clock))
     monkeypatch.setattr(view2, "ROOT", tmp_path)  # a fresh clone: no .dvc/tmp yet
-    monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")  # fold 4 done in another clone, recorded
+    monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")
+    return view2.run(argparse.Namespace(folds=folds, set=[], jobs=1, poll=0, num=20, no_mlflow=True))
+
+
+def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsys, tmp_path):
+    polls = [shown((1, "success", 0.9, {}), (2, "queued", None, {})),
+             shown((1, "success", 0.9, {}), (2, "running", None, {}), (3, "queued", None, {})),
+             shown((1, "success", 0.9, {}), (2, "success", 0.8, {}), (3, "success", 0.7, {}))]
+    calls = []
+    # fold 4 done in another clone, recorded
     (tmp_path / "view2.json").write_text(json.dumps([{"commit": "pipe1", "params": {**BASE, "pairs.fold": 4},
                                                        "folds": {"4": {"metrics": {"test acc": 0.9}}}}]))
-    args = argparse.Namespace(folds=[1, 2, 3, 4], set=[], jobs=1, poll=0, num=20, no_mlflow=True)
-    assert view2.run(args) == 0
+    assert _run_with_polls(monkeypatch, tmp_path, polls, [1, 2, 3, 4], calls=calls) == 0
     queued = [c for c in calls if c[:3] == ("exp", "run", "--queue")]
     assert queued == [("exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", "pairs.fold=3")]
     assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1
@@ -236,29 +245,11 @@ def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsy
     assert "folds done [1, 4]; queueing [3]" in out and "done [1, 2, 3, 4]" in out
 
 
-def _run_with_polls(monkeypatch, tmp_path, polls, clock):
-    import argparse
-    import subprocess
-    polls = iter(polls)
-    monkeypatch.setattr(view2, "show", lambda num, rev="HEAD", tries=1: next(polls))
-    monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
-    monkeypatch.setattr(view2, "git", lambda *a: "a" * 40 if a[0] == "rev-parse" else "")
-    monkeypatch.setattr(view2, "params_file", lambda: dict(BASE))
-    monkeypatch.setattr(view2, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
-    monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0))
-    monkeypatch.setattr(view2, "report", lambda args: 0)
-    monkeypatch.setattr(view2, "_alive", lambda pid: False)  # every running experiment's process has exited
-    monkeypatch.setattr(view2, "_clock", lambda: next(clock))
-    monkeypatch.setattr(view2, "ROOT", tmp_path)
-    monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")
-    return view2.run(argparse.Namespace(folds=[1], set=[], jobs=1, poll=0, num=20, no_mlflow=True))
-
-
 def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeypatch, capsys, tmp_path):
     """DVC shows an experiment as running, its process gone, while it copies the results back."""
     ended = shown((1, "running", None, {}))
     polls = [shown(), ended, ended, shown((1, "success", 0.9, {}))]
-    assert _run_with_polls(monkeypatch, tmp_path, polls, iter([0, 1, 60, 119, 121])) == 0
+    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], alive=False, clock=iter([0, 1, 60, 119, 121])) == 0
     out = capsys.readouterr().out
     assert "failed [1]" not in out and "done [1], running/queued [], failed []" in out
 
@@ -266,7 +257,7 @@ def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeyp
 def test_a_fold_whose_process_exited_and_stays_so_is_failed_after_the_grace(monkeypatch, capsys, tmp_path):
     ended = shown((1, "running", None, {}))
     clock = iter([0, 1, 60, view2.ENDED_GRACE_S + 2])
-    assert _run_with_polls(monkeypatch, tmp_path, [shown(), ended, ended, ended], clock) == 1
+    assert _run_with_polls(monkeypatch, tmp_path, [shown(), ended, ended, ended], [1], alive=False, clock=clock) == 1
     out = capsys.readouterr()
     assert "running/queued [1], failed []" in out.out and "running/queued [], failed [1]" in out.out
     assert "folds [1] did not finish" in out.err

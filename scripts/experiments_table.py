@@ -65,7 +65,8 @@ BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
               "train.warmup_epochs": 3}
-RESTRICTED_FREE = set(RESTRICTED) | {"pairs.n_train_pairs", "pairs.n_val_pairs"}  # not read, or set, in restricted mode
+RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs"}  # unrestricted only
+RESTRICTED_FREE = set(RESTRICTED) | RESTRICTED_UNREAD  # not read, or set, in restricted mode
 README_SEEDS = (0, 1, 2)
 # used by --import-markdown only: rows whose numbers no longer describe the code
 SUPERSEDED = {("pairs.mode", "restricted"): "restricted mode learned from person names (bug fixed in issue #28)"}
@@ -451,7 +452,7 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     want = {**current, **protocol}
     mode = want.get("pairs.mode", "unrestricted")
     label = "restricted protocol, **LFW View 2**" if protocol else f"`params.yaml` ({mode}), **LFW View 2**"
-    free = {"pairs.protocol", "pairs.fold"} | (RESTRICTED_FREE - set(RESTRICTED) if mode == "restricted" else set())
+    free = {"pairs.protocol", "pairs.fold"} | (RESTRICTED_UNREAD if mode == "restricted" else set())
     live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], want, free)]
     other = not live
     if other:  # the last View 2 of this mode, run with other params

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import experiments_table  # noqa: E402
-from experiments_table import _node_params, committed_params, git, params_file, plain, same  # noqa: E402
+from experiments_table import _metrics_file, _node_params, committed_params, git, params_file, plain, same  # noqa: E402
 
 from pipeline import files  # noqa: E402
 from pipeline.views import FOLDS  # noqa: E402
@@ -95,10 +95,7 @@ def parse_sets(sets: list[str]) -> dict:
 # --- `dvc exp show --json` --------------------------------------------------------------------
 
 def _metrics(data: dict) -> dict:
-    got = {}
-    for col, (f, k) in METRICS.items():
-        got[col] = (((data.get("metrics") or {}).get(f) or {}).get("data") or {}).get(k)
-    return got
+    return {col: _metrics_file(data, f).get(k) for col, (f, k) in METRICS.items()}
 
 
 def pipeline_files(rev: str) -> list[str]:

@@ -79,10 +79,18 @@ def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], by_name: boo
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: float, max_shift: float,
-            max_scale: float) -> torch.Tensor:
-    """Random mirror and small affine jitter of float images (B, 1, H, W), drawn from `gen`.
+            max_scale: float, max_contrast: float = 0.0, max_brightness: float = 0.0,
+            erase: float = 0.0) -> torch.Tensor:
+    """Random mirror and small affine jitter of float images (B, 1, H, W) in 0..255, drawn from `gen`;
+    then, where asked, photometric jitter and random erasing.
 
-    The draws come from `gen` on the CPU wherever `x` lives, so a GPU sees the same augmentation."""
+    - `max_contrast` c: each image's deviation from its mean scaled by a factor in [1 - c, 1 + c];
+      `max_brightness` b: b * 255 at most added or taken away; the result clipped to 0..255.
+    - `erase` p: with probability p, one rectangle of 2% to 25% of the image, of aspect 0.3 to 3.3,
+      replaced by uniform noise (random erasing, Zhong et al., AAAI 2020).
+
+    The draws come from `gen` on the CPU wherever `x` lives, so a GPU sees the same augmentation. A
+    lever at 0 draws nothing, so the images of the levers before it stay the same bit for bit."""
     b = x.shape[0]
     u = torch.rand(b, 5, generator=gen) * 2 - 1  # (B, 5) uniform in [-1, 1]
     angle = u[:, 0] * math.radians(max_rotate_deg)
@@ -94,7 +102,34 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: f
         torch.stack([sin * mirror, cos, u[:, 3] * max_shift * 2], dim=1),
     ], dim=1)  # (B, 2, 3); shifts in grid units, where the image spans [-1, 1]
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if max_contrast > 0 or max_brightness > 0:
+        v = (torch.rand(b, 2, generator=gen) * 2 - 1).to(x.device, x.dtype)[:, :, None, None]  # (B, 2, 1, 1)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * (1 + v[:, :1] * max_contrast) + mean + v[:, 1:] * max_brightness * 255).clamp(0, 255)
+    if erase > 0:
+        x = random_erase(x, gen, erase)
+    return x
+
+
+def random_erase(x: torch.Tensor, gen: torch.Generator, p: float, area: tuple[float, float] = (0.02, 0.25),
+                 aspect: float = 0.3) -> torch.Tensor:
+    """With probability p per image, one rectangle of `area` (share of the image) and aspect ratio in
+    [aspect, 1 / aspect] filled with uniform noise in 0..255; the rest of the images untouched."""
+    b, _, h, w = x.shape
+    u = torch.rand(b, 5, generator=gen)  # (B, 5) uniform in [0, 1]
+    noise = (torch.rand(b, 1, h, w, generator=gen) * 255).to(x.device, x.dtype)
+    size = h * w * (area[0] + u[:, 1] * (area[1] - area[0]))
+    ratio = torch.exp(math.log(aspect) * (1 - 2 * u[:, 2]))
+    eh = (size * ratio).sqrt().round().clamp(1, h)
+    ew = (size / ratio).sqrt().round().clamp(1, w)
+    top = (u[:, 3] * (h - eh + 1)).floor()
+    left = (u[:, 4] * (w - ew + 1)).floor()
+    rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    inside_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (B, H)
+    inside_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
+    mask = (inside_r[:, :, None] & inside_c[:, None, :]) & (u[:, 0] < p)[:, None, None]  # (B, H, W)
+    return torch.where(mask[:, None].to(x.device), noise, x)
 
 
 class IdentitySampler:

@@ -86,12 +86,17 @@ class AugmentParams:
     max_rotate_deg: float
     max_shift: float  # fraction of the image side
     max_scale: float  # relative zoom, e.g. 0.1 for 0.9x..1.1x
+    max_contrast: float  # deviation from the image mean scaled by 1 +- this at most
+    max_brightness: float  # share of 255 added or taken away at most
+    erase: float  # probability of one rectangle of noise per image (random erasing)
 
     def check(self) -> dict[str, str]:
         errors = {}
-        for key in ("max_rotate_deg", "max_shift", "max_scale"):
+        for key in ("max_rotate_deg", "max_shift", "max_scale", "max_contrast", "max_brightness"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
+        if not 0 <= self.erase <= 1:
+            errors["erase"] = "must be a probability in [0, 1]"
         return errors
 
 

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 def test_augment_on_the_gpu_matches_the_cpu():
     x = torch.rand(8, 1, 32, 32) * 255
-    kw = dict(flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1)
+    kw = dict(flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1, max_contrast=0.2, max_brightness=0.1,
+              erase=0.5)
     cpu = augment(x, torch.Generator().manual_seed(3), **kw)
     gpu = augment(x.cuda(), torch.Generator().manual_seed(3), **kw)
     assert gpu.is_cuda and torch.allclose(gpu.cpu(), cpu, atol=1e-3)

@@ -36,6 +36,8 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     ("train.pos_margin", 1.0, r"'train.pos_margin' must be in \[0, train.margin\), got 1.0"),
     ("train.optimizer", "rmsprop", r"'train.optimizer' must be one of \['adam', 'sgd'\]"),
     ("train.augment.flip", "yes", r"'train.augment.flip' must be true or false"),
+    ("train.augment.erase", 1.5, r"'train.augment.erase' must be a probability in \[0, 1\], got 1.5"),
+    ("train.augment.max_contrast", -0.1, r"'train.augment.max_contrast' must be >= 0, got -0.1"),
     ("pairs.val_fraction", 1.0, r"'pairs.val_fraction' must be in \(0, 1\), got 1.0"),
     ("pairs.val_fraction", 0, r"'pairs.val_fraction' must be in \(0, 1\)"),
     ("prepare.crop", [10, 10, 5, 50], r"'prepare.crop' must be \[left, top, right, bottom\]"),

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, small_params
 from pipeline import distributed, embedding, train
-from pipeline.data import augment, load_images, load_pairs
+from pipeline.data import augment, load_images, load_pairs, random_erase
 from pipeline.model import Siamese
 from pipeline.params import load_params
 
@@ -74,11 +74,50 @@ def test_augment_is_seeded_and_keeps_shape():
     assert torch.allclose(still, x, atol=1e-3)
 
 
+def test_photometric_and_erase_levers_at_zero_leave_the_augmentation_as_it_was():
+    """Each lever at 0 draws nothing, so a model trained before the levers existed trains the same."""
+    x = torch.rand(4, 1, 32, 32) * 255
+    kw = dict(flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1)
+    old = augment(x, torch.Generator().manual_seed(1), **kw)
+    new = augment(x, torch.Generator().manual_seed(1), **kw, max_contrast=0, max_brightness=0, erase=0)
+    assert torch.equal(old, new)
+
+
+def test_contrast_and_brightness_jitter_stay_in_range_and_keep_the_order_of_pixels():
+    x = torch.rand(64, 1, 16, 16) * 255
+    still = dict(flip=False, max_rotate_deg=0, max_shift=0, max_scale=0)
+    out = augment(x, torch.Generator().manual_seed(1), **still, max_contrast=0.3, max_brightness=0.2)
+    assert out.min() >= 0 and out.max() <= 255 and not torch.allclose(out, x, atol=1)
+    # an affine map of each image's pixels, clipped: darker pixels stay no brighter than brighter ones
+    inside = (out > 0) & (out < 255)
+    for img, src, ok in zip(out, x, inside):
+        a, b = src[ok], img[ok]
+        assert torch.equal(torch.argsort(a), torch.argsort(b)) or torch.equal(torch.argsort(a), torch.argsort(-b))
+
+
+def test_random_erase_replaces_one_rectangle_in_about_p_of_the_images():
+    x = torch.full((400, 1, 24, 24), 128.0)
+    out = random_erase(x, torch.Generator().manual_seed(0), p=0.5)
+    changed = (out != x)[:, 0]  # (B, H, W)
+    hit = changed.flatten(1).any(1)
+    assert 150 < hit.sum() < 250  # p = 0.5 of 400 images, binomial sd 10
+    for img in changed[hit]:
+        rows, cols = img.any(1).nonzero()[:, 0], img.any(0).nonzero()[:, 0]
+        box = torch.zeros_like(img)
+        box[rows.min():rows.max() + 1, cols.min():cols.max() + 1] = True
+        # noise could equal 128 by chance at a pixel or two; the changed pixels lie in one rectangle
+        assert (img & ~box).sum() == 0 and img.sum() >= 0.9 * box.sum()
+        assert box.sum() <= 0.26 * 24 * 24 + 2 * 24
+    assert torch.equal(random_erase(x, torch.Generator().manual_seed(0), p=0.5), out)
+    assert torch.equal(random_erase(x, torch.Generator().manual_seed(0), p=0.0), x)
+
+
 def test_augment_stays_on_the_images_device():
     """The draws are made on the CPU; the images may be elsewhere (CUDA in training). The meta
     device stands in for a GPU here: a grid left on the CPU fails there as it would on CUDA."""
     x = torch.empty(4, 1, 32, 32, device="meta")
-    out = augment(x, torch.Generator().manual_seed(1), flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1)
+    out = augment(x, torch.Generator().manual_seed(1), flip=True, max_rotate_deg=10, max_shift=0.05, max_scale=0.1,
+                  max_contrast=0.2, max_brightness=0.1, erase=0.5)
     assert out.device == x.device and out.shape == x.shape
 
 

@@ -30,7 +30,11 @@ from pipeline.tta import TTA  # noqa: E402
 
 def scores(model, images, val, test, tta: TTA) -> dict:
     """Validation AUC; test AUC and accuracy at the validation EER threshold."""
-    d_val, d_test = pair_distances(model, images, val, tta), pair_distances(model, images, test, tta)
+    return distance_scores(pair_distances(model, images, val, tta), val, pair_distances(model, images, test, tta), test)
+
+
+def distance_scores(d_val: np.ndarray, val, d_test: np.ndarray, test) -> dict:
+    """Validation AUC; test AUC and accuracy at the validation EER threshold, from pair distances."""
     threshold = choose_threshold(d_val, val.label, "eer")
     v, t = verification_metrics(d_val, val.label, threshold), verification_metrics(d_test, test.label, threshold)
     return {"val_auc": v["roc_auc"], "test_auc": t["roc_auc"], "test_accuracy": t["accuracy"]}

@@ -11,8 +11,8 @@ tta_views = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tta_views)
 
 
-def test_prints_one_line_per_model_and_shift(tmp_path, capsys):
-    """On a tiny synthetic set: every model and shift scored, the deltas against the first shift."""
+def write_set(tmp_path):
+    """A tiny prepared set (8 random 32x32 images of 4 people) and its validation and test tables."""
     rng = np.random.default_rng(0)
     prepared, pairs = tmp_path / "prepared", tmp_path / "pairs"
     prepared.mkdir(), pairs.mkdir()
@@ -22,6 +22,12 @@ def test_prints_one_line_per_model_and_shift(tmp_path, capsys):
         f"P{a}\t1\tP{b}\t2\t{int(a == b)}\n" for a in range(4) for b in range(4))
     for name in ("val.tsv", "test.tsv"):
         (pairs / name).write_text(table)
+    return prepared, pairs
+
+
+def test_prints_one_line_per_model_and_shift(tmp_path, capsys):
+    """On a tiny synthetic set: every model and shift scored, the deltas against the first shift."""
+    prepared, pairs = write_set(tmp_path)
     torch.manual_seed(0)
     model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
     torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": True}, tmp_path / "m.pt")

@@ -22,11 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.data import load_images, load_pairs  # noqa: E402
 from pipeline.embedding import pair_distances  # noqa: E402
 from pipeline.model import load_checkpoint  # noqa: E402
 from pipeline.tta import TTA  # noqa: E402
-from tta_views import distance_scores  # noqa: E402
+from tta_views import add_data_args, distance_scores, load_sets, test_text  # noqa: E402
 
 
 def fused(squared: list[np.ndarray]) -> np.ndarray:
@@ -37,13 +36,11 @@ def fused(squared: list[np.ndarray]) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
-    parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
-    parser.add_argument("--pairs", type=Path, default=ROOT / "data" / "pairs")
+    add_data_args(parser)
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("fusion needs at least two models")
-    images, rows = load_images(args.prepared)
-    val, test = load_pairs(args.pairs / "val.tsv", rows), load_pairs(args.pairs / "test.tsv", rows)
+    images, val, test = load_sets(args, "val", "test")
     squared = {}
     for path in args.models:
         model, ckpt = load_checkpoint(path)
@@ -59,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             label = " + ".join(str(m) for m in subset)
             mean = np.mean([alone[m] for m in subset])
             gain = f" ({s['val_auc'] - mean:+.4f} against its models' mean)" if r > 1 else ""
-            print(f"{label}: validation AUC {s['val_auc']:.5f}{gain}; test AUC {s['test_auc']:.4f}, "
-                  f"test accuracy {s['test_accuracy']:.3f}", flush=True)
+            print(f"{label}: validation AUC {s['val_auc']:.5f}{gain}; {test_text(s)}", flush=True)
     return 0
 
 

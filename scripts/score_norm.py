@@ -23,10 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.data import load_images, load_pairs  # noqa: E402
 from pipeline.model import embed_all, load_checkpoint  # noqa: E402
 from pipeline.tta import TTA  # noqa: E402
-from tta_views import distance_scores  # noqa: E402
+from tta_views import add_data_args, distance_scores, load_sets, test_text  # noqa: E402
 
 
 def s_norm(a: np.ndarray, b: np.ndarray, cohort: np.ndarray, top: int = 0) -> np.ndarray:
@@ -53,14 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", type=Path, default=[ROOT / "models" / "model.pt"])
     parser.add_argument("--top", nargs="+", type=int, default=[0, 50, 200, 1000])
-    parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
-    parser.add_argument("--pairs", type=Path, default=ROOT / "data" / "pairs")
+    add_data_args(parser)
     args = parser.parse_args(argv)
     if min(args.top) < 0:
         parser.error("--top: a number of cohort images, >= 0")
-    images, rows = load_images(args.prepared)
-    train = load_pairs(args.pairs / "train.tsv", rows)
-    val, test = load_pairs(args.pairs / "val.tsv", rows), load_pairs(args.pairs / "test.tsv", rows)
+    images, train, val, test = load_sets(args, "train", "val", "test")
     cohort_rows = torch.from_numpy(np.unique(np.concatenate([train.idx1, train.idx2])))
     for path in args.models:
         model, ckpt = load_checkpoint(path)
@@ -68,14 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         cohort = embed_all(model, images[cohort_rows], tta).numpy().astype(np.float64)
         (va, vb), (ta, tb) = pair_embeddings(model, images, val, tta), pair_embeddings(model, images, test, tta)
         raw = distance_scores(np.linalg.norm(va - vb, axis=1), val, np.linalg.norm(ta - tb, axis=1), test)
-        print(f"{path}  raw distances: validation AUC {raw['val_auc']:.5f}; test AUC {raw['test_auc']:.4f}, "
-              f"test accuracy {raw['test_accuracy']:.3f}", flush=True)
+        print(f"{path}  raw distances: validation AUC {raw['val_auc']:.5f}; {test_text(raw)}", flush=True)
         for top in args.top:
             s = distance_scores(s_norm(va, vb, cohort, top), val, s_norm(ta, tb, cohort, top), test)
             which = f"{top} nearest of {len(cohort)}" if 0 < top < len(cohort) else f"all {len(cohort)}"
             print(f"{path}  S-norm, cohort {which}: validation AUC {s['val_auc']:.5f} "
-                  f"({s['val_auc'] - raw['val_auc']:+.4f}); test AUC {s['test_auc']:.4f}, "
-                  f"test accuracy {s['test_accuracy']:.3f}", flush=True)
+                  f"({s['val_auc'] - raw['val_auc']:+.4f}); {test_text(s)}", flush=True)
     return 0
 
 

@@ -33,6 +33,23 @@ def scores(model, images, val, test, tta: TTA) -> dict:
     return distance_scores(pair_distances(model, images, val, tta), val, pair_distances(model, images, test, tta), test)
 
 
+def test_text(r: dict) -> str:
+    """The record half of a result line: the test AUC, and the test accuracy at the validation threshold."""
+    return f"test AUC {r['test_auc']:.4f}, test accuracy {r['test_accuracy']:.3f}"
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """--prepared and --pairs, the pipeline's outputs these scripts score on."""
+    parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
+    parser.add_argument("--pairs", type=Path, default=ROOT / "data" / "pairs")
+
+
+def load_sets(args: argparse.Namespace, *names: str) -> tuple:
+    """The prepared images and the pair tables `names` (for example "val", "test") resolved against them."""
+    images, rows = load_images(args.prepared)
+    return images, *(load_pairs(args.pairs / f"{name}.tsv", rows) for name in names)
+
+
 def distance_scores(d_val: np.ndarray, val, d_test: np.ndarray, test) -> dict:
     """Validation AUC; test AUC and accuracy at the validation EER threshold, from pair distances."""
     threshold = choose_threshold(d_val, val.label, "eer")
@@ -45,13 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="*", type=Path, default=[ROOT / "models" / "model.pt"])
     parser.add_argument("--shifts", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--no-flip", action="store_true", help="without the mirror views")
-    parser.add_argument("--prepared", type=Path, default=ROOT / "data" / "prepared")
-    parser.add_argument("--pairs", type=Path, default=ROOT / "data" / "pairs")
+    add_data_args(parser)
     args = parser.parse_args(argv)
     if min(args.shifts) < 0:
         parser.error("--shifts: pixels, >= 0")
-    images, rows = load_images(args.prepared)
-    val, test = load_pairs(args.pairs / "val.tsv", rows), load_pairs(args.pairs / "test.tsv", rows)
+    images, val, test = load_sets(args, "val", "test")
     base = {}
     for path in args.models:
         model, _ = load_checkpoint(path)
@@ -60,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             r = scores(model, images, val, test, tta)
             base.setdefault(path, r["val_auc"])
             print(f"{path}  shift {s} ({tta.count} views): validation AUC {r['val_auc']:.4f} "
-                  f"({r['val_auc'] - base[path]:+.4f} against shift {args.shifts[0]}); test AUC {r['test_auc']:.4f}, "
-                  f"test accuracy {r['test_accuracy']:.3f}", flush=True)
+                  f"({r['val_auc'] - base[path]:+.4f} against shift {args.shifts[0]}); {test_text(r)}", flush=True)
     return 0
 
 

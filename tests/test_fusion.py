@@ -1,11 +1,9 @@
 import importlib.util
 
 import numpy as np
-import torch
 
 from conftest import ROOT
-from pipeline.model import Siamese
-from test_tta_views import write_set
+from test_tta_views import write_model, write_set
 
 spec = importlib.util.spec_from_file_location("fusion", ROOT / "scripts" / "fusion.py")
 fusion = importlib.util.module_from_spec(spec)
@@ -26,12 +24,7 @@ def test_fused_distance_is_the_distance_of_the_concatenated_scaled_embeddings():
 
 def test_prints_each_model_and_each_fusion(tmp_path, capsys):
     prepared, pairs = write_set(tmp_path)
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
-        paths.append(tmp_path / f"m{seed}.pt")
-        torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": True}, paths[-1])
+    paths = [write_model(tmp_path / f"m{seed}.pt", seed) for seed in (0, 1)]
     assert fusion.main([*map(str, paths), "--prepared", str(prepared), "--pairs", str(pairs)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3

@@ -1,11 +1,9 @@
 import importlib.util
 
 import numpy as np
-import torch
 
 from conftest import ROOT
-from pipeline.model import Siamese
-from test_tta_views import write_set
+from test_tta_views import write_model, write_set
 
 spec = importlib.util.spec_from_file_location("score_norm", ROOT / "scripts" / "score_norm.py")
 score_norm = importlib.util.module_from_spec(spec)
@@ -32,9 +30,7 @@ def test_s_norm_matches_its_formula_and_top_k_keeps_the_nearest():
 def test_prints_raw_and_each_cohort_size(tmp_path, capsys):
     prepared, pairs = write_set(tmp_path)
     (pairs / "train.tsv").write_text((pairs / "val.tsv").read_text())
-    torch.manual_seed(0)
-    model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": True}, tmp_path / "m.pt")
+    write_model(tmp_path / "m.pt")
     assert score_norm.main([str(tmp_path / "m.pt"), "--top", "0", "3", "--prepared", str(prepared),
                             "--pairs", str(pairs)]) == 0
     out = capsys.readouterr().out.splitlines()

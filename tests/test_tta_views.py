@@ -25,12 +25,18 @@ def write_set(tmp_path):
     return prepared, pairs
 
 
+def write_model(path, seed: int = 0):
+    """An untrained tiny checkpoint with the mirror view, for the scripts that score checkpoints."""
+    torch.manual_seed(seed)
+    model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": True}, path)
+    return path
+
+
 def test_prints_one_line_per_model_and_shift(tmp_path, capsys):
     """On a tiny synthetic set: every model and shift scored, the deltas against the first shift."""
     prepared, pairs = write_set(tmp_path)
-    torch.manual_seed(0)
-    model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": True}, tmp_path / "m.pt")
+    write_model(tmp_path / "m.pt")
     assert tta_views.main([str(tmp_path / "m.pt"), "--shifts", "0", "2", "--prepared", str(prepared),
                            "--pairs", str(pairs)]) == 0
     out = capsys.readouterr().out.splitlines()

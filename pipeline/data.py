@@ -90,7 +90,7 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: f
       replaced by uniform noise (random erasing, Zhong et al., AAAI 2020).
 
     The draws come from `gen` on the CPU wherever `x` lives, so a GPU sees the same augmentation. A
-    lever at 0 draws nothing, so the images of the levers before it stay the same bit for bit."""
+    lever at 0 draws nothing: with these three at 0, the images are the same bit for bit as without them."""
     b = x.shape[0]
     u = torch.rand(b, 5, generator=gen) * 2 - 1  # (B, 5) uniform in [-1, 1]
     angle = u[:, 0] * math.radians(max_rotate_deg)

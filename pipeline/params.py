@@ -92,9 +92,11 @@ class AugmentParams:
 
     def check(self) -> dict[str, str]:
         errors = {}
-        for key in ("max_rotate_deg", "max_shift", "max_scale", "max_contrast", "max_brightness"):
+        for key in ("max_rotate_deg", "max_shift", "max_scale", "max_brightness"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
+        if not 0 <= self.max_contrast < 1:
+            errors["max_contrast"] = "must be in [0, 1) (at 1 or more an image could lose or invert its contrast)"
         if not 0 <= self.erase <= 1:
             errors["erase"] = "must be a probability in [0, 1]"
         return errors

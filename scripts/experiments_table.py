@@ -3,6 +3,7 @@
     python scripts/experiments_table.py            # write docs/EXPERIMENTS.md and the README's results block
     python scripts/experiments_table.py --record   # first add the finished DVC experiments to docs/experiments.json
     python scripts/experiments_table.py --seed-spread  # how much validation and test AUC move from seed to seed
+    python scripts/experiments_table.py --paired train.margin=1.0  # params.yaml against that change, seed by seed
 
 docs/experiments.json holds one record per configuration: the commit whose code and params.yaml
 it ran on, its absolute params (`params`, the seed left out) and the `-S` overrides that set them
@@ -679,6 +680,74 @@ def seed_spread(recs: list[dict]) -> list[str]:
     return lines
 
 
+def parse_sets(items: list[str], option: str) -> dict:
+    """{key: value} from `-S`-style KEY=VALUE strings, each value read as YAML (as `dvc exp run -S` does)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{option}: expected KEY=VALUE, got {item!r}")
+        out[RENAMED.get(key, key)] = plain({key: yaml.safe_load(value)})[RENAMED.get(key, key)]
+    return out
+
+
+def seed_runs(recs: list[dict], want: dict, free=frozenset()) -> dict[int, tuple[str, dict]]:
+    """{seed: (commit, {metric: value})} of the recorded runs whose params agree with `want`, the newest
+    record of a seed winning; only records validated on fixed pairs (`pairs.split_seed`), so that one
+    seed's validation pairs are the same whatever the configuration."""
+    out: dict[int, tuple[str, dict]] = {}
+    for rec in recs:
+        if rec.get("superseded") or "pairs.split_seed" not in rec["params"] or not _agrees(rec["params"], want, free):
+            continue
+        if rec.get("runs"):
+            out.update({run["seed"]: (rec["commit"], run["metrics"]) for run in rec["runs"]})
+        elif len(rec["seeds"]) == 1:
+            out[rec["seeds"][0]] = (rec["commit"], {k: v["mean"] for k, v in rec["metrics"].items() if v})
+    return out
+
+
+def paired(recs: list[dict], current: dict, other: dict, base: dict | None = None,
+           cols: tuple[str, ...] = ("val AUC", "test acc")) -> list[str]:
+    """Lines comparing configuration B (A with `other`) to A (`current` with `base`) seed by seed, over
+    every recorded run of either: per seed and metric A, B and B - A, then per metric the mean paired
+    difference, its standard error, t (mean / SE) and on how many seeds B is higher."""
+    base = base or {}
+    unknown = sorted((base.keys() | other.keys()) - current.keys())
+    if unknown:
+        raise SystemExit(f"--paired/--base: no such param in params.yaml: {', '.join(unknown)}")
+    a_want = {**current, **base}
+    b_want = {**a_want, **other}
+    if all(_same_value(a_want[k], v) for k, v in other.items()):
+        raise SystemExit("--paired: the change sets every key to the value A already has")
+    free = RESTRICTED_UNREAD if a_want.get("pairs.mode") == "restricted" else set()
+    a, b = seed_runs(recs, a_want, free), seed_runs(recs, b_want, free)
+    seeds = sorted(a.keys() & b.keys())
+    name_a = "params.yaml" + "".join(f" {override(k, v)}" for k, v in base.items())
+    lines = [f"A: {name_a}; B: A with {' '.join(override(k, v) for k, v in other.items())}",
+             f"seeds recorded: A {sorted(a) or 'none'}, B {sorted(b) or 'none'}; paired: {seeds or 'none'}"]
+    if not seeds:
+        return lines
+    lines += ["", "| seed | commit A | commit B | " + " | ".join(f"{c} A | {c} B | B - A" for c in cols) + " |",
+              "|---" * (3 + 3 * len(cols)) + "|"]
+    for s in seeds:
+        cells = []
+        for c in cols:
+            va, vb = a[s][1].get(IDS[c]), b[s][1].get(IDS[c])
+            cells += [f"{va:.5f}", f"{vb:.5f}", f"{vb - va:+.5f}"] if va is not None and vb is not None else ["", "", ""]
+        lines.append(f"| {s} | {a[s][0]} | {b[s][0]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for c in cols:
+        d = [b[s][1][IDS[c]] - a[s][1][IDS[c]] for s in seeds if a[s][1].get(IDS[c]) is not None and b[s][1].get(IDS[c]) is not None]
+        if len(d) < 2:
+            lines.append(f"{c}, B - A: {len(d)} paired seed(s), too few for a standard error")
+            continue
+        mean, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
+        t = f"{mean / se:+.2f}" if se > 0 else "undefined (no spread)"
+        lines.append(f"{c}, B - A over {len(d)} paired seeds: mean {mean:+.5f}, SE {se:.5f}, t {t} "
+                     f"({len(d) - 1} degrees of freedom); B higher on {sum(x > 0 for x in d)} of {len(d)}")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", action="store_true", help="add the finished DVC experiments to docs/experiments.json")
@@ -690,7 +759,14 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="with --import-markdown: replace an existing docs/experiments.json")
     parser.add_argument("--seed-spread", action="store_true",
                         help="print how much validation and test AUC move from seed to seed (docs/experiments.json), and stop")
+    parser.add_argument("--paired", nargs="+", metavar="KEY=VALUE",
+                        help="compare params.yaml (A) with these changes (B) seed by seed over the recorded runs, and stop")
+    parser.add_argument("--base", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --paired: A is params.yaml with these (e.g. the restricted protocol's overrides)")
     args = parser.parse_args()
+    if args.paired:
+        print("\n".join(paired(load(), params_file(), parse_sets(args.paired, "--paired"), parse_sets(args.base, "--base"))))
+        return 0
     if args.seed_spread:
         print("\n".join(seed_spread(load())))
         return 0

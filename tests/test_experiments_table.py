@@ -124,3 +124,42 @@ def test_seed_spread_compares_validation_and_test_movement_by_how_the_split_was_
     assert any(line.startswith("split drawn by the seed, 2000 validation pairs: 1 configurations") for line in lines)
     assert ("split fixed by pairs.split_seed, 20000 validation pairs: 1 configurations, median seed sd of test AUC 0.0020, "
             "of validation AUC 0.0015; validation moves more than test in 0") in lines
+
+
+def test_paired_compares_two_configurations_seed_by_seed_on_fixed_validation_pairs():
+    def rec(commit, margin, vals, split=True, per_seed=True):
+        params = {"pairs.mode": "unrestricted", "train.margin": margin, **({"pairs.split_seed": 0} if split else {})}
+        runs = [{"seed": s, "metrics": {"calibrate.val_roc_auc": v, "evaluate.accuracy": 0.9}} for s, v in vals.items()]
+        out = {"commit": commit, "params": params, "overrides": {}, "seeds": list(vals),
+               "metrics": {"calibrate.val_roc_auc": {"mean": sum(vals.values()) / len(vals), "sd": None},
+                           "evaluate.accuracy": {"mean": 0.9, "sd": None}}}
+        return {**out, "runs": runs} if per_seed else out
+    current = {"pairs.mode": "unrestricted", "train.margin": 0.8, "pairs.split_seed": 0}
+    recs = [rec("a1", 0.8, {0: 0.950, 1: 0.960}),
+            rec("a2", 0.8, {0: 0.955}, per_seed=False),  # one seed, no runs: its mean is the seed's value; newest wins
+            rec("b1", 1.0, {0: 0.951, 1: 0.958, 2: 0.97}),
+            rec("b0", 1.0, {3: 0.99}, split=False)]  # validation pairs drawn by the seed: never paired
+    lines = table_mod.paired(recs, current, {"train.margin": 1.0})
+    assert lines[0] == "A: params.yaml; B: A with train.margin=1.0"
+    assert lines[1] == "seeds recorded: A [0, 1], B [0, 1, 2]; paired: [0, 1]"
+    assert "| 0 | a2 | b1 | 0.95500 | 0.95100 | -0.00400 | 0.90000 | 0.90000 | +0.00000 |" in lines
+    assert "| 1 | a1 | b1 | 0.96000 | 0.95800 | -0.00200 | 0.90000 | 0.90000 | +0.00000 |" in lines
+    assert ("val AUC, B - A over 2 paired seeds: mean -0.00300, SE 0.00100, t -3.00 (1 degrees of freedom); "
+            "B higher on 0 of 2") in lines
+    assert any(line.startswith("test acc, B - A over 2 paired seeds: mean +0.00000, SE 0.00000, t undefined") for line in lines)
+
+
+@pytest.mark.parametrize("other, base, message", [
+    ({"train.marign": 1.0}, {}, "no such param in params.yaml: train.marign"),
+    ({"train.margin": 0.8}, {}, "sets every key to the value A already has"),
+])
+def test_paired_refuses_a_change_that_names_no_param_or_changes_nothing(other, base, message):
+    with pytest.raises(SystemExit, match=message):
+        table_mod.paired([], {"train.margin": 0.8}, other, base)
+
+
+def test_paired_sets_are_read_as_dvc_reads_them():
+    assert table_mod.parse_sets(["train.margin=1", "train.stage_convs=[1,2,2]", "train.stem=pool"], "--paired") == {
+        "train.margin": 1, "train.stage_convs": [1, 2, 2], "train.stem": "pool"}
+    with pytest.raises(SystemExit, match="--paired: expected KEY=VALUE, got 'margin'"):
+        table_mod.parse_sets(["margin"], "--paired")

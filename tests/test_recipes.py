@@ -44,5 +44,8 @@ def test_the_recorded_accuracy_is_that_of_the_same_configuration():
     found = " | 0.9600 ± 0.0010 | 0.9000 ± 0.0020 | 0, 1 (abc1234)"
     assert recipes.recorded(recipes.recipe_params(recipes.overrides("train.width=16")), [rec]) == found
     # the same value written otherwise (an int for a float key) finds the same record
-    assert recipes.recorded(recipes.recipe_params(recipes.overrides("train.width=16 train.margin=1")), [rec]) == found
+    rotate = base["train.augment.max_rotate_deg"]
+    assert rotate == int(rotate) and isinstance(rotate, float)
+    same_rotate = f"train.width=16 train.augment.max_rotate_deg={int(rotate)}"
+    assert recipes.recorded(recipes.recipe_params(recipes.overrides(same_rotate)), [rec]) == found
     assert recipes.recorded(recipes.recipe_params(recipes.overrides("train.width=20")), [rec]) == " | | | not run"

@@ -680,14 +680,17 @@ def seed_spread(recs: list[dict]) -> list[str]:
     return lines
 
 
-def parse_sets(items: list[str], option: str) -> dict:
-    """{key: value} from `-S`-style KEY=VALUE strings, each value read as YAML (as `dvc exp run -S` does)."""
+def parse_sets(items: list[str], option: str = "-S") -> dict:
+    """{key: value} of `-S`-style key=value strings, the values read as YAML 1.2, as DVC reads them
+    (`1e-3` a number)."""
+    from ruamel.yaml import YAML
+    yaml12 = YAML(typ="safe", pure=True)
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"{option}: expected KEY=VALUE, got {item!r}")
-        out[RENAMED.get(key, key)] = plain({key: yaml.safe_load(value)})[RENAMED.get(key, key)]
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"{option} {item!r}: expected key=value")
+        out[key] = yaml12.load(value)
     return out
 
 
@@ -765,7 +768,8 @@ def main() -> int:
                         help="with --paired: A is params.yaml with these (e.g. the restricted protocol's overrides)")
     args = parser.parse_args()
     if args.paired:
-        print("\n".join(paired(load(), params_file(), parse_sets(args.paired, "--paired"), parse_sets(args.base, "--base"))))
+        print("\n".join(paired(load(), params_file(), plain(parse_sets(args.paired, "--paired")),
+                                plain(parse_sets(args.base, "--base")))))
         return 0
     if args.seed_spread:
         print("\n".join(seed_spread(load())))

@@ -78,17 +78,11 @@ def parse_folds(text: str) -> list[int]:
 
 
 def parse_sets(sets: list[str]) -> dict:
-    """-S key=value pairs as {key: value}, the values read as YAML 1.2, as DVC reads them (`1e-3` a number)."""
-    from ruamel.yaml import YAML
-    yaml12 = YAML(typ="safe", pure=True)
-    out = {}
-    for item in sets:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise SystemExit(f"-S {item!r}: expected key=value")
-        if key in FOLD_KEYS:
-            raise SystemExit(f"-S {key}: set by this script, one fold per experiment")
-        out[key] = yaml12.load(value)
+    """-S key=value pairs as {key: value} (experiments_table.parse_sets), the fold keys refused."""
+    out = experiments_table.parse_sets(sets)
+    fold_keys = sorted(out.keys() & set(FOLD_KEYS))
+    if fold_keys:
+        raise SystemExit(f"-S {fold_keys[0]}: set by this script, one fold per experiment")
     return out
 
 

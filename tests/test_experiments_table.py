@@ -159,7 +159,7 @@ def test_paired_refuses_a_change_that_names_no_param_or_changes_nothing(other, b
 
 
 def test_paired_sets_are_read_as_dvc_reads_them():
-    assert table_mod.parse_sets(["train.margin=1", "train.stage_convs=[1,2,2]", "train.stem=pool"], "--paired") == {
-        "train.margin": 1, "train.stage_convs": [1, 2, 2], "train.stem": "pool"}
-    with pytest.raises(SystemExit, match="--paired: expected KEY=VALUE, got 'margin'"):
+    assert table_mod.parse_sets(["train.margin=1", "train.stage_convs=[1,2,2]", "train.lr=3e-3"], "--paired") == {
+        "train.margin": 1, "train.stage_convs": [1, 2, 2], "train.lr": 0.003}
+    with pytest.raises(SystemExit, match="--paired 'margin': expected key=value"):
         table_mod.parse_sets(["margin"], "--paired")

@@ -732,15 +732,17 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
         return lines
     lines += ["", "| seed | commit A | commit B | " + " | ".join(f"{c} A | {c} B | B - A" for c in cols) + " |",
               "|---" * (3 + 3 * len(cols)) + "|"]
+    both = {(s, c): (a[s][1].get(IDS[c]), b[s][1].get(IDS[c])) for s in seeds for c in cols}
+    both = {k: v for k, v in both.items() if None not in v}  # a metric one of the two runs lacks: no pair
     for s in seeds:
         cells = []
         for c in cols:
-            va, vb = a[s][1].get(IDS[c]), b[s][1].get(IDS[c])
-            cells += [f"{va:.5f}", f"{vb:.5f}", f"{vb - va:+.5f}"] if va is not None and vb is not None else ["", "", ""]
+            va, vb = both.get((s, c), (None, None))
+            cells += ["", "", ""] if va is None else [f"{va:.5f}", f"{vb:.5f}", f"{vb - va:+.5f}"]
         lines.append(f"| {s} | {a[s][0]} | {b[s][0]} | " + " | ".join(cells) + " |")
     lines.append("")
     for c in cols:
-        d = [b[s][1][IDS[c]] - a[s][1][IDS[c]] for s in seeds if a[s][1].get(IDS[c]) is not None and b[s][1].get(IDS[c]) is not None]
+        d = [both[s, c][1] - both[s, c][0] for s in seeds if (s, c) in both]
         if len(d) < 2:
             lines.append(f"{c}, B - A: {len(d)} paired seed(s), too few for a standard error")
             continue

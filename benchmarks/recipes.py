@@ -39,16 +39,9 @@ from pipeline.params import Params, ParamsError, flatten, load_params  # noqa: E
 
 def overrides(recipe: str) -> dict:
     """{'train.width': 16, ...} of "train.width=16 prepare.image_size=64"; {} of "default". Values are
-    read as YAML 1.2, as DVC reads `-S` values (`3e-3` is a number, `no` a string)."""
-    from ruamel.yaml import YAML
-    yaml12 = YAML(typ="safe", pure=True)
-    out = {}
-    for item in ([] if recipe.strip() in ("", "default") else shlex.split(recipe)):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"recipe {recipe!r}: {item!r} is not key=value")
-        out[key] = yaml12.load(value)
-    return out
+    read as DVC reads `-S` values (experiments_table.parse_sets: `3e-3` a number, `no` a string)."""
+    items = [] if recipe.strip() in ("", "default") else shlex.split(recipe)
+    return et.parse_sets(items, option=f"recipe {recipe!r}:")
 
 
 def recipe_params(sets: dict, base: Path = ROOT / "params.yaml") -> Params:

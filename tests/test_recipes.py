@@ -28,7 +28,7 @@ def test_restricted_recipes_count_the_official_pairs_left_after_validation(lfw_d
 
 
 @pytest.mark.parametrize("recipe, message", [("train.widht=16", "train.widht: no such key"),
-                                             ("train.width", "is not key=value"),
+                                             ("train.width", "recipe 'train.width': 'train.width': expected key=value"),
                                              ("train.width=-1", "'train.width' must be > 0")])
 def test_a_bad_recipe_is_one_clear_error(recipe, message, capsys):
     with pytest.raises((SystemExit, ValueError)) as e:

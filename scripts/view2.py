@@ -55,6 +55,10 @@ FOLD_KEYS = ("pairs.protocol", "pairs.fold")
 # A running experiment whose worker process has exited is either being collected into the repository
 # (DVC shows it as running for a few seconds more) or lost with its worker: failed only once it stays so.
 ENDED_GRACE_S = 120
+# DVC's queue worker can exit after an experiment with more still queued: its filesystem message broker
+# (kombu) sometimes reads a half-written control message and stops taking tasks (treeverse/dvc#10428,
+# treeverse/dvc-task#73). It is started again, this many times at most.
+WORKER_RESTARTS = 5
 _clock = time.monotonic  # seconds, for the waiting
 
 
@@ -124,6 +128,32 @@ def _alive(pid) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def worker_alive() -> bool:
+    """Whether a DVC queue worker of this repository is running (the pids DVC keeps in
+    .dvc/tmp/exps/celery/dvc-exp-worker-N.json)."""
+    for info in (ROOT / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json"):
+        try:
+            pid = json.loads(info.read_text()).get("pid")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if _alive(pid):
+            return True
+    return False
+
+
+def start_workers(jobs: int) -> None:
+    """`dvc queue start --jobs`, which starts only the workers not running already."""
+    # the workers keep the starter's stdout open until the queue is empty: give them a file, not a pipe,
+    # and a session of their own, so that Ctrl-C here stops the waiting and not the folds
+    log = ROOT / ".dvc" / "tmp" / "view2-queue.log"
+    log.parent.mkdir(parents=True, exist_ok=True)  # .dvc/tmp is not in a fresh clone
+    with open(log, "w") as out:
+        started = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=ROOT, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True, timeout=300)
+    if started.returncode != 0:
+        raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
 
 
 def experiments(shown) -> list[dict]:
@@ -233,16 +263,8 @@ def run(args) -> int:
         if queued.returncode != 0:
             raise SystemExit(f"dvc {' '.join(cmd)}: {queued.stderr.strip()[:400]}")
     if todo or (any(states.get(k) == "queued" for k in args.folds) and not any(s == "running" for s in states.values())):
-        # the workers keep the starter's stdout open until the queue is empty: give them a file, not a pipe,
-        # and a session of their own, so that Ctrl-C here stops the waiting and not the folds
-        log = ROOT / ".dvc" / "tmp" / "view2-queue.log"
-        log.parent.mkdir(parents=True, exist_ok=True)  # .dvc/tmp is not in a fresh clone
-        with open(log, "w") as out:
-            started = subprocess.run(["dvc", "queue", "start", "--jobs", str(args.jobs)], cwd=ROOT, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True, timeout=300)
-        if started.returncode != 0:
-            raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
-    t0, last, unseen, ended_since = _clock(), None, 0, {}
+        start_workers(args.jobs)
+    t0, last, unseen, ended_since, stalled, restarts = _clock(), None, 0, {}, 0, 0
     while True:
         states = known_states(show(args.num, head, tries=5), code, config, recs)  # HEAD may move on meanwhile
         now = _clock()
@@ -256,6 +278,18 @@ def run(args) -> int:
         unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
         if unseen > 3:
             break
+        # folds queued, none running, no worker: the worker died (see WORKER_RESTARTS); two polls in a row,
+        # so that a worker just started or between two experiments is not taken for dead
+        queued = [k for k in pending if states.get(k) == "queued"]
+        idle = queued and not any(s in ("running", "ended") for s in states.values()) and not worker_alive()
+        stalled = stalled + 1 if idle else 0
+        if stalled >= 2:
+            if restarts >= WORKER_RESTARTS:
+                raise SystemExit(f"folds {queued} stay queued and the DVC queue worker keeps exiting: its log is "
+                                 ".dvc/tmp/exps/celery/dvc-exp-worker-1.out; rerun this command to go on")
+            print(f"the DVC queue worker exited with folds {queued} still queued; starting it again", flush=True)
+            start_workers(args.jobs)
+            restarts, stalled = restarts + 1, 0
         line = (f"[{(now - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
                 f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
         if line.split("] ", 1)[1] != last:

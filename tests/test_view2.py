@@ -208,7 +208,7 @@ def test_fold_lists_and_overrides_are_checked():
         view2.wanted(BASE, {"train.lrr": 1})
 
 
-def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None):
+def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None, worker=True):
     """view2.run over `folds` with `dvc exp show` answering `polls` in turn, every dvc command only
     noted in `calls`, and the clock reading `clock` in turn (else the real one)."""
     import argparse
@@ -222,6 +222,7 @@ def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None,
     monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
     monkeypatch.setattr(view2, "report", lambda args: 0)
     monkeypatch.setattr(view2, "_alive", lambda pid: alive)
+    monkeypatch.setattr(view2, "worker_alive", lambda: worker)
     if clock is not None:
         monkeypatch.setattr(view2, "_clock", lambda: next(clock))
     monkeypatch.setattr(view2, "ROOT", tmp_path)  # a fresh clone: no .dvc/tmp yet
@@ -261,3 +262,35 @@ def test_a_fold_whose_process_exited_and_stays_so_is_failed_after_the_grace(monk
     out = capsys.readouterr()
     assert "running/queued [1], failed []" in out.out and "running/queued [], failed [1]" in out.out
     assert "folds [1] did not finish" in out.err
+
+
+def test_a_queue_worker_that_died_with_folds_queued_is_started_again(monkeypatch, capsys, tmp_path):
+    """DVC's worker can exit with experiments still queued (a kombu race); the folds then wait on no one."""
+    queued = shown((1, "queued", None, {}))
+    calls = []
+    assert _run_with_polls(monkeypatch, tmp_path, [queued, queued, queued, shown((1, "success", 0.9, {}))], [1],
+                           calls=calls, worker=False) == 0
+    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 2  # at the start, and once two polls found none
+    out = capsys.readouterr().out
+    assert "the DVC queue worker exited with folds [1] still queued; starting it again" in out
+    assert "done [1], running/queued [], failed []" in out
+
+
+def test_a_queue_worker_that_keeps_dying_is_one_clear_error(monkeypatch, tmp_path):
+    queued = shown((1, "queued", None, {}))
+    calls = []
+    with pytest.raises(SystemExit, match=r"folds \[1\] stay queued and the DVC queue worker keeps exiting"):
+        _run_with_polls(monkeypatch, tmp_path, [queued] * 20, [1], calls=calls, worker=False)
+    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1 + view2.WORKER_RESTARTS
+
+
+def test_worker_alive_reads_the_pids_dvc_keeps(monkeypatch, tmp_path):
+    monkeypatch.setattr(view2, "ROOT", tmp_path)
+    celery = tmp_path / ".dvc" / "tmp" / "exps" / "celery"
+    assert not view2.worker_alive()  # a fresh clone: no .dvc/tmp
+    celery.mkdir(parents=True)
+    (celery / "dvc-exp-worker-1.json").write_text(json.dumps({"pid": 2 ** 22 + 1, "returncode": None}))
+    (celery / "dvc-exp-worker-2.json").write_text("{")  # half written
+    assert not view2.worker_alive()
+    (celery / "dvc-exp-worker-2.json").write_text(json.dumps({"pid": os.getpid(), "returncode": None}))
+    assert view2.worker_alive()

@@ -57,7 +57,8 @@ FOLD_KEYS = ("pairs.protocol", "pairs.fold")
 ENDED_GRACE_S = 120
 # DVC's queue worker can exit after an experiment with more still queued: its filesystem message broker
 # (kombu) sometimes reads a half-written control message and stops taking tasks (treeverse/dvc#10428,
-# treeverse/dvc-task#73). It is started again, this many times at most.
+# treeverse/dvc-task#73). It is started again once none has run for this long, this many times at most.
+WORKER_GRACE_S = 60
 WORKER_RESTARTS = 5
 _clock = time.monotonic  # seconds, for the waiting
 
@@ -264,7 +265,7 @@ def run(args) -> int:
             raise SystemExit(f"dvc {' '.join(cmd)}: {queued.stderr.strip()[:400]}")
     if todo or (any(states.get(k) == "queued" for k in args.folds) and not any(s == "running" for s in states.values())):
         start_workers(args.jobs)
-    t0, last, unseen, ended_since, stalled, restarts = _clock(), None, 0, {}, 0, 0
+    t0, last, unseen, ended_since, stalled_since, restarts = _clock(), None, 0, {}, None, 0
     while True:
         states = known_states(show(args.num, head, tries=5), code, config, recs)  # HEAD may move on meanwhile
         now = _clock()
@@ -278,18 +279,18 @@ def run(args) -> int:
         unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
         if unseen > 3:
             break
-        # folds queued, none running, no worker: the worker died (see WORKER_RESTARTS); two polls in a row,
-        # so that a worker just started or between two experiments is not taken for dead
+        # folds queued, none running, no worker: the worker died (see WORKER_RESTARTS); for a while and two
+        # polls in a row, so that a worker starting or between two experiments is not taken for dead
         queued = [k for k in pending if states.get(k) == "queued"]
         idle = queued and not any(s in ("running", "ended") for s in states.values()) and not worker_alive()
-        stalled = stalled + 1 if idle else 0
-        if stalled >= 2:
+        stalled_since = (now if stalled_since is None else stalled_since) if idle else None
+        if stalled_since is not None and now - stalled_since >= max(WORKER_GRACE_S, args.poll):
             if restarts >= WORKER_RESTARTS:
                 raise SystemExit(f"folds {queued} stay queued and the DVC queue worker keeps exiting: its log is "
                                  ".dvc/tmp/exps/celery/dvc-exp-worker-1.out; rerun this command to go on")
             print(f"the DVC queue worker exited with folds {queued} still queued; starting it again", flush=True)
             start_workers(args.jobs)
-            restarts, stalled = restarts + 1, 0
+            restarts, stalled_since = restarts + 1, None
         line = (f"[{(now - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
                 f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
         if line.split("] ", 1)[1] != last:

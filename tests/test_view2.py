@@ -268,9 +268,10 @@ def test_a_queue_worker_that_died_with_folds_queued_is_started_again(monkeypatch
     """DVC's worker can exit with experiments still queued (a kombu race); the folds then wait on no one."""
     queued = shown((1, "queued", None, {}))
     calls = []
-    assert _run_with_polls(monkeypatch, tmp_path, [queued, queued, queued, shown((1, "success", 0.9, {}))], [1],
-                           calls=calls, worker=False) == 0
-    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 2  # at the start, and once two polls found none
+    clock = iter([0, 1, 30, 61, 62])  # no worker from the poll at 1 s: started again at 61 s, not at 30 s
+    assert _run_with_polls(monkeypatch, tmp_path, [queued, queued, queued, queued, shown((1, "success", 0.9, {}))],
+                           [1], calls=calls, worker=False, clock=clock) == 0
+    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 2  # at the start, and once
     out = capsys.readouterr().out
     assert "the DVC queue worker exited with folds [1] still queued; starting it again" in out
     assert "done [1], running/queued [], failed []" in out
@@ -280,7 +281,8 @@ def test_a_queue_worker_that_keeps_dying_is_one_clear_error(monkeypatch, tmp_pat
     queued = shown((1, "queued", None, {}))
     calls = []
     with pytest.raises(SystemExit, match=r"folds \[1\] stay queued and the DVC queue worker keeps exiting"):
-        _run_with_polls(monkeypatch, tmp_path, [queued] * 20, [1], calls=calls, worker=False)
+        _run_with_polls(monkeypatch, tmp_path, [queued] * 40, [1], calls=calls, worker=False,
+                        clock=iter(range(0, 40 * view2.WORKER_GRACE_S, view2.WORKER_GRACE_S)))
     assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1 + view2.WORKER_RESTARTS
 
 

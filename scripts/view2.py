@@ -286,8 +286,8 @@ def run(args) -> int:
         stalled_since = (now if stalled_since is None else stalled_since) if idle else None
         if stalled_since is not None and now - stalled_since >= max(WORKER_GRACE_S, args.poll):
             if restarts >= WORKER_RESTARTS:
-                raise SystemExit(f"folds {queued} stay queued and the DVC queue worker keeps exiting: its log is "
-                                 ".dvc/tmp/exps/celery/dvc-exp-worker-1.out; rerun this command to go on")
+                raise SystemExit(f"folds {queued} stay queued and the DVC queue worker keeps exiting: its logs are "
+                                 ".dvc/tmp/exps/celery/dvc-exp-worker-N.out; rerun this command to go on")
             print(f"the DVC queue worker exited with folds {queued} still queued; starting it again", flush=True)
             start_workers(args.jobs)
             restarts, stalled_since = restarts + 1, None

@@ -382,7 +382,8 @@ def view2_md(recs: list[dict]) -> str:
             cells = [("" if f["metrics"].get(c) is None else
                       (f"{f['metrics'][c]:.4f}" if isinstance(f["metrics"][c], float) else str(f["metrics"][c]))) for c in METRICS]
             lines.append(f"| {fold} | " + " | ".join(cells) + " |")
-        lines.append("| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c])}**" for c in METRICS) + " |")
+        lines.append("| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c], 1 if c == 'best epoch' else 4)}**"
+                                                    for c in METRICS) + " |")
         lines.append("")
     if not recs:
         lines.append("No View 2 fold has finished yet.")

@@ -192,6 +192,15 @@ def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):
     assert again[0]["folds"]["1"]["metrics"]["test acc"] == 0.90
 
 
+def test_the_best_epoch_is_summarised_in_epochs_not_to_four_places():
+    folds = {str(k): {"name": f"e{k}", "metrics": {"test acc": 0.9, "best epoch": e}} for k, e in ((1, 30), (2, 38))}
+    rec = {"commit": "pipe1", "params": {"pairs.mode": "restricted"}, "overrides": {}, "folds": folds,
+           "summary": {c: view2.mean_se([f["metrics"][c] for f in folds.values()]) if c in ("test acc", "best epoch") else None
+                       for c in view2.METRICS}}
+    text = view2.view2_md([rec])
+    assert "| 1 | 0.9000 |" in text and "**34.0 ± 4.0**" in text and "34.0000" not in text
+
+
 def test_view2_runs_stay_out_of_the_experiments_table():
     data = shown((1, "success", 0.9, {}))
     assert experiments_table.live_runs(data) == []

@@ -138,12 +138,17 @@ class IdentitySampler:
     Each batch of `batch_images` holds `per_identity` (K) images of each of P identities, P =
     round(identity_fraction * batch_images / K), drawn from the identities with at least two images;
     the rest of the batch is images drawn uniformly from every training image, singletons included,
-    so that people with one photo still serve as negatives. Identities and filler images are taken
-    in reshuffled rounds, so each appears as often as the others; an identity with fewer than K
-    images repeats them (with different augmentation). Everything is drawn from `gen`.
+    so that people with one photo still serve as negatives. Filler images are taken in reshuffled
+    rounds, so each appears as often as the others. Identities too with `identity_weight` "equal";
+    with "sqrt" each batch's P identities are drawn without replacement with probability in
+    proportion to the square root of their image count, so a person with many photos, and the
+    variation between them, comes back more often (one with 100 images 7 times as often as one
+    with 2, not 50 times). An identity with fewer than K images repeats them (with different
+    augmentation). Everything is drawn from `gen`.
     """
 
-    def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float):
+    def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
+                 identity_weight: str = "equal"):
         rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
         self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
         order = np.argsort(self.ids, kind="stable")
@@ -157,6 +162,10 @@ class IdentitySampler:
         self.n_fill = batch_images - self.p * self.k
         if self.n_fill < 0:
             raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
+        if identity_weight not in ("equal", "sqrt"):
+            raise ValueError(f"train.identity_weight must be 'equal' or 'sqrt', got {identity_weight!r}")
+        self.weights = (torch.tensor([len(g) for g in self.groups], dtype=torch.float64).sqrt()
+                        if identity_weight == "sqrt" else None)
         self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
 
     def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:
@@ -177,7 +186,11 @@ class IdentitySampler:
     def batch(self, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rows of the image array, identity numbers) of one batch."""
         rows = []
-        for g in self._take("groups", self.p, len(self.groups), gen):
+        if self.weights is None:
+            picks = self._take("groups", self.p, len(self.groups), gen)
+        else:
+            picks = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()
+        for g in picks:
             group = self.groups[g]
             picks = torch.randperm(len(group), generator=gen).numpy()
             rows.append(group[np.resize(picks, self.k)])

@@ -76,7 +76,7 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
     every identity group), or the r-th contiguous share of a pair batch; every rank draws the whole batch."""
     rank, size = distributed.world()
     order = torch.randperm(len(train.label), generator=gen).numpy()
-    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction) \
+    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction, p.identity_weight) \
         if p.sampler == "identities" else None
     for k in range(len(order) // p.batch_size or 1):
         b = order[k * p.batch_size:(k + 1) * p.batch_size]

@@ -187,10 +187,10 @@ class IdentitySampler:
         """(rows of the image array, identity numbers) of one batch."""
         rows = []
         if self.weights is None:
-            picks = self._take("groups", self.p, len(self.groups), gen)
+            chosen = self._take("groups", self.p, len(self.groups), gen)
         else:
-            picks = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()
-        for g in picks:
+            chosen = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()
+        for g in chosen:
             group = self.groups[g]
             picks = torch.randperm(len(group), generator=gen).numpy()
             rows.append(group[np.resize(picks, self.k)])

@@ -260,7 +260,7 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     # quarter of the values (16x16 against 32x32 per image here), which widens the gap between the two
     # trainings; what this test checks, the DDP wiring, does not depend on the stem. Likewise equal identity
     # rounds: every rank draws the whole batch from the same generator whatever the weighting, and with the sqrt
-    # draw on these 16 people the two trainings' validation losses differed by 27% at one epoch (bf16, AMD EPYC)
+    # draw on the synthetic people the two trainings' validation losses differed by 27% at one epoch (bf16, AMD EPYC)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 4, "train.patience": 4, "train.mining": mining,
                                                          "train.sampler": sampler, "train.stem": "pool",

@@ -140,11 +140,12 @@ class IdentitySampler:
     the rest of the batch is images drawn uniformly from every training image, singletons included,
     so that people with one photo still serve as negatives. Filler images are taken in reshuffled
     rounds, so each appears as often as the others. Identities too with `identity_weight` "equal";
-    with "sqrt" each batch's P identities are drawn without replacement with probability in
-    proportion to the square root of their image count, so a person with many photos, and the
-    variation between them, comes back more often (one with 100 images 7 times as often as one
-    with 2, not 50 times). An identity with fewer than K images repeats them (with different
-    augmentation). Everything is drawn from `gen`.
+    with "sqrt" or "linear" each batch's P identities are drawn without replacement with probability
+    in proportion to the square root of their image count, or to the count itself, so a person with
+    many photos, and the variation between them, comes back more often (one with 100 images about 7
+    times as often as one with 2 under "sqrt", about 50 times under "linear", at most once a batch
+    either way). An identity with fewer than K images repeats them (with different augmentation).
+    Everything is drawn from `gen`.
     """
 
     def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
@@ -162,10 +163,10 @@ class IdentitySampler:
         self.n_fill = batch_images - self.p * self.k
         if self.n_fill < 0:
             raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
-        if identity_weight not in ("equal", "sqrt"):
-            raise ValueError(f"train.identity_weight must be 'equal' or 'sqrt', got {identity_weight!r}")
-        self.weights = (torch.tensor([len(g) for g in self.groups], dtype=torch.float64).sqrt()
-                        if identity_weight == "sqrt" else None)
+        if identity_weight not in ("equal", "sqrt", "linear"):
+            raise ValueError(f"train.identity_weight must be 'equal', 'sqrt' or 'linear', got {identity_weight!r}")
+        sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.float64)
+        self.weights = {"equal": None, "sqrt": sizes.sqrt(), "linear": sizes}[identity_weight]
         self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
 
     def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:

@@ -127,7 +127,7 @@ class TrainParams:
     sampler: Literal["pairs", "identities"]  # batches of the table's pairs, or of K images per identity (PxK)
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
-    identity_weight: Literal["equal", "sqrt"]  # sampler identities: each identity as often, or in proportion to sqrt(its images)
+    identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image

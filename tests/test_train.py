@@ -364,11 +364,12 @@ def test_identity_sampler_builds_pxk_batches_of_multi_image_identities():
     assert all(np.array_equal(one.batch(g1)[0], two.batch(g2)[0]) for _ in range(5))  # seeded
 
 
-def test_identity_sampler_weighted_by_sqrt_images_draws_people_with_more_photos_more_often():
+@pytest.mark.parametrize("weight, power", [("sqrt", 0.5), ("linear", 1.0)])
+def test_identity_sampler_weighted_by_images_draws_people_with_more_photos_more_often(weight, power):
     from pipeline.data import IdentitySampler
     pairs = sampler_pairs()  # identities 0, 1, 4 have 5, 2, 3 images
-    s = IdentitySampler(pairs, batch_images=4, per_identity=2, identity_fraction=0.5, identity_weight="sqrt")
-    assert s.p == 1 and s.weights.tolist() == pytest.approx([5 ** 0.5, 2 ** 0.5, 3 ** 0.5])
+    s = IdentitySampler(pairs, batch_images=4, per_identity=2, identity_fraction=0.5, identity_weight=weight)
+    assert s.p == 1 and s.weights.tolist() == pytest.approx([5 ** power, 2 ** power, 3 ** power])
     gen = torch.Generator().manual_seed(0)
     seen = []
     for _ in range(3000):
@@ -376,10 +377,10 @@ def test_identity_sampler_weighted_by_sqrt_images_draws_people_with_more_photos_
         assert ids[0] == ids[1] and int(ids[0]) in (0, 1, 4)
         seen.append(int(ids[0]))
     share = {i: seen.count(i) / len(seen) for i in (0, 1, 4)}
-    total = 5 ** 0.5 + 2 ** 0.5 + 3 ** 0.5
+    total = 5 ** power + 2 ** power + 3 ** power
     for i, n in ((0, 5), (1, 2), (4, 3)):
-        assert share[i] == pytest.approx(n ** 0.5 / total, abs=0.03)
-    two = IdentitySampler(pairs, 8, 3, 0.75, "sqrt")  # two identities a batch, never the same one twice
+        assert share[i] == pytest.approx(n ** power / total, abs=0.03)
+    two = IdentitySampler(pairs, 8, 3, 0.75, weight)  # two identities a batch, never the same one twice
     for _ in range(50):
         ids = two.batch(gen)[1]
         assert ids[0] != ids[3]

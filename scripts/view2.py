@@ -11,7 +11,8 @@ params.yaml and the stages' pipeline/ deps unchanged since), or one queued or ru
 same command goes on where it stopped. The experiments run
 one at a time in DVC's temporary copies on whatever `train.device: auto` finds (a CUDA GPU too).
 
-`report` adds every finished fold in `dvc exp show` (the last --num commits) to docs/view2.json,
+`run` then reports the configuration it ran. `report` adds every finished fold in `dvc exp show`
+(the last --num commits, any configuration and pipeline) to docs/view2.json,
 writes docs/VIEW2.md from it (per configuration: mean ± standard error over the folds of test
 accuracy and AUC, as the literature states them, and each fold's figures) and records one MLflow
 run per configuration (tags `kind=view2`, `protocol=view2`; each fold's own pipeline run carries
@@ -300,7 +301,7 @@ def run(args) -> int:
             break
         time.sleep(args.poll)
     failed = [k for k in args.folds if states.get(k) != "success"]
-    report(argparse.Namespace(num=20, rev=head, no_mlflow=args.no_mlflow))
+    report(argparse.Namespace(num=20, rev=head, no_mlflow=args.no_mlflow, only=(code, config)))
     if failed:
         print(f"folds {failed} did not finish: `dvc queue logs <name>` says why; rerun this command to retry them",
               file=sys.stderr)
@@ -321,8 +322,9 @@ def config_key(commit: str, config: dict) -> str:
     return hashlib.sha256(json.dumps([commit, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def merge(recs: list[dict], exps: list[dict]) -> list[dict]:
-    """`recs` with every finished View 2 fold of `exps` added (a fold recorded already is kept)."""
+def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = None) -> list[dict]:
+    """`recs` with every finished View 2 fold of `exps` added (a fold recorded already is kept); with
+    `only` = (pipeline, configuration), the folds of that configuration on that pipeline alone."""
     recs = [dict(r) for r in recs]
     for e in exps:
         p = e["params"]
@@ -330,6 +332,8 @@ def merge(recs: list[dict], exps: list[dict]) -> list[dict]:
             continue
         config = config_of(p)
         commit = code_commit(e["commit"])
+        if only is not None and (commit != only[0] or not same(config, only[1])):
+            continue  # another configuration's fold, or one of an older pipeline: `report` adds those
         rec = next((r for r in recs if r["commit"] == commit and same(r["params"], config)), None)
         if rec is None:
             try:
@@ -426,7 +430,7 @@ def log_mlflow(recs: list[dict]) -> None:
 
 def report(args) -> int:
     recs = load_records()
-    recs = merge(recs, experiments(show(args.num, args.rev)))
+    recs = merge(recs, experiments(show(args.num, args.rev)), getattr(args, "only", None))
     files.write_text(DATA, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
     files.write_text(OUT, view2_md(recs))
     for rec in recs:

@@ -192,6 +192,18 @@ def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):
     assert again[0]["folds"]["1"]["metrics"]["test acc"] == 0.90
 
 
+def test_run_reports_only_its_own_configuration_and_pipeline(monkeypatch):
+    """A stray fold of another configuration, or of an older pipeline, stays out of what `run` records."""
+    monkeypatch.setattr(view2, "committed_params", lambda rev: BASE)
+    monkeypatch.setattr(view2, "code_commit", lambda rev: {"aaaaaaa": "pipe2"}.get(rev, rev))
+    data = shown((1, "success", 0.90, {}), (2, "success", 0.80, {"train.lr": 0.01}))
+    config = view2.config_of({**BASE, "pairs.protocol": "view2"})
+    mine = view2.merge([], view2.experiments(data), only=("pipe2", config))
+    assert len(mine) == 1 and list(mine[0]["folds"]) == ["1"] and mine[0]["commit"] == "pipe2"
+    assert view2.merge([], view2.experiments(data), only=("pipe1", config)) == []  # an older pipeline's folds
+    assert len(view2.merge([], view2.experiments(data))) == 2  # `report` alone takes every configuration
+
+
 def test_the_best_epoch_is_summarised_in_epochs_not_to_four_places():
     folds = {str(k): {"name": f"e{k}", "metrics": {"test acc": 0.9, "best epoch": e}} for k, e in ((1, 30), (2, 38))}
     rec = {"commit": "pipe1", "params": {"pairs.mode": "restricted"}, "overrides": {}, "folds": folds,

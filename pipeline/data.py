@@ -163,10 +163,11 @@ class IdentitySampler:
         self.n_fill = batch_images - self.p * self.k
         if self.n_fill < 0:
             raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
-        if identity_weight not in ("equal", "sqrt", "linear"):
-            raise ValueError(f"train.identity_weight must be 'equal', 'sqrt' or 'linear', got {identity_weight!r}")
         sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.float64)
-        self.weights = {"equal": None, "sqrt": sizes.sqrt(), "linear": sizes}[identity_weight]
+        weights = {"equal": None, "sqrt": sizes.sqrt(), "linear": sizes}
+        if identity_weight not in weights:
+            raise ValueError(f"train.identity_weight must be one of {list(weights)}, got {identity_weight!r}")
+        self.weights = weights[identity_weight]
         self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
 
     def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:

@@ -462,7 +462,10 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     changes = changed(rec["params"], want, free) if rec is not None and other else {}
     if changes:
         label = f"**LFW View 2** ({mode}), other params (below)"
-    sets = "".join(f" -S {override(k, v)}" for k, v in {**protocol, **changes}.items())
+    # the command at the record's commit: its own overrides there (a matching record run with -S at a commit
+    # whose params.yaml differed), else those that turn the committed params into the record's
+    given = {**protocol, **(rec.get("overrides") or {})} if rec is not None and not other else {**protocol, **changes}
+    sets = "".join(f" -S {override(k, v)}" for k, v in given.items())
     cmd = f"`python scripts/view2.py run{sets}`"
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
     if rec is None:

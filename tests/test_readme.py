@@ -155,6 +155,10 @@ def test_the_restricted_protocol_has_its_own_view2_row():
     assert "| restricted protocol, **LFW View 2** | eeeeeee | folds 1-10 | 0.8600 ± 0.0040 |" in block
     assert ("- LFW View 2 (restricted): `python scripts/view2.py run -S pairs.mode=restricted -S pairs.val_fraction=0.1 "
             "-S train.epochs=60 -S train.patience=15 -S train.warmup_epochs=3` on the pipeline of commit eeeeeee") in block
+    # a record of the current params run with -S at a commit whose params.yaml differed: that -S, at that commit
+    view2[0] = {**view2[0], "overrides": {"train.width": 16}}
+    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2)
+    assert "- LFW View 2: `python scripts/view2.py run -S train.width=16` on the pipeline of commit ccccccc" in block
     block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2[:2])  # only other params: labelled so
     assert "| **LFW View 2** (restricted), other params (below) | ddddddd | folds 1-3 | 0.8800 ± 0.0040 |" in block
     assert "-S train.warmup_epochs=3 -S train.width=16` on" in block

@@ -429,6 +429,12 @@ def changed(params: dict, current: dict, free=frozenset()) -> dict:
             if k not in free and k != "seed" and not _same_value(p[k], current[k])}
 
 
+def settable(changes: dict, params: dict) -> dict:
+    """The `changes` a `-S` can set at the record's own commit: keys its params hold (a key added to
+    params.yaml after it ran is in `changes` through `filled` but unknown to that commit)."""
+    return {k: v for k, v in changes.items() if k in params}
+
+
 def earlier_record(recs: list[dict], current: dict, protocol: dict) -> tuple[dict | None, dict]:
     """(the record over the most seeds, the newest of those, of the protocol `protocol` with other
     params than `current`; the params it changes beyond the protocol's), for a row with no current record."""
@@ -463,8 +469,9 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     if changes:
         label = f"**LFW View 2** ({mode}), other params (below)"
     # the command at the record's commit: its own overrides there (a matching record run with -S at a commit
-    # whose params.yaml differed), else those that turn the committed params into the record's
-    given = {**protocol, **(rec.get("overrides") or {})} if rec is not None and not other else {**protocol, **changes}
+    # whose params.yaml differed), else the protocol's and the changes that commit knows
+    given = {**protocol, **(rec.get("overrides") or {})} if rec is not None and not other \
+        else {**protocol, **settable(changes, rec["params"] if rec is not None else {})}
     sets = "".join(f" -S {override(k, v)}" for k, v in given.items())
     cmd = f"`python scripts/view2.py run{sets}`"
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
@@ -499,7 +506,7 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
             rec, changes = earlier_record(recs, current, overrides)
             if rec is not None:
                 label = f"{label}, other params (below)"
-                rec = {**rec, "overrides": {**overrides, **changes}}
+                rec = {**rec, "overrides": {**overrides, **settable(changes, rec["params"])}}
         if rec is None:
             lines.append(f"| {label} | | | no current result | | | | |")
             how.append(f"- {label}: {_command(overrides, README_SEEDS)}, then `python scripts/experiments_table.py --record`")

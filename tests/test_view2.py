@@ -229,7 +229,8 @@ def test_fold_lists_and_overrides_are_checked():
         view2.wanted(BASE, {"train.lrr": 1})
 
 
-def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None, worker=True):
+def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None, worker=True,
+                    report=lambda args: 0):
     """view2.run over `folds` with `dvc exp show` answering `polls` in turn, every dvc command only
     noted in `calls`, and the clock reading `clock` in turn (else the real one)."""
     import argparse
@@ -241,7 +242,7 @@ def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None,
     monkeypatch.setattr(view2, "params_file", lambda: dict(BASE))
     monkeypatch.setattr(view2, "dvc", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
     monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
-    monkeypatch.setattr(view2, "report", lambda args: 0)
+    monkeypatch.setattr(view2, "report", report)
     monkeypatch.setattr(view2, "_alive", lambda pid: alive)
     monkeypatch.setattr(view2, "worker_alive", lambda: worker)
     if clock is not None:
@@ -265,6 +266,17 @@ def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsy
     assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1
     out = capsys.readouterr().out
     assert "folds done [1, 4]; queueing [3]" in out and "done [1, 2, 3, 4]" in out
+
+
+def test_run_reports_the_configuration_it_ran(monkeypatch, capsys, tmp_path):
+    seen = []
+    polls = [shown((1, "success", 0.9, {}))] * 2
+
+    def report(args):
+        seen.append(args.only)
+        return 0
+    _run_with_polls(monkeypatch, tmp_path, polls, [1], report=report)
+    assert seen == [("pipe1", view2.config_of(BASE))]
 
 
 def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeypatch, capsys, tmp_path):

@@ -468,10 +468,11 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     changes = changed(rec["params"], want, free) if rec is not None and other else {}
     if changes:
         label = f"**LFW View 2** ({mode}), other params (below)"
-    # the command at the record's commit: its own overrides there (a matching record run with -S at a commit
-    # whose params.yaml differed), else the protocol's and the changes that commit knows
-    given = {**protocol, **(rec.get("overrides") or {})} if rec is not None and not other \
-        else {**protocol, **settable(changes, rec["params"] if rec is not None else {})}
+    # the command at the record's commit: a record of the current params, its own overrides there (it may have
+    # run with -S at a commit whose params.yaml differed); another's, the changes that commit knows
+    given = dict(protocol)
+    if rec is not None:
+        given.update(settable(changes, rec["params"]) if other else rec.get("overrides") or {})
     sets = "".join(f" -S {override(k, v)}" for k, v in given.items())
     cmd = f"`python scripts/view2.py run{sets}`"
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"

@@ -100,9 +100,11 @@ def _metrics(data: dict) -> dict:
 
 def pipeline_files(rev: str) -> list[str]:
     """What can change a fold's outputs at `rev`: dvc.yaml, params.yaml and every pipeline/ file that
-    dvc.yaml lists as a stage's dependency (record keeping, which no stage lists, is left out)."""
+    dvc.yaml lists as a dependency of a stage with outputs (record keeping, which no stage lists, is left
+    out, and so is what only the `check` stage, which writes nothing, depends on)."""
     stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
-    deps = {d for s in stages.values() for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
+    writers = [s for s in stages.values() if s.get("outs") or s.get("metrics") or s.get("plots")]
+    deps = {d for s in writers for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
     return ["dvc.yaml", "params.yaml", *sorted(deps)]
 
 

@@ -3,7 +3,9 @@
 Stages (one module each, run by dvc.yaml) import only libraries, never another stage. A stage's DVC
 deps are its module and every output-affecting library it imports, followed transitively; the
 record-keeping modules (MLflow runs, the registry, logging and errors) are left out, and are not
-followed: they cannot change an output (tests/test_stages.py shows they write none).
+followed: they cannot change an output (tests/test_stages.py shows they write none). So is the
+validation of params.yaml (pipeline/params.py): it hands a stage the file's values as written or refuses
+the file, so only the `check` stage, which writes nothing, depends on it.
 """
 import ast
 from pathlib import Path
@@ -14,6 +16,7 @@ from conftest import ROOT
 
 STAGES = ("check", "download", "pairs", "prepare", "train", "calibrate", "export", "evaluate")
 RECORD_KEEPING = ("tracking", "registry", "runner", "serving", "pyfunc_model")
+VALIDATION = ("params",)  # the `check` stage's dependency; test_params_hands_stages_the_values_as_written
 USER_FACING = ("cli",)
 
 
@@ -39,7 +42,7 @@ def output_deps(stage: str) -> set[str]:
     seen, todo = set(), [stage]
     while todo:
         name = todo.pop()
-        if name in seen or name in RECORD_KEEPING:
+        if name in seen or name in RECORD_KEEPING or (name in VALIDATION and stage != "check"):
             continue
         seen.add(name)
         todo.extend(imports(ROOT / "pipeline" / f"{name}.py"))
@@ -73,6 +76,38 @@ def test_stage_deps_are_exactly_the_code_that_can_change_its_outputs():
         declared = {d for d in stage.get("deps", []) if d.startswith("pipeline/")}
         assert needed == declared, f"stage {name}: missing {needed - declared}, extra {declared - needed}"
         assert not {f"pipeline/{m}.py" for m in RECORD_KEEPING} & declared
+
+
+def test_params_hands_stages_the_values_as_written():
+    """Why no stage but `check` lists pipeline/params.py: every key is required (no default a stage could
+    read in place of params.yaml's) and every value comes back as written, so the values a stage sees are
+    the ones DVC tracks in its params."""
+    import dataclasses
+    import typing
+
+    from pipeline.params import Params, flatten, load_params
+
+    def fields(cls):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, \
+                f"{cls.__name__}.{f.name} has a default"
+            if dataclasses.is_dataclass(hints[f.name]):
+                fields(hints[f.name])
+    fields(Params)
+    assert typing.get_type_hints(Params)["train"].__name__ == "TrainParams"  # the walk reaches the sections
+
+    def dotted(node, prefix=""):
+        out = {}
+        for key, value in node.items():
+            out.update(dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+    written = dotted(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    read = flatten(load_params(ROOT / "params.yaml"))
+    assert read == written
+    assert all(type(read[k]) is type(v) or isinstance(v, int) and isinstance(read[k], float) for k, v in written.items())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert [n for n, s in stages.items() if "pipeline/params.py" in s.get("deps", [])] == ["check"]
 
 
 def test_the_check_stage_depends_on_every_param_and_nothing_depends_on_it():

@@ -169,13 +169,16 @@ def test_a_pipeline_is_named_by_its_oldest_commit_with_the_same_files(tmp_path, 
         return git("rev-parse", "HEAD").strip()
 
     git("init", "-q")
-    dvc_yaml = "stages:\n  train:\n    cmd: python -m pipeline.train\n    deps:\n      - pipeline/train.py\n"
-    a = commit("a", **{"dvc.yaml": dvc_yaml, "params.yaml": "lr: 1\n", "pipeline/train.py": "v1\n"})
+    dvc_yaml = ("stages:\n  check:\n    cmd: python -m pipeline.check\n    deps:\n      - pipeline/params.py\n"
+                "  train:\n    cmd: python -m pipeline.train\n    deps:\n      - pipeline/train.py\n    outs:\n      - model\n")
+    a = commit("a", **{"dvc.yaml": dvc_yaml, "params.yaml": "lr: 1\n", "pipeline/train.py": "v1\n",
+                       "pipeline/params.py": "v1\n"})
     docs = commit("docs", **{"README.md": "x\n", "pipeline/tracking.py": "record keeping\n"})
+    validation = commit("validation", **{"pipeline/params.py": "v2: only the check stage, which writes nothing\n"})
     b = commit("b", **{"pipeline/train.py": "v2\n"})
     reverted = commit("revert b", **{"pipeline/train.py": "v1\n"})
     monkeypatch.setattr(view2, "git", git)
-    assert [view2.code_commit(c, {}) for c in (a, docs, b, reverted)] == [a[:7], a[:7], b[:7], a[:7]]
+    assert [view2.code_commit(c, {}) for c in (a, docs, validation, b, reverted)] == [a[:7], a[:7], a[:7], b[:7], a[:7]]
 
 
 def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):

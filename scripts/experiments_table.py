@@ -741,25 +741,34 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
              f"seeds recorded: A {sorted(a) or 'none'}, B {sorted(b) or 'none'}; paired: {seeds or 'none'}"]
     if not seeds:
         return lines
-    lines += ["", "| seed | commit A | commit B | " + " | ".join(f"{c} A | {c} B | B - A" for c in cols) + " |",
-              "|---" * (3 + 3 * len(cols)) + "|"]
-    both = {(s, c): (a[s][1].get(IDS[c]), b[s][1].get(IDS[c])) for s in seeds for c in cols}
+    return lines + paired_table({s: (c, {col: m.get(IDS[col]) for col in cols}) for s, (c, m) in a.items()},
+                                {s: (c, {col: m.get(IDS[col]) for col in cols}) for s, (c, m) in b.items()}, cols)
+
+
+def paired_table(a: dict, b: dict, cols: tuple[str, ...], unit: str = "seed") -> list[str]:
+    """Lines of the paired comparison of runs {key: (commit, {column: value})} keyed by seed (or View 2
+    fold): per key and column A, B and B - A, then per column the mean paired difference, its standard
+    error, t (mean / SE) and on how many keys B is higher. Keys only one side has are left out."""
+    keys = sorted(a.keys() & b.keys())
+    lines = ["", f"| {unit} | commit A | commit B | " + " | ".join(f"{c} A | {c} B | B - A" for c in cols) + " |",
+             "|---" * (3 + 3 * len(cols)) + "|"]
+    both = {(k, c): (a[k][1].get(c), b[k][1].get(c)) for k in keys for c in cols}
     both = {k: v for k, v in both.items() if None not in v}  # a metric one of the two runs lacks: no pair
-    for s in seeds:
+    for k in keys:
         cells = []
         for c in cols:
-            va, vb = both.get((s, c), (None, None))
+            va, vb = both.get((k, c), (None, None))
             cells += ["", "", ""] if va is None else [f"{va:.5f}", f"{vb:.5f}", f"{vb - va:+.5f}"]
-        lines.append(f"| {s} | {a[s][0]} | {b[s][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {k} | {a[k][0]} | {b[k][0]} | " + " | ".join(cells) + " |")
     lines.append("")
     for c in cols:
-        d = [both[s, c][1] - both[s, c][0] for s in seeds if (s, c) in both]
+        d = [both[k, c][1] - both[k, c][0] for k in keys if (k, c) in both]
         if len(d) < 2:
-            lines.append(f"{c}, B - A: {len(d)} paired seed(s), too few for a standard error")
+            lines.append(f"{c}, B - A: {len(d)} paired {unit}(s), too few for a standard error")
             continue
         mean, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
         t = f"{mean / se:+.2f}" if se > 0 else "undefined (no spread)"
-        lines.append(f"{c}, B - A over {len(d)} paired seeds: mean {mean:+.5f}, SE {se:.5f}, t {t} "
+        lines.append(f"{c}, B - A over {len(d)} paired {unit}s: mean {mean:+.5f}, SE {se:.5f}, t {t} "
                      f"({len(d) - 1} degrees of freedom); B higher on {sum(x > 0 for x in d)} of {len(d)}")
     return lines
 

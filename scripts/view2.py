@@ -2,12 +2,13 @@
 
     python scripts/view2.py run [--folds 1-10] [-S key=value ...]   # queue the missing folds, run them, report
     python scripts/view2.py report                                  # docs/VIEW2.md (and MLflow) from what finished
+    python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--b-set k=v]  # two configurations, fold by fold
 
 Fold K is `dvc exp run --queue -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
 pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
 validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` skips
 every fold that has a finished experiment with the same params and the same pipeline (dvc.yaml,
-params.yaml and the stages' pipeline/ deps unchanged since), or one queued or running, so after an interruption the
+params.yaml and the pipeline/ deps of the stages that write outputs unchanged since), or one queued or running, so after an interruption the
 same command goes on where it stopped. The experiments run
 one at a time in DVC's temporary copies on whatever `train.device: auto` finds (a CUDA GPU too).
 
@@ -371,8 +372,10 @@ def view2_md(recs: list[dict]) -> str:
         "in restricted mode), with the threshold chosen on validation carved from the training side.",
         "Summary cells are the mean ± standard error over the folds listed, as LFW results are stated;",
         "a configuration with fewer than ten folds is not yet a View 2 result. A configuration's commit is",
-        "the last one that changed the pipeline (dvc.yaml, params.yaml, the stages' pipeline/ deps) before its",
-        "folds ran: folds run at later commits with the same pipeline count as the same configuration.",
+        "the last one that changed the pipeline (dvc.yaml, params.yaml, the pipeline/ deps of the stages that",
+        "write outputs) before its folds ran: folds run at later commits with the same pipeline count as the",
+        "same configuration. Two configurations compare fold by fold (each fold's B - A, their mean, standard",
+        "error and wins) with `python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--b-set k=v]`.",
         "",
     ]
     for rec in recs:
@@ -452,6 +455,38 @@ def report(args) -> int:
     return 0
 
 
+def _sets_text(overrides: dict) -> str:
+    return " ".join(f"-S {experiments_table.override(k, v)}" for k, v in overrides.items())
+
+
+def find_record(recs: list[dict], commit: str, overrides: dict, side: str) -> dict:
+    """The docs/view2.json configuration of pipeline `commit` (a prefix) run with exactly `overrides`."""
+    def agrees(rec):
+        o = rec["overrides"]
+        return o.keys() == overrides.keys() and all(experiments_table._same_value(o[k], v) for k, v in overrides.items())
+    found = [r for r in recs if r["commit"].startswith(commit) and agrees(r)]
+    if len(found) != 1:
+        have = "; ".join(f"{r['commit']} {_sets_text(r['overrides'])}".rstrip() for r in recs
+                         if r["commit"].startswith(commit))
+        raise SystemExit(f"{side}: {'no' if not found else 'more than one'} View 2 configuration of commit {commit} with "
+                         f"overrides {_sets_text(overrides) or '(none)'} in {os.path.relpath(DATA, ROOT)}"
+                         f" (that commit has: {have or 'none'})")
+    return found[0]
+
+
+def paired(recs: list[dict], a: tuple[str, dict], b: tuple[str, dict],
+           cols: tuple[str, ...] = ("val AUC", "test acc", "test AUC")) -> list[str]:
+    """Configuration B against A fold by fold: each fold's B - A, then their mean, standard error, t and
+    wins (experiments_table.paired_table). The folds' test pairs and people are the same for both, and
+    so, where the protocol and split_seed are, the validation pairs."""
+    ra, rb = find_record(recs, *a, "A"), find_record(recs, *b, "B")
+    runs = [{int(k): (r["commit"], f["metrics"]) for k, f in r["folds"].items()} for r in (ra, rb)]
+    name = [f"{r['commit']} {_sets_text(r['overrides'])}".rstrip() for r in (ra, rb)]
+    lines = [f"A: {name[0]}; B: {name[1]}",
+             f"folds: A {sorted(runs[0])}, B {sorted(runs[1])}; paired: {sorted(runs[0].keys() & runs[1].keys()) or 'none'}"]
+    return lines + (experiments_table.paired_table(*runs, cols, unit="fold") if runs[0].keys() & runs[1].keys() else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -466,7 +501,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
     p.add_argument("--rev", default="HEAD", help="... counted back from this commit")
     p.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
+    c = sub.add_parser("paired", help="compare two configurations of docs/view2.json fold by fold")
+    c.add_argument("a", metavar="COMMIT_A", help="configuration A's pipeline commit, as docs/VIEW2.md names it")
+    c.add_argument("b", metavar="COMMIT_B", help="configuration B's pipeline commit (may be A's)")
+    c.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="an override both ran with")
+    c.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE", help="an override of A's alone")
+    c.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE", help="an override of B's alone")
     args = parser.parse_args(argv)
+    if args.command == "paired":
+        common = plain(parse_sets(args.set))
+        print("\n".join(paired(load_records(), (args.a, {**common, **plain(parse_sets(args.a_set))}),
+                                (args.b, {**common, **plain(parse_sets(args.b_set))}))))
+        return 0
     return run(args) if args.command == "run" else report(args)
 
 

@@ -332,3 +332,29 @@ def test_worker_alive_reads_the_pids_dvc_keeps(monkeypatch, tmp_path):
     assert not view2.worker_alive()
     (celery / "dvc-exp-worker-2.json").write_text(json.dumps({"pid": os.getpid(), "returncode": None}))
     assert view2.worker_alive()
+
+
+def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, capsys):
+    def rec(commit, overrides, val_aucs):
+        return {"commit": commit, "overrides": overrides, "params": {}, "summary": {},
+                "folds": {str(k): {"name": f"e{k}", "metrics": {"val AUC": v, "test acc": 0.9, "test AUC": 0.95}}
+                          for k, v in val_aucs.items()}}
+    restricted = {"pairs.mode": "restricted", "train.epochs": 60}
+    recs = [rec("aaaaaaa", {}, {1: 0.5, 2: 0.5}),
+            rec("aaaaaaa", restricted, {1: 0.90, 2: 0.92, 3: 0.95}),
+            rec("bbbbbbb", {**restricted, "train.augment.erase": 0.5}, {1: 0.91, 2: 0.94, 4: 0.99})]
+    path = tmp_path / "view2.json"
+    path.write_text(json.dumps(recs))
+    monkeypatch.setattr(view2, "DATA", path)
+    sets = ["-S", "pairs.mode=restricted", "-S", "train.epochs=60"]
+    assert view2.main(["paired", "aaa", "bbb", *sets, "--b-set", "train.augment.erase=0.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("A: aaaaaaa -S pairs.mode=restricted -S train.epochs=60; "
+                      "B: bbbbbbb -S pairs.mode=restricted -S train.epochs=60 -S train.augment.erase=0.5")
+    assert out[1] == "folds: A [1, 2, 3], B [1, 2, 4]; paired: [1, 2]"
+    assert "| 2 | aaaaaaa | bbbbbbb | 0.92000 | 0.94000 | +0.02000 |" in "\n".join(out)
+    assert ("val AUC, B - A over 2 paired folds: mean +0.01500, SE 0.00500, t +3.00 (1 degrees of freedom); "
+            "B higher on 2 of 2") in out
+    with pytest.raises(SystemExit, match=r"B: no View 2 configuration of commit bbb with overrides -S pairs.mode=restricted "
+                                         r"-S train.epochs=60 in .*that commit has: bbbbbbb -S pairs.mode=restricted"):
+        view2.main(["paired", "aaa", "bbb", *sets])

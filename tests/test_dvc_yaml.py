@@ -148,3 +148,18 @@ def test_every_stage_module_runs_as_a_script():
         tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
         guards = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
         assert guards and "sys.exit(main())" in ast.unparse(guards[-1]), f"pipeline/{name}.py has no __main__ guard"
+
+
+def test_the_committed_lock_has_the_stages_of_dvc_yaml():
+    """DVC neither reruns nor rewrites a stage when a dep or param is taken out of dvc.yaml (its status stays
+    clean), so a stale dvc.lock would go on listing it: after such an edit, `dvc commit -f` writes the lock anew."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(stages)
+    for name, stage in stages.items():
+        deps = {d["path"] for d in lock[name].get("deps", [])}
+        assert deps == set(stage.get("deps", [])), f"dvc.lock's {name}: deps {sorted(deps ^ set(stage.get('deps', [])))} differ"
+        declared = {k for k in stage.get("params", []) if isinstance(k, str)}
+        locked = set(lock[name].get("params", {}).get("params.yaml", {}))
+        if declared:  # a whole-file params dependency (check) locks every key
+            assert locked == declared, f"dvc.lock's {name}: params {sorted(locked ^ declared)} differ"

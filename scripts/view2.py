@@ -7,8 +7,8 @@
 Fold K is `dvc exp run --queue -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
 pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
 validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` skips
-every fold that has a finished experiment with the same params and the same pipeline (dvc.yaml,
-params.yaml and the pipeline/ deps of the stages that write outputs unchanged since), or one queued or running, so after an interruption the
+every fold that has a finished experiment with the same params and the same pipeline (params.yaml's
+values, dvc.yaml's stages that write outputs and their pipeline/ deps unchanged since), or one queued or running, so after an interruption the
 same command goes on where it stopped. The experiments run
 one at a time in DVC's temporary copies on whatever `train.device: auto` finds (a CUDA GPU too).
 
@@ -99,28 +99,46 @@ def _metrics(data: dict) -> dict:
     return {col: _metrics_file(data, f).get(k) for col, (f, k) in METRICS.items()}
 
 
+def _writes(stage: dict) -> bool:
+    return bool(stage.get("outs") or stage.get("metrics") or stage.get("plots"))
+
+
 def pipeline_files(rev: str) -> list[str]:
     """What can change a fold's outputs at `rev`: dvc.yaml, params.yaml and every pipeline/ file that
     dvc.yaml lists as a dependency of a stage with outputs (record keeping, which no stage lists, is left
     out, and so is what only the `check` stage, which writes nothing, depends on)."""
     stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
-    writers = [s for s in stages.values() if s.get("outs") or s.get("metrics") or s.get("plots")]
-    deps = {d for s in writers for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
+    deps = {d for s in stages.values() if _writes(s) for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
     return ["dvc.yaml", "params.yaml", *sorted(deps)]
 
 
+def pipeline_state(rev: str, paths: list[str]) -> tuple:
+    """`rev`'s pipeline as compared: the code files byte for byte (their git blobs); params.yaml's values
+    and dvc.yaml's stages that write outputs as parsed YAML, so that a comment or layout edit of either
+    changes no configuration."""
+    code = git("ls-tree", "-r", rev, "--", *[p for p in paths if p not in ("dvc.yaml", "params.yaml")])
+    stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
+    return code, {n: s for n, s in stages.items() if _writes(s)}, yaml.safe_load(git("show", f"{rev}:params.yaml"))
+
+
 def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-process cache
-    """The oldest commit up to `rev` whose pipeline (pipeline_files) is `rev`'s byte for byte: folds run at
-    any commit with the same pipeline are one configuration, so neither a commit of docs or record keeping
-    nor a change later reverted restarts View 2."""
+    """The oldest commit up to `rev` whose pipeline (pipeline_files, as pipeline_state compares them) is
+    `rev`'s: folds run at any commit with the same pipeline are one configuration, so neither a commit of
+    docs, comments or record keeping nor a change later reverted restarts View 2."""
     if rev not in _memo:
         try:
             paths = pipeline_files(rev)
-            want = git("ls-tree", "-r", rev, "--", *paths)
+            want = pipeline_state(rev, paths)
             touched = git("log", "--format=%H", rev, "--", *paths).split()  # newest first
-            same_tree = [c for c in touched if git("ls-tree", "-r", c, "--", *paths) == want]
-            _memo[rev] = (same_tree[-1] if same_tree else rev)[:7]
-        except (subprocess.CalledProcessError, KeyError, TypeError):
+            same = []
+            for c in touched:
+                try:
+                    if pipeline_state(c, paths) == want:
+                        same.append(c)
+                except (subprocess.CalledProcessError, KeyError, TypeError, yaml.YAMLError):
+                    continue  # a commit without a readable dvc.yaml or params.yaml: another pipeline
+            _memo[rev] = (same[-1] if same else rev)[:7]
+        except (subprocess.CalledProcessError, KeyError, TypeError, yaml.YAMLError):
             _memo[rev] = rev[:7]
     return _memo[rev]
 
@@ -372,9 +390,9 @@ def view2_md(recs: list[dict]) -> str:
         "in restricted mode), with the threshold chosen on validation carved from the training side.",
         "Summary cells are the mean ± standard error over the folds listed, as LFW results are stated;",
         "a configuration with fewer than ten folds is not yet a View 2 result. A configuration's commit is",
-        "the last one that changed the pipeline (dvc.yaml, params.yaml, the pipeline/ deps of the stages that",
-        "write outputs) before its folds ran: folds run at later commits with the same pipeline count as the",
-        "same configuration. Two configurations compare fold by fold (each fold's B - A, their mean, standard",
+        "the last one that changed the pipeline (params.yaml's values, dvc.yaml's stages that write outputs",
+        "and their pipeline/ deps) before its folds ran: folds run at later commits with the same pipeline",
+        "count as the same configuration. Two configurations compare fold by fold (each fold's B - A, their mean, standard",
         "error and wins) with `python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--b-set k=v]`.",
         "",
     ]

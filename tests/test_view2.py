@@ -175,10 +175,14 @@ def test_a_pipeline_is_named_by_its_oldest_commit_with_the_same_files(tmp_path, 
                        "pipeline/params.py": "v1\n"})
     docs = commit("docs", **{"README.md": "x\n", "pipeline/tracking.py": "record keeping\n"})
     validation = commit("validation", **{"pipeline/params.py": "v2: only the check stage, which writes nothing\n"})
+    comments = commit("comments", **{"params.yaml": "lr: 1  # a comment changes no run\n",
+                                     "dvc.yaml": "# the stages\n" + dvc_yaml.replace("python -m pipeline.check", "python -m pipeline.check -v")})
     b = commit("b", **{"pipeline/train.py": "v2\n"})
     reverted = commit("revert b", **{"pipeline/train.py": "v1\n"})
+    value = commit("value", **{"params.yaml": "lr: 2\n"})
     monkeypatch.setattr(view2, "git", git)
-    assert [view2.code_commit(c, {}) for c in (a, docs, validation, b, reverted)] == [a[:7], a[:7], a[:7], b[:7], a[:7]]
+    assert [view2.code_commit(c, {}) for c in (a, docs, validation, comments, b, reverted, value)] == \
+        [a[:7], a[:7], a[:7], a[:7], b[:7], a[:7], value[:7]]
 
 
 def test_report_is_the_mean_and_standard_error_over_the_folds(monkeypatch):

@@ -2,7 +2,7 @@
 
     python scripts/view2.py run [--folds 1-10] [-S key=value ...]   # queue the missing folds, run them, report
     python scripts/view2.py report                                  # docs/VIEW2.md (and MLflow) from what finished
-    python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--b-set k=v]  # two configurations, fold by fold
+    python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--a-set k=v] [--b-set k=v]  # two configurations, fold by fold
 
 Fold K is `dvc exp run --queue -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
 pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
@@ -84,12 +84,12 @@ def parse_folds(text: str) -> list[int]:
     return sorted(folds)
 
 
-def parse_sets(sets: list[str]) -> dict:
+def parse_sets(sets: list[str], option: str = "-S") -> dict:
     """-S key=value pairs as {key: value} (experiments_table.parse_sets), the fold keys refused."""
-    out = experiments_table.parse_sets(sets)
+    out = experiments_table.parse_sets(sets, option)
     fold_keys = sorted(out.keys() & set(FOLD_KEYS))
     if fold_keys:
-        raise SystemExit(f"-S {fold_keys[0]}: set by this script, one fold per experiment")
+        raise SystemExit(f"{option} {fold_keys[0]}: set by this script, one fold per experiment")
     return out
 
 
@@ -135,10 +135,10 @@ def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-proces
                 try:
                     if pipeline_state(c, paths) == want:
                         same.append(c)
-                except (subprocess.CalledProcessError, KeyError, TypeError, yaml.YAMLError):
+                except (subprocess.CalledProcessError, KeyError, TypeError, AttributeError, yaml.YAMLError):
                     continue  # a commit without a readable dvc.yaml or params.yaml: another pipeline
             _memo[rev] = (same[-1] if same else rev)[:7]
-        except (subprocess.CalledProcessError, KeyError, TypeError, yaml.YAMLError):
+        except (subprocess.CalledProcessError, KeyError, TypeError, AttributeError, yaml.YAMLError):
             _memo[rev] = rev[:7]
     return _memo[rev]
 
@@ -392,8 +392,9 @@ def view2_md(recs: list[dict]) -> str:
         "a configuration with fewer than ten folds is not yet a View 2 result. A configuration's commit is",
         "the last one that changed the pipeline (params.yaml's values, dvc.yaml's stages that write outputs",
         "and their pipeline/ deps) before its folds ran: folds run at later commits with the same pipeline",
-        "count as the same configuration. Two configurations compare fold by fold (each fold's B - A, their mean, standard",
-        "error and wins) with `python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--b-set k=v]`.",
+        "count as the same configuration. Two configurations compare fold by fold (each fold's B - A, their",
+        "mean, standard error and wins): `python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v]",
+        "[--a-set k=v] [--b-set k=v]`, -S for what both ran with.",
         "",
     ]
     for rec in recs:
@@ -482,10 +483,12 @@ def find_record(recs: list[dict], commit: str, overrides: dict, side: str) -> di
     def agrees(rec):
         o = rec["overrides"]
         return o.keys() == overrides.keys() and all(experiments_table._same_value(o[k], v) for k, v in overrides.items())
-    found = [r for r in recs if r["commit"].startswith(commit) and agrees(r)]
+    def named(rec):  # a short or a full hash
+        return rec["commit"].startswith(commit) or commit.startswith(rec["commit"])
+    found = [r for r in recs if named(r) and agrees(r)]
     if len(found) != 1:
         have = "; ".join(f"{r['commit']} {_sets_text(r['overrides'])}".rstrip() for r in recs
-                         if r["commit"].startswith(commit))
+                         if named(r))
         raise SystemExit(f"{side}: {'no' if not found else 'more than one'} View 2 configuration of commit {commit} with "
                          f"overrides {_sets_text(overrides) or '(none)'} in {os.path.relpath(DATA, ROOT)}"
                          f" (that commit has: {have or 'none'})")
@@ -528,8 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "paired":
         common = plain(parse_sets(args.set))
-        print("\n".join(paired(load_records(), (args.a, {**common, **plain(parse_sets(args.a_set))}),
-                                (args.b, {**common, **plain(parse_sets(args.b_set))}))))
+        print("\n".join(paired(load_records(), (args.a, {**common, **plain(parse_sets(args.a_set, "--a-set"))}),
+                                (args.b, {**common, **plain(parse_sets(args.b_set, "--b-set"))}))))
         return 0
     return run(args) if args.command == "run" else report(args)
 

@@ -4,8 +4,8 @@ Stages (one module each, run by dvc.yaml) import only libraries, never another s
 deps are its module and every output-affecting library it imports, followed transitively; the
 record-keeping modules (MLflow runs, the registry, logging and errors) are left out, and are not
 followed: they cannot change an output (tests/test_stages.py shows they write none). So is the
-validation of params.yaml (pipeline/params.py): it hands a stage the file's values as written or refuses
-the file, so only the `check` stage, which writes nothing, depends on it.
+validation of params.yaml (pipeline/params.py): it hands a stage the file's values as DVC reads them
+(numbers as numbers) or refuses the file, so only the `check` stage, which writes nothing, depends on it.
 """
 import ast
 from pathlib import Path
@@ -80,8 +80,9 @@ def test_stage_deps_are_exactly_the_code_that_can_change_its_outputs():
 
 def test_params_hands_stages_the_values_as_written():
     """Why no stage but `check` lists pipeline/params.py: every key is required (no default a stage could
-    read in place of params.yaml's) and every value comes back as written, so the values a stage sees are
-    the ones DVC tracks in its params."""
+    read in place of params.yaml's) and every value comes back as DVC reads it (a number written as a string
+    by `dvc exp run -S`, such as '1e-06', as that number: tests/test_params.py), so the values a stage sees
+    are the ones DVC tracks in its params."""
     import dataclasses
     import typing
 
@@ -108,6 +109,28 @@ def test_params_hands_stages_the_values_as_written():
     assert all(type(read[k]) is type(v) or isinstance(v, int) and isinstance(read[k], float) for k, v in written.items())
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert [n for n, s in stages.items() if "pipeline/params.py" in s.get("deps", [])] == ["check"]
+
+
+def test_params_computes_nothing_a_stage_could_read():
+    """What keeps the test above true: pipeline modules take from params.py only the loader, flatten, the
+    error and the section dataclasses, and those have no method but `check` (validation): no derived value
+    (an effective learning rate, say) can reach a stage without being a dependency."""
+    import dataclasses
+    import inspect
+
+    from pipeline import params
+    allowed = {"load_params", "flatten", "ParamsError"} | {
+        n for n, c in vars(params).items() if inspect.isclass(c) and dataclasses.is_dataclass(c)}
+    for module in (ROOT / "pipeline").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "pipeline.params":
+                assert {a.name for a in node.names} <= allowed, f"{module.name} imports {sorted({a.name for a in node.names} - allowed)}"
+            if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+                assert "params" not in {a.name for a in node.names}, f"{module.name} imports the module params whole"
+    for name in allowed - {"load_params", "flatten", "ParamsError"}:
+        own = {k for k, v in vars(getattr(params, name)).items()
+               if (inspect.isfunction(v) or isinstance(v, property)) and not k.startswith("__")}  # not dataclass-made
+        assert own <= {"check"}, f"params.{name} defines {sorted(own - {'check'})}"
 
 
 def test_the_check_stage_depends_on_every_param_and_nothing_depends_on_it():
@@ -161,5 +184,5 @@ def test_the_committed_lock_has_the_stages_of_dvc_yaml():
         assert deps == set(stage.get("deps", [])), f"dvc.lock's {name}: deps {sorted(deps ^ set(stage.get('deps', [])))} differ"
         declared = {k for k in stage.get("params", []) if isinstance(k, str)}
         locked = set(lock[name].get("params", {}).get("params.yaml", {}))
-        if declared:  # a whole-file params dependency (check) locks every key
+        if not any(isinstance(k, dict) for k in stage.get("params", [])):  # a whole-file one (check) locks every key
             assert locked == declared, f"dvc.lock's {name}: params {sorted(locked ^ declared)} differ"

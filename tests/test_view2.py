@@ -362,3 +362,8 @@ def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit, match=r"B: no View 2 configuration of commit bbb with overrides -S pairs.mode=restricted "
                                          r"-S train.epochs=60 in .*that commit has: bbbbbbb -S pairs.mode=restricted"):
         view2.main(["paired", "aaa", "bbb", *sets])
+    assert view2.main(["paired", "aaaaaaa" + "0" * 33, "aaa", *sets[:2], "--a-set", "train.epochs=60.0",
+                       "--b-set", "train.epochs=60"]) == 0  # a full hash; 60.0 and 60 the same value
+    assert capsys.readouterr().out.splitlines()[1] == "folds: A [1, 2, 3], B [1, 2, 3]; paired: [1, 2, 3]"
+    with pytest.raises(SystemExit, match="--b-set 'erase': expected key=value"):
+        view2.main(["paired", "aaa", "bbb", "--b-set", "erase"])

@@ -741,8 +741,9 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
              f"seeds recorded: A {sorted(a) or 'none'}, B {sorted(b) or 'none'}; paired: {seeds or 'none'}"]
     if not seeds:
         return lines
-    return lines + paired_table({s: (c, {col: m.get(IDS[col]) for col in cols}) for s, (c, m) in a.items()},
-                                {s: (c, {col: m.get(IDS[col]) for col in cols}) for s, (c, m) in b.items()}, cols)
+    def by_column(runs):
+        return {s: (c, {col: m.get(IDS[col]) for col in cols}) for s, (c, m) in runs.items()}
+    return lines + paired_table(by_column(a), by_column(b), cols)
 
 
 def paired_table(a: dict, b: dict, cols: tuple[str, ...], unit: str = "seed") -> list[str]:

@@ -99,16 +99,17 @@ def _metrics(data: dict) -> dict:
     return {col: _metrics_file(data, f).get(k) for col, (f, k) in METRICS.items()}
 
 
-def _writes(stage: dict) -> bool:
-    return bool(stage.get("outs") or stage.get("metrics") or stage.get("plots"))
+def _writer_stages(rev: str) -> dict:
+    """dvc.yaml's stages at `rev` that write outputs (all but `check`), parsed."""
+    stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
+    return {n: s for n, s in stages.items() if s.get("outs") or s.get("metrics") or s.get("plots")}
 
 
 def pipeline_files(rev: str) -> list[str]:
     """What can change a fold's outputs at `rev`: dvc.yaml, params.yaml and every pipeline/ file that
     dvc.yaml lists as a dependency of a stage with outputs (record keeping, which no stage lists, is left
     out, and so is what only the `check` stage, which writes nothing, depends on)."""
-    stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
-    deps = {d for s in stages.values() if _writes(s) for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
+    deps = {d for s in _writer_stages(rev).values() for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
     return ["dvc.yaml", "params.yaml", *sorted(deps)]
 
 
@@ -117,8 +118,7 @@ def pipeline_state(rev: str, paths: list[str]) -> tuple:
     and dvc.yaml's stages that write outputs as parsed YAML, so that a comment or layout edit of either
     changes no configuration."""
     code = git("ls-tree", "-r", rev, "--", *[p for p in paths if p not in ("dvc.yaml", "params.yaml")])
-    stages = yaml.safe_load(git("show", f"{rev}:dvc.yaml"))["stages"]
-    return code, {n: s for n, s in stages.items() if _writes(s)}, yaml.safe_load(git("show", f"{rev}:params.yaml"))
+    return code, _writer_stages(rev), yaml.safe_load(git("show", f"{rev}:params.yaml"))
 
 
 def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-process cache

@@ -33,10 +33,24 @@ def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: flo
     informative ones), so easy negatives do not dilute the gradient.
     """
     d = euclidean_matrix(emb)  # (B, B)
-    same = ids[:, None] == ids[None, :]
-    upper = torch.triu(torch.ones_like(same), diagonal=1)
-    pos = F.relu(d[same & upper] - pos_margin)
-    hinge = F.relu(margin - d[~same & upper])
+    upper = torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)
+    return _pair_terms(d[upper], (ids[:, None] == ids[None, :])[upper], margin, pos_margin)
+
+
+def cross_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor,
+                           margin: float, pos_margin: float = 0.0) -> torch.Tensor:
+    """`batch_all_contrastive_loss` over every pair of one of a batch's embeddings (B, D) and one of
+    `memory`'s (M, D), earlier batches' embeddings held fixed (no gradient flows into them), with their
+    identity labels (B,) and (M,)."""
+    sq = emb.pow(2).sum(1)
+    d = (sq[:, None] + memory.pow(2).sum(1)[None, :] - 2 * emb @ memory.T).clamp_min(1e-12).sqrt()  # (B, M)
+    return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin)
+
+
+def _pair_terms(d: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float) -> torch.Tensor:
+    """(mean positive term + mean active negative term) / 2 of distances d (N,) with same-identity flags (N,)."""
+    pos = F.relu(d[same] - pos_margin)
+    hinge = F.relu(margin - d[~same])
     active = hinge > 0
     pos_term = pos.pow(2).mean() if pos.numel() else d.new_zeros(())
     neg_term = hinge[active].pow(2).mean() if active.any() else d.new_zeros(())

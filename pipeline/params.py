@@ -128,6 +128,7 @@ class TrainParams:
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
     identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
+    memory: int  # batch-all mining: earlier training images whose embeddings each batch also meets after the warm-up (0: none)
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
@@ -142,7 +143,7 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift"):
+        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:

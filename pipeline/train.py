@@ -32,7 +32,7 @@ from tqdm import tqdm
 from pipeline import distributed, files, runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
-from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean
+from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean
 from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
@@ -95,11 +95,42 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
             yield x, ids, train.label[b][mine]
 
 
+class CrossBatchMemory:
+    """The embeddings and identities of the last `size` training images, the newest replacing the oldest
+    (Wang et al. 2020, cross-batch memory): each batch is also scored against them with the contrastive
+    loss, so its images meet many more other people than one batch holds, for a (B, size) distance matrix
+    a step. The stored embeddings are detached: no gradient flows into earlier batches."""
+
+    def __init__(self, size: int, dim: int, device):
+        self.emb = torch.zeros(size, dim, device=device)
+        self.ids = torch.full((size,), -1, dtype=torch.long, device=device)  # -1: empty
+        self.next = 0
+
+    def loss(self, emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float) -> torch.Tensor | None:
+        filled = self.ids >= 0
+        if not filled.any():
+            return None
+        return cross_contrastive_loss(emb, ids, self.emb[filled], self.ids[filled], margin, pos_margin)
+
+    def push(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
+        rows = (self.next + torch.arange(len(ids), device=self.ids.device)) % len(self.ids)
+        self.emb[rows] = emb.detach().float()
+        self.ids[rows] = ids
+        self.next = int(rows[-1] + 1) % len(self.ids)
+
+    def state_dict(self) -> dict:
+        return {"emb": self.emb, "ids": self.ids, "next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.emb, self.ids, self.next = state["emb"], state["ids"], state["next"]
+
+
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype, embed=None) -> float:
+                device, dtype, embed=None, memory: CrossBatchMemory | None = None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
-    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun."""
+    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. With `memory` (batch-all
+    mining after the warm-up) each batch's loss adds its cross-batch term, and the batch then joins it."""
     model.train()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -115,7 +146,13 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
         if mining == "batch_all":
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
-            loss = batch_all_contrastive_loss(emb, torch.from_numpy(ids).to(device), p.margin, p.pos_margin)
+            ids_dev = torch.from_numpy(ids).to(device)
+            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin)
+            if memory is not None:
+                cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin)
+                if cross is not None:
+                    loss = loss + cross
+                memory.push(emb, ids_dev)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
             loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(labels).to(device), p.margin, p.pos_margin)
@@ -160,11 +197,14 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
     state = {"epoch": 0, "history": [], "best": None, "best_auc": -1.0, "bad_epochs": 0}
+    memory = CrossBatchMemory(p.memory, p.embedding_dim, device) if p.memory and mining == "batch_all" else None
     if resume_path is not None and resume_path.exists():
         saved = torch.load(resume_path, map_location=device, weights_only=True)
         if saved.get("key") == key:
             model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"]); sched.load_state_dict(saved["sched"])
             state = saved["state"]
+            if memory is not None:
+                memory.load_state_dict(saved["memory"])
             log.info("resuming after epoch %d from %s", state["epoch"], resume_path)
         else:
             log.info("ignoring %s: it belongs to other inputs or params", resume_path)
@@ -175,7 +215,8 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     while state["epoch"] < p.epochs and state["bad_epochs"] < p.patience:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed)
+        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed,
+                                 memory if epoch > p.warmup_epochs else None)
         seconds = time.perf_counter() - t0
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
         row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),
@@ -194,7 +235,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
             on_epoch(row, seconds)
         if resume_path is not None and rank == 0:
             save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                  "state": state}, resume_path)
+                  "state": state, **({"memory": memory.state_dict()} if memory is not None else {})}, resume_path)
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,

@@ -6,7 +6,8 @@ import torch
 import yaml
 
 from conftest import small_params
-from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean, load_checkpoint
+from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean,
+                            load_checkpoint)
 from pipeline.params import load_params
 
 
@@ -43,6 +44,19 @@ def test_batch_all_loss_hand_computed():
     # positives: (0,1) d=0.6. negatives inside margin 1: (0,2) d=0.8, (1,2) d=1.0 -> not inside; others far
     expected = (0.6 ** 2 + (1 - 0.8) ** 2) / 2
     assert batch_all_contrastive_loss(e, ids, margin=1.0).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_cross_batch_loss_hand_computed_and_no_gradient_into_the_memory():
+    e = torch.tensor([[0.0, 0.0], [0.0, 0.8]], requires_grad=True)
+    ids = torch.tensor([0, 1])
+    mem = torch.tensor([[0.6, 0.0], [0.0, 0.3], [3.0, 0.0]], requires_grad=True)
+    mem_ids = torch.tensor([0, 2, 3])
+    # positive: e0-m0 d=0.6 (0.2 past pos_margin 0.4); negatives inside margin 1: e0-m1 d=0.3, e1-m1 d=0.5, e1-m0 d=1.0 -> not
+    expected = (0.2 ** 2 + ((1 - 0.3) ** 2 + (1 - 0.5) ** 2) / 2) / 2
+    loss = cross_contrastive_loss(e, ids, mem.detach(), mem_ids, margin=1.0, pos_margin=0.4)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    loss.backward()
+    assert e.grad.abs().sum() > 0 and mem.grad is None
 
 
 def model(**kw):

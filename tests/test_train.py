@@ -218,6 +218,40 @@ def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, 
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_cross_batch_memory_keeps_the_newest_images_without_their_gradient():
+    mem = train.CrossBatchMemory(5, 2, torch.device("cpu"))
+    assert mem.loss(torch.zeros(1, 2), torch.tensor([0]), 1.0, 0.0) is None  # empty: no term yet
+    for k in range(3):  # 3 batches of 2 images into 5 rows: the first image is overwritten
+        emb = torch.full((2, 2), float(k), requires_grad=True)
+        mem.push(emb, torch.tensor([2 * k, 2 * k + 1]))
+    assert sorted(mem.ids.tolist()) == [1, 2, 3, 4, 5] and mem.next == 1
+    assert not mem.emb.requires_grad and mem.emb[0].tolist() == [2.0, 2.0]
+
+
+def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prepared, tables):
+    params = load(tmp_path, **{"train.epochs": 3, "train.patience": 3, "train.warmup_epochs": 1, "train.memory": 48})
+    (tmp_path / "plain").mkdir()
+    plain = load(tmp_path / "plain", **{"train.epochs": 3, "train.patience": 3, "train.warmup_epochs": 1})
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    ref, ref_history, _ = train.fit(images, tr, val, params)
+    _, plain_history, _ = train.fit(images, tr, val, plain)
+    assert plain_history[0] == ref_history[0]  # the warm-up epoch runs without the memory
+    assert plain_history[1]["train_loss"] != ref_history[1]["train_loss"]
+
+    def stop_in_epoch_3(row, seconds):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(images, tr, val, params, resume, key="k", on_epoch=stop_in_epoch_3)
+    assert (torch.load(resume, weights_only=True)["memory"]["ids"] >= 0).all()  # filled in epoch 2, kept
+    resumed, history, _ = train.fit(images, tr, val, params, resume, key="k")
+    assert history == ref_history
+    a, b = ref.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_state_of_other_params_is_ignored(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.epochs": 1})
     images, rows = load_images(prepared)

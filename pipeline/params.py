@@ -164,6 +164,8 @@ class TrainParams:
             errors["stage_convs"] = "must be three numbers >= 1 (the stages after the first)"
         elif self.stage_convs != [2, 2, 2] and self.arch != "compact":
             errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
+        if self.memory and self.mining == "pairs":
+            errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors

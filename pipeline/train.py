@@ -103,26 +103,30 @@ class CrossBatchMemory:
 
     def __init__(self, size: int, dim: int, device):
         self.emb = torch.zeros(size, dim, device=device)
-        self.ids = torch.full((size,), -1, dtype=torch.long, device=device)  # -1: empty
-        self.next = 0
+        self.ids = torch.zeros(size, dtype=torch.long, device=device)
+        self.next = 0  # the row the next image replaces
+        self.count = 0  # rows filled: they fill from row 0, so always the first `count`
 
     def loss(self, emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float) -> torch.Tensor | None:
-        filled = self.ids >= 0
-        if not filled.any():
+        if not self.count:
             return None
-        return cross_contrastive_loss(emb, ids, self.emb[filled], self.ids[filled], margin, pos_margin)
+        # a copy: the push that follows overwrites rows the backward pass still needs
+        return cross_contrastive_loss(emb, ids, self.emb[:self.count].clone(), self.ids[:self.count], margin, pos_margin)
 
     def push(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
-        rows = (self.next + torch.arange(len(ids), device=self.ids.device)) % len(self.ids)
+        size, n = len(self.ids), len(ids)
+        emb, ids = emb[-size:], ids[-size:]  # a batch larger than the memory: only its newest images stay
+        rows = (self.next + n - len(ids) + torch.arange(len(ids), device=self.ids.device)) % size
         self.emb[rows] = emb.detach().float()
         self.ids[rows] = ids
-        self.next = int(rows[-1] + 1) % len(self.ids)
+        self.next = (self.next + n) % size
+        self.count = min(size, self.count + n)
 
     def state_dict(self) -> dict:
-        return {"emb": self.emb, "ids": self.ids, "next": self.next}
+        return {"emb": self.emb, "ids": self.ids, "next": self.next, "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
-        self.emb, self.ids, self.next = state["emb"], state["ids"], state["next"]
+        self.emb, self.ids, self.next, self.count = state["emb"], state["ids"], state["next"], state["count"]
 
 
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
@@ -130,7 +134,8 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
     `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. With `memory` (batch-all
-    mining after the warm-up) each batch's loss adds its cross-batch term, and the batch then joins it."""
+    mining after the warm-up) each batch's loss, and so the mean returned, adds its cross-batch term, and
+    the batch then joins it."""
     model.train()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)

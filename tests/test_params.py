@@ -130,6 +130,12 @@ def test_identity_sampler_needs_batch_all_mining(tmp_path):
         load_params(write(tmp_path, p))
 
 
+def test_cross_batch_memory_needs_batch_all_mining(tmp_path):
+    p = small_params(**{"train.sampler": "pairs", "train.mining": "pairs", "train.memory": 512})
+    with pytest.raises(ParamsError, match=r"'train.memory' needs train.mining 'auto' or 'batch_all'.*got 512"):
+        load_params(write(tmp_path, p))
+
+
 def test_tta_shift_is_a_count_of_pixels(tmp_path):
     assert load_params(write(tmp_path, small_params(**{"train.tta_shift": 2}))).train.tta_shift == 2
     with pytest.raises(ParamsError, match=r"'train.tta_shift' must be >= 0"):

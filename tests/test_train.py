@@ -221,11 +221,16 @@ def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, 
 def test_cross_batch_memory_keeps_the_newest_images_without_their_gradient():
     mem = train.CrossBatchMemory(5, 2, torch.device("cpu"))
     assert mem.loss(torch.zeros(1, 2), torch.tensor([0]), 1.0, 0.0) is None  # empty: no term yet
+    pushed = []
     for k in range(3):  # 3 batches of 2 images into 5 rows: the first image is overwritten
-        emb = torch.full((2, 2), float(k), requires_grad=True)
-        mem.push(emb, torch.tensor([2 * k, 2 * k + 1]))
-    assert sorted(mem.ids.tolist()) == [1, 2, 3, 4, 5] and mem.next == 1
-    assert not mem.emb.requires_grad and mem.emb[0].tolist() == [2.0, 2.0]
+        pushed.append(torch.full((2, 2), float(k), requires_grad=True))
+        mem.push(pushed[-1], torch.tensor([2 * k, 2 * k + 1]))
+    assert sorted(mem.ids.tolist()) == [1, 2, 3, 4, 5] and mem.next == 1 and mem.count == 5
+    assert mem.emb[0].tolist() == [2.0, 2.0]
+    mem.loss(torch.ones(1, 2, requires_grad=True), torch.tensor([9]), 1.0, 0.0).backward()
+    assert all(p.grad is None for p in pushed)  # nothing flows back into earlier batches
+    mem.push(torch.arange(14.0).reshape(7, 2), torch.arange(10, 17))  # larger than the memory: its newest 5
+    assert mem.ids.tolist() == [14, 15, 16, 12, 13] and mem.next == 3
 
 
 def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prepared, tables):
@@ -237,7 +242,7 @@ def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prep
     ref, ref_history, _ = train.fit(images, tr, val, params)
     _, plain_history, _ = train.fit(images, tr, val, plain)
     assert plain_history[0] == ref_history[0]  # the warm-up epoch runs without the memory
-    assert plain_history[1]["train_loss"] != ref_history[1]["train_loss"]
+    assert plain_history[1]["val_auc"] != ref_history[1]["val_auc"]  # the cross-batch term changed the weights
 
     def stop_in_epoch_3(row, seconds):
         if row["epoch"] == 3:

@@ -196,21 +196,26 @@ def test_bit_for_bit_reproducible_and_resumes_after_sigkill(tmp_path, prepared, 
         assert (other / "train.csv").read_text() == (ref / "train.csv").read_text()
 
 
+def stop_in_epoch_3_and_resume(images, tr, val, params, resume):
+    """(the resume checkpoint written when training stops in epoch 3, the model and history of resuming from it)."""
+    def stop_in_epoch_3(row, seconds):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(images, tr, val, params, resume, key="k", on_epoch=stop_in_epoch_3)
+    saved = torch.load(resume, weights_only=True)
+    resumed, history, _ = train.fit(images, tr, val, params, resume, key="k")
+    return saved, resumed, history
+
+
 def test_fit_is_bit_for_bit_reproducible_and_resumes_where_it_stopped(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.epochs": 4, "train.patience": 4})
     images, rows = load_images(prepared)
     tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
     ref, ref_history, _ = train.fit(images, tr, val, params)
     twin, _, _ = train.fit(images, tr, val, params)
-
-    def stop_in_epoch_3(row, seconds):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt
-    resume = tmp_path / "resume.pt"
-    with pytest.raises(KeyboardInterrupt):
-        train.fit(images, tr, val, params, resume, key="k", on_epoch=stop_in_epoch_3)
-    assert torch.load(resume, weights_only=True)["state"]["epoch"] == 2
-    resumed, history, _ = train.fit(images, tr, val, params, resume, key="k")
+    saved, resumed, history = stop_in_epoch_3_and_resume(images, tr, val, params, tmp_path / "resume.pt")
+    assert saved["state"]["epoch"] == 2
     assert history == ref_history
     a = ref.state_dict()
     for other in (twin, resumed):
@@ -243,15 +248,8 @@ def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prep
     _, plain_history, _ = train.fit(images, tr, val, plain)
     assert plain_history[0] == ref_history[0]  # the warm-up epoch runs without the memory
     assert plain_history[1]["val_auc"] != ref_history[1]["val_auc"]  # the cross-batch term changed the weights
-
-    def stop_in_epoch_3(row, seconds):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt
-    resume = tmp_path / "resume.pt"
-    with pytest.raises(KeyboardInterrupt):
-        train.fit(images, tr, val, params, resume, key="k", on_epoch=stop_in_epoch_3)
-    assert (torch.load(resume, weights_only=True)["memory"]["ids"] >= 0).all()  # filled in epoch 2, kept
-    resumed, history, _ = train.fit(images, tr, val, params, resume, key="k")
+    saved, resumed, history = stop_in_epoch_3_and_resume(images, tr, val, params, tmp_path / "resume.pt")
+    assert saved["memory"]["count"] == 48  # filled in epoch 2, kept for epoch 3
     assert history == ref_history
     a, b = ref.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -12,49 +12,56 @@ from torch import nn
 from pipeline.tta import TTA
 
 
-def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float = 0.0) -> torch.Tensor:
+def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float = 0.0,
+                     neg_weight: float = 1.0) -> torch.Tensor:
     """Contrastive loss of Hadsell, Chopra & LeCun (2006), averaged over pairs.
 
-    L = y * max(0, d - pos_margin)^2 / 2 + (1 - y) * max(0, margin - d)^2 / 2
+    L = y * max(0, d - pos_margin)^2 / 2 + w * (1 - y) * max(0, margin - d)^2 / 2
 
     with d the Euclidean distance between the two embeddings and y = 1 for a same-person pair,
     y = 0 for a different-person pair: same pairs are pulled together (to within `pos_margin`;
-    0 is the original loss), different pairs pushed apart until they are `margin` away.
+    0 is the original loss), different pairs pushed apart until they are `margin` away, their
+    term weighted by w = `neg_weight` (1: the original loss).
     """
     y = same.to(distance.dtype)
-    return (y * F.relu(distance - pos_margin).pow(2) + (1 - y) * F.relu(margin - distance).pow(2)).mean() / 2
+    return (y * F.relu(distance - pos_margin).pow(2)
+            + neg_weight * (1 - y) * F.relu(margin - distance).pow(2)).mean() / 2
 
 
-def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float = 0.0) -> torch.Tensor:
+def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float = 0.0,
+                               neg_weight: float = 1.0) -> torch.Tensor:
     """Contrastive loss over every pair of a batch's embeddings (B, D) with identity labels (B,).
 
     The same formula as `contrastive_loss`, with the positive term averaged over all same-identity
     pairs and the negative term over the different-identity pairs still inside the margin (the
-    informative ones), so easy negatives do not dilute the gradient.
+    informative ones), so easy negatives do not dilute the gradient; `neg_weight` weights the
+    negative term against the positive one.
     """
     d = euclidean_matrix(emb)  # (B, B)
     upper = torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)
-    return _pair_terms(d[upper], (ids[:, None] == ids[None, :])[upper], margin, pos_margin)
+    return _pair_terms(d[upper], (ids[:, None] == ids[None, :])[upper], margin, pos_margin, neg_weight)
 
 
 def cross_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor,
-                           margin: float, pos_margin: float = 0.0) -> torch.Tensor:
+                           margin: float, pos_margin: float = 0.0, neg_weight: float = 1.0) -> torch.Tensor:
     """`batch_all_contrastive_loss` over every pair of one of a batch's embeddings (B, D) and one of
     `memory`'s (M, D), earlier batches' embeddings held fixed (no gradient flows into them), with their
     identity labels (B,) and (M,)."""
     sq = emb.pow(2).sum(1)
     d = (sq[:, None] + memory.pow(2).sum(1)[None, :] - 2 * emb @ memory.T).clamp_min(1e-12).sqrt()  # (B, M)
-    return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin)
+    return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin, neg_weight)
 
 
-def _pair_terms(d: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float) -> torch.Tensor:
-    """(mean positive term + mean active negative term) / 2 of distances d (N,) with same-identity flags (N,)."""
+def _pair_terms(d: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float,
+                neg_weight: float = 1.0) -> torch.Tensor:
+    """(mean positive term + neg_weight * mean active negative term) / 2 of distances d (N,) with
+    same-identity flags (N,)."""
     pos = F.relu(d[same] - pos_margin)
     hinge = F.relu(margin - d[~same])
     active = hinge > 0
     pos_term = pos.pow(2).mean() if pos.numel() else d.new_zeros(())
     neg_term = hinge[active].pow(2).mean() if active.any() else d.new_zeros(())
-    return (pos_term + neg_term) / 2
+    return (pos_term + neg_weight * neg_term) / 2
 
 
 def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,7 @@ class TrainParams:
     normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
     margin: float  # different-person pairs closer than this are pushed apart
     pos_margin: float  # same-person pairs farther than this are pulled together (0: all the way)
+    neg_weight: float  # weight of the different-person term against the same-person term (1: the two alike)
     optimizer: Literal["adam", "sgd"]
     lr: float
     momentum: float
@@ -139,7 +140,7 @@ class TrainParams:
 
     def check(self) -> dict[str, str]:
         errors = {}
-        positive = ("width", "embedding_dim", "margin", "lr", "batch_size", "epochs", "patience")
+        positive = ("width", "embedding_dim", "margin", "neg_weight", "lr", "batch_size", "epochs", "patience")
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"

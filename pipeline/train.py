@@ -107,11 +107,13 @@ class CrossBatchMemory:
         self.next = 0  # the row the next image replaces
         self.count = 0  # rows filled: they fill from row 0, so always the first `count`
 
-    def loss(self, emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float) -> torch.Tensor | None:
+    def loss(self, emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float,
+             neg_weight: float = 1.0) -> torch.Tensor | None:
         if not self.count:
             return None
         # a copy: the push that follows overwrites rows the backward pass still needs
-        return cross_contrastive_loss(emb, ids, self.emb[:self.count].clone(), self.ids[:self.count], margin, pos_margin)
+        return cross_contrastive_loss(emb, ids, self.emb[:self.count].clone(), self.ids[:self.count], margin, pos_margin,
+                                      neg_weight)
 
     def push(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
         size, n = len(self.ids), len(ids)
@@ -152,15 +154,16 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
             ids_dev = torch.from_numpy(ids).to(device)
-            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin)
+            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
             if memory is not None:
-                cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin)
+                cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
                 if cross is not None:
                     loss = loss + cross
                 memory.push(emb, ids_dev)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
-            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(labels).to(device), p.margin, p.pos_margin)
+            loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(labels).to(device), p.margin, p.pos_margin,
+                                    p.neg_weight)
         check = distributed.reduce_sum(loss.detach().clone())  # a non-finite loss on any rank stops every rank
         if not torch.isfinite(check):
             raise TrainingError(f"epoch {epoch}, batch {k}: the loss is {check.item()}; stopping (lower train.lr?). "

@@ -57,6 +57,23 @@ def test_cross_batch_loss_hand_computed():
     assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, pos_margin=0.4).item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_negative_weight_scales_the_different_person_term_alone():
+    d, same = torch.tensor([0.6, 0.3, 1.5]), torch.tensor([1, 0, 0])
+    pos, neg = 0.2 ** 2, (1 - 0.3) ** 2  # pos_margin 0.4; the pair at 1.5 is beyond the margin
+    assert contrastive_loss(d, same, margin=1.0, pos_margin=0.4, neg_weight=2.0).item() == \
+        pytest.approx((pos + 2 * neg) / 2 / 3)
+    e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [3.0, 0.0]])
+    ids = torch.tensor([0, 0, 1, 2])
+    mem, mem_ids = torch.tensor([[0.0, 0.3]]), torch.tensor([3])
+    for w in (0.5, 3.0):  # the batch's one positive (0,1) d=0.6 and one active negative (0,2) d=0.8, as above
+        assert batch_all_contrastive_loss(e, ids, margin=1.0, neg_weight=w).item() == \
+            pytest.approx((0.6 ** 2 + w * (1 - 0.8) ** 2) / 2, abs=1e-5)
+        # no positive against the memory: only the negatives inside the margin, weighted
+        unweighted = cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0).item()
+        assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, neg_weight=w).item() == \
+            pytest.approx(w * unweighted, abs=1e-6)
+
+
 def model(**kw):
     torch.manual_seed(0)
     return Siamese("compact", **{"in_size": 32, "width": 8, "embedding_dim": 16, **kw}).eval()

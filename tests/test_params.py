@@ -34,6 +34,7 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     ("train.batch_size", 1.5, r"'train.batch_size' must be an integer"),
     ("train.margin", -1.0, r"'train.margin' must be > 0, got -1.0"),
     ("train.pos_margin", 1.0, r"'train.pos_margin' must be in \[0, train.margin\), got 1.0"),
+    ("train.neg_weight", 0.0, r"'train.neg_weight' must be > 0, got 0.0"),
     ("train.optimizer", "rmsprop", r"'train.optimizer' must be one of \['adam', 'sgd'\]"),
     ("train.augment.flip", "yes", r"'train.augment.flip' must be true or false"),
     ("train.augment.erase", 1.5, r"'train.augment.erase' must be a probability in \[0, 1\], got 1.5"),

@@ -4,6 +4,7 @@
     python scripts/gpu_screen.py run [--config NAME KEY=VALUE ...] ... [--seeds 0 1 2 3 4 5] [--workers 8]
                                      [--launch-until 400] [--stop-at 470] [--bundle .gpu] [--params params.yaml]
                                      [--results results.json]
+    python scripts/gpu_screen.py summary RESULTS.json
 
 `pack` (here, after `dvc repro`) writes the prepared images that the training and validation pairs use,
 each row delta-coded and xz-compressed (View 1: 8,387 images of 80x80 in about 35 MiB), and those two tables
@@ -14,7 +15,8 @@ KEY=VALUE overrides are read as YAML like `dvc exp run -S`. Runs go seed by seed
 at `--launch-until` seconds (running ones killed at `--stop-at`) still pairs each configuration with
 `base` on the seeds it reached. It prints each run's best validation AUC and then, per configuration,
 the mean, the difference with `base` paired by seed (mean and standard error) and the seeds it won;
-`--results` (default `$OUT/results.json` where OUT is set) keeps every run with its epoch history.
+`--results` (default `$OUT/results.json` where OUT is set) keeps every run with its epoch history;
+`summary` prints that table again from such a file (docs/gpu_screen.json holds a screen's runs).
 
 Every seed trains on the packed training pairs: a seed changes the initial weights, the batches and
 the augmentation. A GPU trains other weights than a CPU does, so a screen says what to run on the
@@ -188,6 +190,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--params", default=str(ROOT / "params.yaml"))
     run.add_argument("--work", default="/tmp/gpu_screen", help="where the data unpacks and the runs write")
     run.add_argument("--results", default=os.path.join(os.environ["OUT"], "results.json") if os.environ.get("OUT") else None)
+    sm = sub.add_parser("summary", help="the paired table of a results file")
+    sm.add_argument("results", type=Path)
     return p
 
 
@@ -197,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         n = pack(args.prepared, args.pairs, args.out)
         size = sum(f.stat().st_size for f in args.out.iterdir()) / 2 ** 20
         print(f"{n} images and the training and validation pairs in {args.out} ({size:.1f} MiB)")
+        return 0
+    if args.command == "summary":
+        data = json.loads(args.results.read_text())
+        runs = data["runs"] if isinstance(data, dict) else data
+        configs = dict.fromkeys(["base", *(r["config"] for r in runs)])
+        print("\n".join(summary(runs, configs)))
         return 0
     return 0 if screen(args) else 1
 

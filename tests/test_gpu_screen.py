@@ -59,6 +59,14 @@ def test_summary_pairs_each_config_with_base_by_seed():
     assert f"{np.mean(diffs):+.5f} ± {se:.5f}" in lines[2] and lines[2].endswith("2/3")
 
 
+def test_summary_command_reads_a_results_file(tmp_path, capsys):
+    runs = [{"config": c, "seed": s, "val_auc": v} for c, s, v in [("x", 0, 0.97), ("base", 0, 0.96), ("x", 1, 0.95), ("base", 1, 0.95)]]
+    (tmp_path / "r.json").write_text(json.dumps({"about": "a screen", "runs": runs}))
+    assert gpu_screen.main(["summary", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["config", "base", "x"] and out[2].endswith("1/2")
+
+
 def test_run_trains_every_config_and_seed_and_records_them(tmp_path, prepared, tables):
     gpu_screen.pack(prepared, tables, tmp_path / "bundle")
     params = tmp_path / "params.yaml"

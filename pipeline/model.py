@@ -47,8 +47,7 @@ def cross_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, memory: torch.T
     """`batch_all_contrastive_loss` over every pair of one of a batch's embeddings (B, D) and one of
     `memory`'s (M, D), earlier batches' embeddings held fixed (no gradient flows into them), with their
     identity labels (B,) and (M,)."""
-    sq = emb.pow(2).sum(1)
-    d = (sq[:, None] + memory.pow(2).sum(1)[None, :] - 2 * emb @ memory.T).clamp_min(1e-12).sqrt()  # (B, M)
+    d = euclidean_matrix(emb, memory)  # (B, M)
     return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin, neg_weight)
 
 
@@ -69,10 +68,10 @@ def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).sum(dim=1).clamp_min(1e-12).sqrt()
 
 
-def euclidean_matrix(e: torch.Tensor) -> torch.Tensor:
-    """All pairwise Euclidean distances (B, B) of embeddings (B, D)."""
-    sq = e.pow(2).sum(1)
-    return (sq[:, None] + sq[None, :] - 2 * e @ e.T).clamp_min(1e-12).sqrt()
+def euclidean_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """All Euclidean distances (A, B) between the rows of embeddings a (A, D) and b (B, D); b defaults to a."""
+    b = a if b is None else b
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(1e-12).sqrt()
 
 
 def _block(c_in: int, c_out: int, k: int, pool: str = "") -> list[nn.Module]:

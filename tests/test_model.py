@@ -7,7 +7,7 @@ import yaml
 
 from conftest import small_params
 from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean,
-                            load_checkpoint)
+                            euclidean_matrix, load_checkpoint)
 from pipeline.params import load_params
 
 
@@ -55,6 +55,15 @@ def test_cross_batch_loss_hand_computed():
     # e1-m0 d=sqrt(1.8) and both pairs with m2 are outside it
     expected = (0.2 ** 2 + ((1 - 0.3) ** 2 + (1 - 0.9) ** 2) / 2) / 2
     assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, pos_margin=0.4).item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_distance_matrix_holds_every_row_pair_distance():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 8), torch.randn(3, 8)
+    d = euclidean_matrix(a, b)
+    assert d.shape == (5, 3)
+    assert torch.allclose(d, euclidean(a.repeat_interleave(3, 0), b.repeat(5, 1)).view(5, 3), atol=1e-5)
+    assert torch.equal(euclidean_matrix(a), euclidean_matrix(a, a))  # b defaults to a
 
 
 def test_negative_weight_scales_the_different_person_term_alone():

@@ -70,8 +70,9 @@ def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def euclidean_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """All Euclidean distances (A, B) between the rows of embeddings a (A, D) and b (B, D); b defaults to a."""
-    b = a if b is None else b
-    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(1e-12).sqrt()
+    sq_a = a.pow(2).sum(1)
+    sq_b, b = (sq_a, a) if b is None else (b.pow(2).sum(1), b)  # one square sum for a alone: the same gradient bits
+    return (sq_a[:, None] + sq_b[None, :] - 2 * a @ b.T).clamp_min(1e-12).sqrt()
 
 
 def _block(c_in: int, c_out: int, k: int, pool: str = "") -> list[nn.Module]:

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import files  # noqa: E402
+from pipeline.params import ParamsError, load_params  # noqa: E402
 from pipeline.tables import read_table  # noqa: E402
 
 TABLES = ("train.tsv", "val.tsv")
@@ -88,6 +89,8 @@ def parse_configs(specs: list[list[str]] | None) -> dict[str, dict]:
         if bad or not pairs:
             raise SystemExit(f"--config {name}: expected KEY=VALUE overrides, got {bad or 'none'}")
         configs[name] = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)}
+        if "seed" in configs[name]:
+            raise SystemExit(f"--config {name}: seed is set by --seeds, so that runs pair by seed")
     return configs
 
 
@@ -131,12 +134,28 @@ def screen(args: argparse.Namespace) -> list[dict]:
     runs = work / "runs"
     runs.mkdir(exist_ok=True)
     jobs = [(name, seed) for seed in args.seeds for name in configs]
-    for name, seed in jobs:  # every override checked before anything trains
-        files.write_text(runs / f"{name}_s{seed}.yaml", yaml.safe_dump(with_overrides(params, configs[name], seed)))
+    for name, seed in jobs:  # every override checked, key and value, before anything trains
+        path = runs / f"{name}_s{seed}.yaml"
+        files.write_text(path, yaml.safe_dump(with_overrides(params, configs[name], seed)))
+        try:
+            load_params(path)
+        except ParamsError as e:
+            raise SystemExit(f"--config {name}: {e}") from None
     env = {**os.environ, "FACEVERIFY_TRACKING": "off", "PYTHONPATH": str(ROOT)}
     results: list[dict] = []
     running: dict[tuple[str, int], tuple[subprocess.Popen, float]] = {}
     print(f"{len(jobs)} runs, {args.workers} at once; data ready in {time.monotonic() - t0:.1f}s", flush=True)
+    try:
+        _loop(args, t0, jobs, running, results, configs, prepared, pairs, runs, env)
+    finally:  # interrupted or failed: no training outlives the screen
+        for proc, _ in running.values():
+            proc.kill()
+    print("\n".join(["", *summary(results, configs)]))
+    return results
+
+
+def _loop(args, t0, jobs, running, results, configs, prepared, pairs, runs, env) -> None:
+    """Start runs while there is room and time, collect the finished ones, kill the rest at --stop-at."""
     while jobs or running:
         now = time.monotonic() - t0
         while jobs and len(running) < args.workers and now < args.launch_until:
@@ -157,6 +176,9 @@ def screen(args: argparse.Namespace) -> list[dict]:
                 continue
             del running[name, seed]
             tag = runs / f"{name}_s{seed}"
+            if now > args.stop_at and proc.returncode < 0:
+                print(f"[{now:.0f}s] {name} seed {seed}: stopped at --stop-at", flush=True)
+                continue
             if proc.returncode:
                 print(f"[{now:.0f}s] {name} seed {seed} failed (exit {proc.returncode}):\n"
                       + Path(f"{tag}.log").read_text()[-2000:], flush=True)
@@ -169,8 +191,6 @@ def screen(args: argparse.Namespace) -> list[dict]:
             if args.results:
                 files.write_text(Path(args.results), json.dumps(results, indent=1))
         time.sleep(0.2)
-    print("\n".join(["", *summary(results, configs)]))
-    return results
 
 
 def parser() -> argparse.ArgumentParser:

@@ -29,9 +29,11 @@ def test_pack_keeps_only_the_images_the_tables_use_and_unpacks_them_exactly(tmp_
 
 
 def test_configs_are_named_overrides_read_as_yaml_with_base_first():
-    configs = gpu_screen.parse_configs([["negw2", "train.neg_weight=2.0"], ["deep", "train.stage_convs=[2,2,2]", "seed=3"]])
+    configs = gpu_screen.parse_configs([["negw2", "train.neg_weight=2.0"], ["deep", "train.stage_convs=[2,2,2]", "train.lr=0.003"]])
     assert list(configs) == ["base", "negw2", "deep"]
-    assert configs["deep"] == {"train.stage_convs": [2, 2, 2], "seed": 3} and configs["base"] == {}
+    assert configs["deep"] == {"train.stage_convs": [2, 2, 2], "train.lr": 0.003} and configs["base"] == {}
+    with pytest.raises(SystemExit, match="seed is set by --seeds"):
+        gpu_screen.parse_configs([["s3", "seed=3"]])
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
         gpu_screen.parse_configs([["lr", "0.002"]])
     with pytest.raises(SystemExit, match="named twice"):
@@ -67,6 +69,30 @@ def test_summary_command_reads_a_results_file(tmp_path, capsys):
     assert [line.split()[0] for line in out] == ["config", "base", "x"] and out[2].endswith("1/2")
 
 
+def test_deltas_wrap_around_uint8_and_unpack_exactly(tmp_path):
+    prepared, pairs = tmp_path / "prepared", tmp_path / "pairs"
+    prepared.mkdir(), pairs.mkdir()
+    images = np.array([[[0, 255, 0, 255], [255, 0, 1, 254]], [[7, 7, 200, 3], [0, 0, 0, 0]], [[9] * 4] * 2], np.uint8)
+    np.save(prepared / "images.npy", images)
+    (prepared / "index.tsv").write_text("A\t1\nA\t2\nB\t1\n")
+    for t in gpu_screen.TABLES:  # the images A 1 and A 2 are used; B 1 is not
+        (pairs / t).write_text("name1\ti1\tname2\ti2\tlabel\nA\t1\tA\t2\t1\n")
+    assert gpu_screen.pack(prepared, pairs, tmp_path / "bundle") == 2
+    got, _ = gpu_screen.unpack(tmp_path / "bundle", tmp_path / "work")
+    assert np.array_equal(np.load(got / "images.npy"), images[:2])
+
+
+def test_a_bad_override_value_stops_the_screen_before_any_training(tmp_path, prepared, tables):
+    gpu_screen.pack(prepared, tables, tmp_path / "bundle")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params()))
+    with pytest.raises(SystemExit, match=r"--config w0: .*'train.neg_weight' must be > 0"):
+        gpu_screen.main(["run", "--config", "w0", "train.neg_weight=0", "--seeds", "0", "--bundle", str(tmp_path / "bundle"),
+                         "--params", str(params), "--work", str(tmp_path / "work")])
+    assert not list((tmp_path / "work" / "runs").glob("*.log"))
+
+
+@pytest.mark.slow
 def test_run_trains_every_config_and_seed_and_records_them(tmp_path, prepared, tables):
     gpu_screen.pack(prepared, tables, tmp_path / "bundle")
     params = tmp_path / "params.yaml"

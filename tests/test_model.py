@@ -66,6 +66,20 @@ def test_distance_matrix_holds_every_row_pair_distance():
     assert torch.equal(euclidean_matrix(a), euclidean_matrix(a, a))  # b defaults to a
 
 
+def test_distance_matrix_of_one_batch_keeps_the_gradient_of_the_one_square_sum_formula():
+    torch.manual_seed(0)
+    e = torch.randn(64, 16)
+    sq = e.pow(2).sum(1)
+    reference = (sq[:, None] + sq[None, :] - 2 * e @ e.T).clamp_min(1e-12).sqrt()
+    x = e.clone().requires_grad_()
+    w = torch.rand(64, 64)
+    (euclidean_matrix(x) * w).sum().backward()
+    y = e.clone().requires_grad_()
+    sq_y = y.pow(2).sum(1)
+    ((sq_y[:, None] + sq_y[None, :] - 2 * y @ y.T).clamp_min(1e-12).sqrt() * w).sum().backward()
+    assert torch.equal(euclidean_matrix(e), reference) and torch.equal(x.grad, y.grad)
+
+
 def test_negative_weight_scales_the_different_person_term_alone():
     d, same = torch.tensor([0.6, 0.3, 1.5]), torch.tensor([1, 0, 0])
     pos, neg = 0.2 ** 2, (1 - 0.3) ** 2  # pos_margin 0.4; the pair at 1.5 is beyond the margin

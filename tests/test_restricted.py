@@ -76,11 +76,11 @@ def test_restricted_training_forms_no_in_batch_positive_the_labels_do_not_imply(
         batch_rows[:] = [index[x] for x in r.tolist()]
         return r, i
 
-    def loss(emb, ids, margin, pos_margin):  # every in-batch pair of equal ids is a positive of the loss
+    def loss(emb, ids, *args):  # every in-batch pair of equal ids is a positive of the loss
         same = ids.tolist()
         positives.extend((batch_rows[a], batch_rows[b]) for a in range(len(same)) for b in range(a + 1, len(same))
                          if same[a] == same[b])
-        return real_loss(emb, ids, margin, pos_margin)
+        return real_loss(emb, ids, *args)
 
     monkeypatch.setattr(train, "load_pairs", load_pairs)
     monkeypatch.setattr(data.IdentitySampler, "batch", sampler_batch)

@@ -34,7 +34,7 @@ from run import train_throughput  # noqa: E402
 from pipeline.embedding import autocast_dtype  # noqa: E402
 from pipeline.model import Siamese  # noqa: E402
 from pipeline.pairs import make_tables  # noqa: E402
-from pipeline.params import Params, ParamsError, flatten, load_params  # noqa: E402
+from pipeline.params import Params, ParamsError, flatten, load_params, set_dotted  # noqa: E402
 
 
 def overrides(recipe: str) -> dict:
@@ -48,12 +48,10 @@ def recipe_params(sets: dict, base: Path = ROOT / "params.yaml") -> Params:
     """params.yaml with `sets` applied, validated as the pipeline validates it."""
     raw = yaml.safe_load(base.read_text(encoding="utf-8"))
     for key, value in sets.items():
-        node, *path, leaf = [raw, *key.split(".")]
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            raise SystemExit(f"{key}: no such key in {base}")
-        node[leaf] = value
+        try:
+            set_dotted(raw, key, value, str(base))
+        except ParamsError as e:
+            raise SystemExit(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(raw))

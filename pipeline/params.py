@@ -276,6 +276,17 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return _build(Params, raw, "", str(path))
 
 
+def set_dotted(raw: dict, key: str, value: Any, source: str = "params.yaml") -> None:
+    """Set `key` ("train.lr") in a raw params mapping in place; a key the mapping lacks is an error naming it."""
+    *path, leaf = key.split(".")
+    node: Any = raw
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        raise ParamsError(f"{key}: no such key in {source}")
+    node[leaf] = value
+
+
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     """{'train.lr': 0.001, ...}: the dotted names of params.yaml, for MLflow."""
     out: dict[str, Any] = {}

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import files  # noqa: E402
-from pipeline.params import ParamsError, load_params  # noqa: E402
+from pipeline.params import ParamsError, load_params, set_dotted  # noqa: E402
 from pipeline.tables import read_table  # noqa: E402
 
 TABLES = ("train.tsv", "val.tsv")
@@ -99,13 +99,10 @@ def with_overrides(params: dict, overrides: dict, seed: int) -> dict:
     p = json.loads(json.dumps(params))
     p["seed"] = seed
     for key, value in overrides.items():
-        *path, last = key.split(".")
-        node = p
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or last not in node:
-            raise SystemExit(f"{key}: no such key in params.yaml")
-        node[last] = value
+        try:
+            set_dotted(p, key, value)
+        except ParamsError as e:
+            raise SystemExit(str(e)) from None
     return p
 
 

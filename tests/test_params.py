@@ -1,10 +1,11 @@
+import copy
 import re
 
 import pytest
 import yaml
 
 from conftest import ROOT, small_params
-from pipeline.params import ParamsError, flatten, load_params
+from pipeline.params import ParamsError, flatten, load_params, set_dotted
 
 
 def write(tmp_path, params):
@@ -141,3 +142,15 @@ def test_tta_shift_is_a_count_of_pixels(tmp_path):
     assert load_params(write(tmp_path, small_params(**{"train.tta_shift": 2}))).train.tta_shift == 2
     with pytest.raises(ParamsError, match=r"'train.tta_shift' must be >= 0"):
         load_params(write(tmp_path, small_params(**{"train.tta_shift": -1})))
+
+
+def test_set_dotted_sets_a_nested_key_and_names_an_unknown_one():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    set_dotted(raw, "train.augment.max_shift", 0.1)
+    set_dotted(raw, "seed", 7)
+    assert raw["train"]["augment"]["max_shift"] == 0.1 and raw["seed"] == 7
+    before = copy.deepcopy(raw)
+    for key in ("train.lrr", "train.lr.x", "nosection.lr"):
+        with pytest.raises(ParamsError, match=re.escape(f"{key}: no such key in params.yaml")):
+            set_dotted(raw, key, 1)
+    assert raw == before  # a failed set leaves the mapping as it was

@@ -71,8 +71,8 @@ def _pair_terms(d: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: 
         neg_term = d.new_zeros(())
     elif neg_hardness > 0:
         h = hinge[active]
-        w = torch.softmax(neg_hardness * h.detach().float(), dim=0)
-        neg_term = (w * h.float().pow(2)).sum()
+        w = torch.softmax(neg_hardness * h.detach(), dim=0)
+        neg_term = (w * h.pow(2)).sum()
     else:
         neg_term = hinge[active].pow(2).mean()
     return (pos_term + neg_weight * neg_term) / 2

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from pipeline.params import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_ARCHIVE = ROOT.parent / "shared" / "data" / "lfw-a.tar.gz"
@@ -105,11 +106,7 @@ def small_params(**overrides) -> dict:
     p["train"].update(width=8, embedding_dim=16, batch_size=16, epochs=3, warmup_epochs=0, patience=3,
                       threads=1, device="cpu")
     for key, value in overrides.items():
-        node = p
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+        set_dotted(p, key, value)
     return p
 
 

@@ -97,7 +97,6 @@ def test_negative_weight_scales_the_different_person_term_alone():
             pytest.approx(w * unweighted, abs=1e-6)
 
 
-
 def test_negative_hardness_weights_the_deeper_negatives_more():
     e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [0.0, 0.5], [3.0, 0.0]])
     ids = torch.tensor([0, 0, 1, 2, 3])
@@ -116,10 +115,14 @@ def test_negative_hardness_weights_the_deeper_negatives_more():
     # the weighted mean grows with b towards the hardest negative's squared hinge
     terms = [2 * batch_all_contrastive_loss(e, ids, margin=1.0, neg_hardness=b).item() - pos for b in (0.0, 2.0, 50.0)]
     assert terms[0] < terms[1] < terms[2] == pytest.approx(h.max().item() ** 2, rel=1e-3)
-    # and the cross-batch term takes the same weights
+    # and the cross-batch term takes the same weights (no positive against the memory)
     mem, mem_ids = torch.tensor([[0.0, 0.3], [0.5, 0.5]]), torch.tensor([7, 8])
-    assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, neg_hardness=3.0).item() > \
-        cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0).item()
+    hm = (1.0 - euclidean_matrix(e, mem).flatten()).clamp_min(0)
+    hm = hm[hm > 0]
+    assert len(hm) > 2 and hm.max() > hm.min()
+    w = torch.softmax(3.0 * hm, 0)
+    assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, neg_hardness=3.0).item() == \
+        pytest.approx((w * hm ** 2).sum().item() / 2, abs=1e-6)
 
 
 def test_negative_hardness_puts_more_gradient_on_the_hardest_negative():

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+
 from pipeline.params import set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ strings PyYAML does not read as floats (`1e-06`, see treeverse/dvc#5971) are acc
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,14 +226,15 @@ def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
             raise ParamsError(f"{file}: '{key}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):
             try:
-                return float(value)  # '1e-06' as written by `dvc exp run -S`
+                number = float(value)  # '1e-06' as written by `dvc exp run -S`
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{file}: '{key}' must be a number, got {value!r}")
-        return float(value)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ParamsError(f"{file}: '{key}' must be a finite number, got {value!r}")
+        return float(number)
     if tp is str:
         if not isinstance(value, str):
             raise ParamsError(f"{file}: '{key}' must be a string, got {value!r}")

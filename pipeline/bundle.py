@@ -2,7 +2,7 @@
 
 Importing PyTorch takes seconds on a small CPU, NumPy and Pillow a fraction of that. The export stage
 writes models/faceverify.npz: the network with batch norm folded into the convolutions, as a list
-of ops (conv, affine, relu, maxpool, flatten, linear) over named float32 arrays, plus the
+of ops (conv, affine, relu, maxpool, se, flatten, linear) over named float32 arrays, plus the
 preprocessing, the test-time views (mirror, shift), the threshold and the SHA-256 of the checkpoint it came from.
 Loaded with `allow_pickle=False`, so a bundle from an untrusted source cannot run code.
 
@@ -102,6 +102,9 @@ class Bundle(Scorer):
                 x = np.maximum(x, 0)
             elif kind == "maxpool":
                 x = _maxpool(x, op["k"])
+            elif kind == "se":  # squeeze-and-excitation: channels scaled by gates from their means
+                hidden = np.maximum(x.mean(axis=(1, 2)) @ a[op["w1"]].T + a[op["b1"]], 0)
+                x = x / (1 + np.exp(-(hidden @ a[op["w2"]].T + a[op["b2"]])))[:, None, None, :]
             elif kind == "flatten":  # in PyTorch's (C, H, W) order
                 x = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
             elif kind == "linear":

@@ -18,12 +18,12 @@ from pipeline.verifier import Verifier, fold_batchnorm
 
 
 def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0, pool_first=False,
-                      stem="pool", stage_convs=(2, 2, 2), tta_shift=0):
+                      stem="pool", stage_convs=(2, 2, 2), tta_shift=0, se_reduction=0):
     """A checkpoint of an untrained model whose batch norms have non-trivial statistics (with
     `pool_first`, scales of both signs: a batch norm after a max-pool must not be folded before it)."""
     torch.manual_seed(seed)
     model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize, pool_first=pool_first,
-                    stem=stem, stage_convs=stage_convs)
+                    stem=stem, stage_convs=stage_convs, se_reduction=se_reduction)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -64,6 +64,17 @@ def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normali
     assert all(isinstance(folded[k - 1], torch.nn.MaxPool2d) for k, m in enumerate(folded) if isinstance(m, torch.nn.BatchNorm2d))
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in folded) == pool_first
     assert any(op["op"] == "affine" for op in bundle.ops) == pool_first
+
+
+@pytest.mark.parametrize("pool_first", [False, True])
+def test_bundle_gates_channels_as_the_squeeze_excite_model_does(tmp_path, pool_first):
+    ckpt = random_checkpoint(tmp_path / "model.pt", size=33, stem="stride", stage_convs=(1, 2, 2), tta_shift=2,
+                             pool_first=pool_first, se_reduction=4)
+    export.export(ckpt, 0.7, tmp_path / "fv.npz")
+    bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
+    assert [op["op"] for op in bundle.ops].count("se") == 3
+    x = images(6, 33)
+    assert bundle.embed(x) == pytest.approx(verifier.embed(x), abs=1e-5)
 
 
 def test_pairs_score_alike_from_image_files(tmp_path):

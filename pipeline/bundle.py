@@ -21,7 +21,7 @@ from PIL import Image
 from pipeline.images import preprocess
 from pipeline.tta import TTA
 
-FORMAT = 2  # 2 adds `tta_shift`; a format-1 bundle reads as shift 0
+FORMAT = 2  # 2 adds `tta_shift`; a format-1 bundle reads as shift 0. Code from before the `se` op refuses it by name
 READS = (1, 2)
 
 
@@ -104,7 +104,8 @@ class Bundle(Scorer):
                 x = _maxpool(x, op["k"])
             elif kind == "se":  # squeeze-and-excitation: channels scaled by gates from their means
                 hidden = np.maximum(x.mean(axis=(1, 2)) @ a[op["w1"]].T + a[op["b1"]], 0)
-                x = x / (1 + np.exp(-(hidden @ a[op["w2"]].T + a[op["b2"]])))[:, None, None, :]
+                z = hidden @ a[op["w2"]].T + a[op["b2"]]
+                x = x * (0.5 + 0.5 * np.tanh(z / 2))[:, None, None, :]  # sigmoid(z), with no overflow in exp
             elif kind == "flatten":  # in PyTorch's (C, H, W) order
                 x = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
             elif kind == "linear":

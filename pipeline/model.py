@@ -101,7 +101,7 @@ def _block(c_in: int, c_out: int, k: int, pool: str = "") -> list[nn.Module]:
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al., CVPR 2018): each channel of x (B, C, H, W) scaled by a gate
     in (0, 1) computed from the channel means, sigmoid(W2 relu(W1 mean(x) + b1) + b2), with C // reduction
-    hidden units: the network can weigh its feature maps per image at the cost of two small matrices."""
+    hidden units (at least one): the network can weigh its feature maps per image at the cost of two small matrices."""
 
     def __init__(self, channels: int, reduction: int):
         super().__init__()
@@ -131,7 +131,7 @@ class Siamese(nn.Module):
     the BN and ReLU then touch a quarter of the values (on a CPU they, not the convolutions, bound
     the training step).
     With `se_reduction` r > 0 each stage after the first ends in a squeeze-and-excitation gate with
-    channels // r hidden units (`SqueezeExcite`).
+    channels // r hidden units, at least one (`SqueezeExcite`).
     With `stem="stride"` the first stage is one 4x4 convolution of stride 2 (the receptive field of
     conv3x3 + 2x2 max-pool) followed by BN and ReLU, with no max-pool: nothing then runs at the full
     input resolution, where the pool stem's first stage makes a small share of the FLOPs and a large
@@ -156,10 +156,11 @@ class Siamese(nn.Module):
             raise ValueError(f"stage_convs {stage_convs} must be three numbers >= 1 (the stages after the first)")
         if stage_convs != [2, 2, 2]:  # likewise
             self.config["stage_convs"] = stage_convs
-        if se_reduction:  # likewise
-            self.config["se_reduction"] = int(se_reduction)
+        se_reduction = int(se_reduction)
         if se_reduction < 0:
             raise ValueError(f"se_reduction {se_reduction} must be >= 0 (0: no squeeze-and-excitation)")
+        if se_reduction:  # likewise
+            self.config["se_reduction"] = se_reduction
         if stem not in ("pool", "stride"):
             raise ValueError(f"unknown stem {stem!r} (expected 'pool' or 'stride')")
         self.normalize = normalize

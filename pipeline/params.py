@@ -235,7 +235,9 @@ def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
                 number = float(value)  # '1e-06' as written by `dvc exp run -S`
             except ValueError:
                 pass
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ParamsError(f"{file}: '{key}' must be a number, got {value!r}")
+        if not math.isfinite(number):
             raise ParamsError(f"{file}: '{key}' must be a finite number, got {value!r}")
         return float(number)
     if tp is str:

@@ -39,15 +39,21 @@ def images(n, size, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("arch, size, tta, normalize, pool_first, stem, stage_convs", [
-    ("compact", 32, TTA(True), True, False, "pool", (2, 2, 2)), ("compact", 32, TTA(False), False, False, "pool", (2, 2, 2)),
-    ("koch2015", 105, TTA(True), True, False, "pool", (2, 2, 2)), ("compact", 32, TTA(True), True, True, "pool", (2, 2, 2)),
-    ("compact", 33, TTA(True), True, False, "stride", (2, 2, 2)), ("compact", 32, TTA(True), True, True, "stride", (1, 2, 2)),
-    ("compact", 32, TTA(True), True, False, "stride", (1, 1, 3)), ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2)),
-    ("compact", 32, TTA(False, 1), False, False, "pool", (2, 2, 2))])
-def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normalize, pool_first, stem, stage_convs):
+@pytest.mark.parametrize("arch, size, tta, normalize, pool_first, stem, stage_convs, se", [
+    ("compact", 32, TTA(True), True, False, "pool", (2, 2, 2), 0),
+    ("compact", 32, TTA(False), False, False, "pool", (2, 2, 2), 0),
+    ("koch2015", 105, TTA(True), True, False, "pool", (2, 2, 2), 0),
+    ("compact", 32, TTA(True), True, True, "pool", (2, 2, 2), 0),
+    ("compact", 33, TTA(True), True, False, "stride", (2, 2, 2), 0),
+    ("compact", 32, TTA(True), True, True, "stride", (1, 2, 2), 0),
+    ("compact", 32, TTA(True), True, False, "stride", (1, 1, 3), 0),
+    ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2), 0),
+    ("compact", 32, TTA(False, 1), False, False, "pool", (2, 2, 2), 0),
+    ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2), 4),
+    ("compact", 32, TTA(True), False, True, "stride", (1, 2, 2), 4)])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normalize, pool_first, stem, stage_convs, se):
     ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta.flip, normalize, pool_first=pool_first, stem=stem,
-                             stage_convs=stage_convs, tta_shift=tta.shift)
+                             stage_convs=stage_convs, tta_shift=tta.shift, se_reduction=se)
     export.export(ckpt, 0.7, tmp_path / "fv.npz")
     bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
     assert [op.get("stride", 1) for op in bundle.ops if op["op"] == "conv"][0] == (2 if stem == "stride" else 1)
@@ -64,17 +70,7 @@ def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normali
     assert all(isinstance(folded[k - 1], torch.nn.MaxPool2d) for k, m in enumerate(folded) if isinstance(m, torch.nn.BatchNorm2d))
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in folded) == pool_first
     assert any(op["op"] == "affine" for op in bundle.ops) == pool_first
-
-
-@pytest.mark.parametrize("pool_first", [False, True])
-def test_bundle_gates_channels_as_the_squeeze_excite_model_does(tmp_path, pool_first):
-    ckpt = random_checkpoint(tmp_path / "model.pt", size=33, stem="stride", stage_convs=(1, 2, 2), tta_shift=2,
-                             pool_first=pool_first, se_reduction=4)
-    export.export(ckpt, 0.7, tmp_path / "fv.npz")
-    bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
-    assert [op["op"] for op in bundle.ops].count("se") == 3
-    x = images(6, 33)
-    assert bundle.embed(x) == pytest.approx(verifier.embed(x), abs=1e-5)
+    assert [op["op"] for op in bundle.ops].count("se") == (3 if se else 0)  # one gate per later stage
 
 
 def test_pairs_score_alike_from_image_files(tmp_path):

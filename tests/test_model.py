@@ -299,7 +299,9 @@ def test_se_reduction_ends_each_later_stage_in_a_gate():
     gates = [m for m in gated.features if isinstance(m, SqueezeExcite)]
     assert [(g.fc1.in_features, g.fc1.out_features) for g in gates] == [(16, 4), (32, 8), (64, 16)]
     assert [type(m) for m in gated.features if not isinstance(m, SqueezeExcite)] == [type(m) for m in plain.features]
-    assert isinstance(gated.features[-1], SqueezeExcite)
+    layers = list(gated.features)
+    assert isinstance(layers[-1], SqueezeExcite)
+    assert all(isinstance(layers[k - 1], torch.nn.ReLU) for k, m in enumerate(layers) if isinstance(m, SqueezeExcite))
     x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8).float()
     assert gated.features(x).shape == plain.features(x).shape
     assert Siamese(**gated.config).config == gated.config
@@ -307,6 +309,7 @@ def test_se_reduction_ends_each_later_stage_in_a_gate():
         Siamese("koch2015", in_size=105, se_reduction=4)
     with pytest.raises(ValueError, match="se_reduction -1 must be >= 0"):
         model(se_reduction=-1)
+    assert model(se_reduction=2.0).config["se_reduction"] == 2
 
 
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):

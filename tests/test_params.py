@@ -30,7 +30,7 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("train.lrr", 0.1, r"unknown key 'train.lrr'"),
-    ("train.lr", "fast", r"'train.lr' must be a finite number, got 'fast'"),
+    ("train.lr", "fast", r"'train.lr' must be a number, got 'fast'"),
     ("train.lr", float("inf"), r"'train.lr' must be a finite number, got inf"),  # YAML .inf
     ("train.neg_hardness", float("nan"), r"'train.neg_hardness' must be a finite number, got nan"),  # passes >= 0
     ("train.margin", "nan", r"'train.margin' must be a finite number, got 'nan'"),  # as `dvc exp run -S` writes it

@@ -117,7 +117,8 @@ def committed_params(rev: str) -> dict:
 
 
 def filled(params: dict) -> dict:
-    """A record's params with the params added since at the value that reproduces the code before them."""
+    """A record's params with the params added since at the value that reproduces the code before them;
+    params.yaml's with the params taken out since at the value that reproduces the code without them."""
     return {**BEFORE_ADDED, **params}
 
 
@@ -402,7 +403,7 @@ def _same_value(a, b) -> bool:
 
 
 def _agrees(params: dict, current: dict, free=frozenset()) -> bool:
-    p = filled(params)
+    p, current = filled(params), filled(current)
     return all(_same_value(p[k], current[k]) for k in p.keys() & current.keys() if k not in free and k != "seed")
 
 
@@ -425,7 +426,7 @@ def headline_records(recs: list[dict], current: dict) -> tuple[dict | None, dict
 
 def changed(params: dict, current: dict, free=frozenset()) -> dict:
     """The params of a record that differ from `current` (sorted by key), `free` keys and the seed aside."""
-    p = filled(params)
+    p, current = filled(params), filled(current)
     return {k: p[k] for k in sorted(p.keys() & current.keys())
             if k not in free and k != "seed" and not _same_value(p[k], current[k])}
 
@@ -727,6 +728,7 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
     every recorded run of either: per seed and metric A, B and B - A, then per metric the mean paired
     difference, its standard error, t (mean / SE) and on how many seeds B is higher."""
     base = base or {}
+    current = filled(current)  # a param taken out of params.yaml can still be compared at another value
     unknown = sorted((base.keys() | other.keys()) - current.keys())
     if unknown:
         raise SystemExit(f"--paired/--base: no such param in params.yaml: {', '.join(unknown)}")

@@ -149,6 +149,24 @@ def test_paired_compares_two_configurations_seed_by_seed_on_fixed_validation_pai
     assert any(line.startswith("test acc, B - A over 2 paired seeds: mean +0.00000, SE 0.00000, t undefined") for line in lines)
 
 
+def test_a_param_taken_out_of_params_yaml_counts_at_the_value_that_ran_without_it(monkeypatch):
+    """Records of a param's other values, from before its code was taken out, are not the committed
+    params' runs (they would replace the README's headline row), and --paired can still compare them."""
+    monkeypatch.setitem(table_mod.BEFORE_ADDED, "train.gone", 0.0)
+    current = {"pairs.mode": "unrestricted", "train.margin": 0.8, "pairs.split_seed": 0}  # no train.gone
+
+    def rec(commit, gone, val):
+        return {"commit": commit, "seeds": [0], "overrides": {},
+                "params": {"pairs.mode": "unrestricted", "train.margin": 0.8, "pairs.split_seed": 0, "train.gone": gone},
+                "metrics": {"calibrate.val_roc_auc": {"mean": val, "sd": None}, "evaluate.accuracy": {"mean": 0.9, "sd": None}}}
+    plain, other = rec("p", 0.0, 0.95), rec("g", 2.0, 0.96)
+    assert table_mod.headline_records([plain, other], current)[0] is plain
+    assert table_mod.headline_records([other], current)[0] is None
+    assert table_mod.changed(other["params"], current) == {"train.gone": 2.0}
+    assert "| 0 | p | g | 0.95000 | 0.96000 | +0.01000 | 0.90000 | 0.90000 | +0.00000 |" in \
+        table_mod.paired([plain, other], current, {"train.gone": 2.0})
+
+
 @pytest.mark.parametrize("other, base, message", [
     ({"train.marign": 1.0}, {}, "no such param in params.yaml: train.marign"),
     ({"train.margin": 0.8}, {}, "sets every key to the value A already has"),

@@ -99,7 +99,7 @@ def train_throughput(params, dtype: torch.dtype | None, steps: int = 12) -> tupl
         xa = augment(x.float(), gen, **vars(p.augment))
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = model.embed(xa)
-        loss = batch_all_contrastive_loss(emb, ids, p.margin, p.pos_margin, p.neg_weight, p.neg_hardness)
+        loss = batch_all_contrastive_loss(emb, ids, p.margin, p.pos_margin, p.neg_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -29,52 +29,37 @@ def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float, 
 
 
 def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float = 0.0,
-                               neg_weight: float = 1.0, neg_hardness: float = 0.0) -> torch.Tensor:
+                               neg_weight: float = 1.0) -> torch.Tensor:
     """Contrastive loss over every pair of a batch's embeddings (B, D) with identity labels (B,).
 
     The same formula as `contrastive_loss`, with the positive term averaged over all same-identity
     pairs and the negative term over the different-identity pairs still inside the margin (the
     informative ones), so easy negatives do not dilute the gradient; `neg_weight` weights the
-    negative term against the positive one. `neg_hardness` > 0 replaces that mean by a weighted one
-    (see `_pair_terms`).
+    negative term against the positive one.
     """
     d = euclidean_matrix(emb)  # (B, B)
     upper = torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)
-    return _pair_terms(d[upper], (ids[:, None] == ids[None, :])[upper], margin, pos_margin, neg_weight, neg_hardness)
+    return _pair_terms(d[upper], (ids[:, None] == ids[None, :])[upper], margin, pos_margin, neg_weight)
 
 
 def cross_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor,
-                           margin: float, pos_margin: float = 0.0, neg_weight: float = 1.0,
-                           neg_hardness: float = 0.0) -> torch.Tensor:
+                           margin: float, pos_margin: float = 0.0, neg_weight: float = 1.0) -> torch.Tensor:
     """`batch_all_contrastive_loss` over every pair of one of a batch's embeddings (B, D) and one of
     `memory`'s (M, D), earlier batches' embeddings held fixed (no gradient flows into them), with their
     identity labels (B,) and (M,)."""
     d = euclidean_matrix(emb, memory)  # (B, M)
-    return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin, neg_weight,
-                       neg_hardness)
+    return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin, neg_weight)
 
 
 def _pair_terms(d: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float,
-                neg_weight: float = 1.0, neg_hardness: float = 0.0) -> torch.Tensor:
+                neg_weight: float = 1.0) -> torch.Tensor:
     """(mean positive term + neg_weight * mean active negative term) / 2 of distances d (N,) with
-    same-identity flags (N,).
-
-    With `neg_hardness` b > 0 the negative term is the active negatives' squared hinges h^2 averaged
-    with weights softmax(b * h) (held fixed, no gradient through them): a negative deeper inside the
-    margin weighs exp(b * its extra depth) times more; b = 0 is the plain mean, b -> inf the hardest one.
-    """
+    same-identity flags (N,)."""
     pos = F.relu(d[same] - pos_margin)
     hinge = F.relu(margin - d[~same])
     active = hinge > 0
     pos_term = pos.pow(2).mean() if pos.numel() else d.new_zeros(())
-    if not active.any():
-        neg_term = d.new_zeros(())
-    elif neg_hardness > 0:
-        h = hinge[active]
-        w = torch.softmax(neg_hardness * h.detach(), dim=0)
-        neg_term = (w * h.pow(2)).sum()
-    else:
-        neg_term = hinge[active].pow(2).mean()
+    neg_term = hinge[active].pow(2).mean() if active.any() else d.new_zeros(())
     return (pos_term + neg_weight * neg_term) / 2
 
 

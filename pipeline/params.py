@@ -116,7 +116,6 @@ class TrainParams:
     margin: float  # different-person pairs closer than this are pushed apart
     pos_margin: float  # same-person pairs farther than this are pulled together (0: all the way)
     neg_weight: float  # weight of the different-person term against the same-person term (1: the two alike)
-    neg_hardness: float  # batch-all mining: active negatives weighted by softmax(this * hinge) (0: a plain mean)
     optimizer: Literal["adam", "sgd"]
     lr: float
     momentum: float
@@ -148,7 +147,7 @@ class TrainParams:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
         for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory",
-                    "neg_hardness", "se_reduction"):
+                    "se_reduction"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:
@@ -171,8 +170,6 @@ class TrainParams:
             errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
         if self.se_reduction and self.arch != "compact":
             errors["se_reduction"] = "applies to arch 'compact' only; set it to 0 for 'koch2015'"
-        if self.neg_hardness and self.mining == "pairs":
-            errors["neg_hardness"] = "needs train.mining 'auto' or 'batch_all' (it weighs a batch's negatives)"
         if self.memory and self.mining == "pairs":
             errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
         if self.sampler == "identities" and self.mining == "pairs":

@@ -108,12 +108,12 @@ class CrossBatchMemory:
         self.count = 0  # rows filled: they fill from row 0, so always the first `count`
 
     def loss(self, emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float,
-             neg_weight: float = 1.0, neg_hardness: float = 0.0) -> torch.Tensor | None:
+             neg_weight: float = 1.0) -> torch.Tensor | None:
         if not self.count:
             return None
         # a copy: the push that follows overwrites rows the backward pass still needs
         return cross_contrastive_loss(emb, ids, self.emb[:self.count].clone(), self.ids[:self.count], margin, pos_margin,
-                                      neg_weight, neg_hardness)
+                                      neg_weight)
 
     def push(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
         size, n = len(self.ids), len(ids)
@@ -154,9 +154,9 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
             ids_dev = torch.from_numpy(ids).to(device)
-            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight, p.neg_hardness)
+            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
             if memory is not None:
-                cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight, p.neg_hardness)
+                cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
                 if cross is not None:
                     loss = loss + cross
                 memory.push(emb, ids_dev)

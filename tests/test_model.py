@@ -98,44 +98,6 @@ def test_negative_weight_scales_the_different_person_term_alone():
             pytest.approx(w * unweighted, abs=1e-6)
 
 
-def test_negative_hardness_weights_the_deeper_negatives_more():
-    e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [0.0, 0.5], [3.0, 0.0]])
-    ids = torch.tensor([0, 0, 1, 2, 3])
-    d = euclidean_matrix(e)
-    plain = batch_all_contrastive_loss(e, ids, margin=1.0)
-    assert torch.equal(batch_all_contrastive_loss(e, ids, margin=1.0, neg_hardness=0.0), plain)
-    upper = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
-    h = (1.0 - d[upper][(ids[:, None] != ids[None, :])[upper]]).clamp_min(0)
-    h = h[h > 0]  # the active negatives: several depths inside the margin
-    assert len(h) > 2 and h.max() > h.min()
-    pos = 0.6 ** 2
-    for b in (1.0, 5.0):
-        w = torch.softmax(b * h, 0)
-        assert batch_all_contrastive_loss(e, ids, margin=1.0, neg_hardness=b).item() == \
-            pytest.approx((pos + (w * h ** 2).sum().item()) / 2, abs=1e-6)
-    # the weighted mean grows with b towards the hardest negative's squared hinge
-    terms = [2 * batch_all_contrastive_loss(e, ids, margin=1.0, neg_hardness=b).item() - pos for b in (0.0, 2.0, 50.0)]
-    assert terms[0] < terms[1] < terms[2] == pytest.approx(h.max().item() ** 2, rel=1e-3)
-    # and the cross-batch term takes the same weights (no positive against the memory)
-    mem, mem_ids = torch.tensor([[0.0, 0.3], [0.5, 0.5]]), torch.tensor([7, 8])
-    hm = (1.0 - euclidean_matrix(e, mem).flatten()).clamp_min(0)
-    hm = hm[hm > 0]
-    assert len(hm) > 2 and hm.max() > hm.min()
-    w = torch.softmax(3.0 * hm, 0)
-    assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, neg_hardness=3.0).item() == \
-        pytest.approx((w * hm ** 2).sum().item() / 2, abs=1e-6)
-
-
-def test_negative_hardness_puts_more_gradient_on_the_hardest_negative():
-    def grads(b):
-        e = torch.tensor([[0.0, 0.0], [0.0, 0.9], [0.2, 0.0]], requires_grad=True)
-        batch_all_contrastive_loss(e, torch.tensor([0, 1, 2]), margin=1.0, neg_hardness=b).backward()
-        return e.grad.norm(dim=1)
-    # image 2 sits 0.2 from image 0 (the hardest pair), image 1 is 0.9 away from image 0
-    plain, hard = grads(0.0), grads(5.0)
-    assert hard[2] / hard[1] > plain[2] / plain[1]
-
-
 def model(**kw):
     torch.manual_seed(0)
     return Siamese("compact", **{"in_size": 32, "width": 8, "embedding_dim": 16, **kw}).eval()

@@ -257,14 +257,13 @@ def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prep
 
 
 def test_fit_passes_the_loss_params_to_every_batch_all_term(tmp_path, prepared, tables, monkeypatch):
-    params = load(tmp_path, **{"train.epochs": 1, "train.memory": 48, "train.neg_weight": 1.5,
-                               "train.neg_hardness": 4.0, "train.pos_margin": 0.3})
+    params = load(tmp_path, **{"train.epochs": 1, "train.memory": 48, "train.neg_weight": 1.5, "train.pos_margin": 0.3})
     seen = {"batch": [], "cross": []}
     real_batch, real_cross = train.batch_all_contrastive_loss, train.cross_contrastive_loss
 
     def spy(name, real):
         def wrapped(*args):
-            seen[name].append(args[-4:])  # margin, pos_margin, neg_weight, neg_hardness
+            seen[name].append(args[-3:])  # margin, pos_margin, neg_weight
             return real(*args)
         return wrapped
     monkeypatch.setattr(train, "batch_all_contrastive_loss", spy("batch", real_batch))
@@ -273,7 +272,8 @@ def test_fit_passes_the_loss_params_to_every_batch_all_term(tmp_path, prepared, 
     train.fit(images, load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows), params)
     p = params.train
     assert seen["batch"] and seen["cross"]  # warm-up 0: the memory joins from the first epoch's second batch
-    assert set(seen["batch"]) == set(seen["cross"]) == {(p.margin, 0.3, 1.5, 4.0)}
+    assert set(seen["batch"]) == set(seen["cross"]) == {(p.margin, 0.3, 1.5)}
+
 
 def test_resume_state_of_other_params_is_ignored(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.epochs": 1})

@@ -2,7 +2,7 @@
 
 Importing PyTorch takes seconds on a small CPU, NumPy and Pillow a fraction of that. The export stage
 writes models/faceverify.npz: the network with batch norm folded into the convolutions, as a list
-of ops (conv, affine, relu, maxpool, se, flatten, linear) over named float32 arrays, plus the
+of ops (conv, affine, relu, maxpool, flatten, linear) over named float32 arrays, plus the
 preprocessing, the test-time views (mirror, shift), the threshold and the SHA-256 of the checkpoint it came from.
 Loaded with `allow_pickle=False`, so a bundle from an untrusted source cannot run code.
 
@@ -21,7 +21,7 @@ from PIL import Image
 from pipeline.images import preprocess
 from pipeline.tta import TTA
 
-FORMAT = 2  # 2 adds `tta_shift`; a format-1 bundle reads as shift 0. Code from before the `se` op refuses it by name
+FORMAT = 2  # 2 adds `tta_shift`; a format-1 bundle reads as shift 0
 READS = (1, 2)
 
 
@@ -102,10 +102,6 @@ class Bundle(Scorer):
                 x = np.maximum(x, 0)
             elif kind == "maxpool":
                 x = _maxpool(x, op["k"])
-            elif kind == "se":  # squeeze-and-excitation: channels scaled by gates from their means
-                hidden = np.maximum(x.mean(axis=(1, 2)) @ a[op["w1"]].T + a[op["b1"]], 0)
-                z = hidden @ a[op["w2"]].T + a[op["b2"]]
-                x = x * (0.5 + 0.5 * np.tanh(z / 2))[:, None, None, :]  # sigmoid(z), with no overflow in exp
             elif kind == "flatten":  # in PyTorch's (C, H, W) order
                 x = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
             elif kind == "linear":

@@ -21,11 +21,6 @@ def _training_side(pairs: dict) -> str:
     return "View 1 training identities"
 
 
-def _se(model_config: dict) -> str:
-    r = model_config.get("se_reduction")
-    return f", squeeze-and-excitation after each later stage (reduction {r})" if r else ""
-
-
 def model_card(params: Params, model_config: dict, pairs: dict, train: dict, calibration: dict,
                test: dict) -> str:
     """Render the card from the params, the checkpoint config and the stages' metrics."""
@@ -40,7 +35,6 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
         f"{', max-pool before batch norm' if model_config.get('pool_first') else ''}"
         f"{', 4x4 stride-2 first convolution' if model_config.get('stem') == 'stride' else ''}"
         f"{', convolutions per later stage ' + str(model_config['stage_convs']) if 'stage_convs' in model_config else ''}"
-        f"{_se(model_config)}"
         f"), {model_config['in_size']}x"
         f"{model_config['in_size']} grayscale input, {model_config['embedding_dim']}-d embedding"
         f"{' (L2-normalised)' if model_config['normalize'] else ''}; the two images share one backbone.",

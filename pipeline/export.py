@@ -24,7 +24,6 @@ from torch import nn
 
 from pipeline import files, runner
 from pipeline.bundle import FORMAT, Bundle, euclidean
-from pipeline.model import SqueezeExcite
 from pipeline.verifier import Verifier
 
 log = logging.getLogger("pipeline.export")
@@ -60,9 +59,6 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
             if layer.stride != layer.kernel_size or layer.padding or layer.ceil_mode or not isinstance(layer.kernel_size, int):
                 raise ValueError(f"cannot export {layer}: only non-overlapping max-pooling")
             ops.append({"op": "maxpool", "k": layer.kernel_size})
-        elif isinstance(layer, SqueezeExcite):
-            ops.append({"op": "se", "w1": add(layer.fc1.weight), "b1": add(layer.fc1.bias),
-                        "w2": add(layer.fc2.weight), "b2": add(layer.fc2.bias)})
         elif isinstance(layer, nn.Flatten):
             ops.append({"op": "flatten"})
         elif isinstance(layer, nn.Linear):

@@ -83,24 +83,6 @@ def _block(c_in: int, c_out: int, k: int, pool: str = "") -> list[nn.Module]:
             + [nn.BatchNorm2d(c_out)] + (maxpool if pool == "last" else []) + [nn.ReLU(inplace=True)])
 
 
-class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al., CVPR 2018): each channel of x (B, C, H, W) scaled by a gate
-    in (0, 1) computed from the channel means, sigmoid(W2 relu(W1 mean(x) + b1) + b2), with C // reduction
-    hidden units (at least one): the network can weigh its feature maps per image at the cost of two small matrices."""
-
-    def __init__(self, channels: int, reduction: int):
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.fc1, self.fc2 = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-image channel gates (B, C)."""
-        return torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)[:, :, None, None].to(x.dtype)
-
-
 class Siamese(nn.Module):
     """Shared CNN branch + embedding head. `forward(x1, x2)` returns the distances (B,).
 
@@ -115,8 +97,6 @@ class Siamese(nn.Module):
     function wherever the BN scale is positive (max-pooling commutes with an increasing map), and
     the BN and ReLU then touch a quarter of the values (on a CPU they, not the convolutions, bound
     the training step).
-    With `se_reduction` r > 0 each stage after the first ends in a squeeze-and-excitation gate with
-    channels // r hidden units, at least one (`SqueezeExcite`).
     With `stem="stride"` the first stage is one 4x4 convolution of stride 2 (the receptive field of
     conv3x3 + 2x2 max-pool) followed by BN and ReLU, with no max-pool: nothing then runs at the full
     input resolution, where the pool stem's first stage makes a small share of the FLOPs and a large
@@ -128,7 +108,7 @@ class Siamese(nn.Module):
 
     def __init__(self, arch: str = "compact", in_size: int = 64, width: int = 32, embedding_dim: int = 128,
                  normalize: bool = True, dropout: float = 0.0, pool_first: bool = False, stem: str = "pool",
-                 stage_convs: tuple[int, ...] | list[int] = (2, 2, 2), se_reduction: int = 0):
+                 stage_convs: tuple[int, ...] | list[int] = (2, 2, 2)):
         super().__init__()
         self.config = dict(arch=arch, in_size=in_size, width=width, embedding_dim=embedding_dim,
                            normalize=normalize, dropout=dropout)
@@ -141,11 +121,6 @@ class Siamese(nn.Module):
             raise ValueError(f"stage_convs {stage_convs} must be three numbers >= 1 (the stages after the first)")
         if stage_convs != [2, 2, 2]:  # likewise
             self.config["stage_convs"] = stage_convs
-        se_reduction = int(se_reduction)
-        if se_reduction < 0:
-            raise ValueError(f"se_reduction {se_reduction} must be >= 0 (0: no squeeze-and-excitation)")
-        if se_reduction:  # likewise
-            self.config["se_reduction"] = se_reduction
         if stem not in ("pool", "stride"):
             raise ValueError(f"unknown stem {stem!r} (expected 'pool' or 'stride')")
         self.normalize = normalize
@@ -163,12 +138,10 @@ class Siamese(nn.Module):
                                nn.ReLU(inplace=True)]
                 else:
                     layers += _block(c_in, c_out, 3, pool="first" if pool_first else "last")
-                if stage and se_reduction:
-                    layers.append(SqueezeExcite(c_out, se_reduction))
                 c_in, side = c_out, side // 2
         elif arch == "koch2015":
-            if pool_first or stem != "pool" or stage_convs != [2, 2, 2] or se_reduction:
-                raise ValueError("pool_first, stem, stage_convs and se_reduction apply to arch 'compact' only")
+            if pool_first or stem != "pool" or stage_convs != [2, 2, 2]:
+                raise ValueError("pool_first, stem and stage_convs apply to arch 'compact' only")
             layers = ([nn.Conv2d(1, 64, 10), nn.BatchNorm2d(64), nn.MaxPool2d(2), nn.ReLU(inplace=True),
                       nn.Conv2d(64, 128, 7), nn.BatchNorm2d(128), nn.MaxPool2d(2), nn.ReLU(inplace=True),
                       nn.Conv2d(128, 128, 4), nn.BatchNorm2d(128), nn.MaxPool2d(2), nn.ReLU(inplace=True),
@@ -187,7 +160,7 @@ class Siamese(nn.Module):
         """The model that `params` (a pipeline.params.Params: `prepare.image_size` and `train.*`) describes."""
         p = params.train
         return cls(p.arch, params.prepare.image_size, p.width, p.embedding_dim, p.normalize, p.dropout, p.pool_first,
-                   p.stem, p.stage_convs, p.se_reduction)
+                   p.stem, p.stage_convs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or float images (B, 1, H, W) in 0..255 -> embeddings (B, D), unit length if `normalize`."""

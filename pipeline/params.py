@@ -110,7 +110,6 @@ class TrainParams:
     pool_first: bool  # compact: each stage's max-pool before its last BN and ReLU (faster; see pipeline/model.py)
     stem: Literal["pool", "stride"]  # compact: first stage conv3x3 + max-pool, or one 4x4 conv of stride 2
     stage_convs: list[int]  # compact: conv3x3-BN-ReLU blocks in each of the three stages after the first
-    se_reduction: int  # compact: > 0 ends each stage after the first in a squeeze-and-excitation gate (channels // this hidden units)
     embedding_dim: int
     normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
     margin: float  # different-person pairs closer than this are pushed apart
@@ -146,8 +145,7 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory",
-                    "se_reduction"):
+        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:
@@ -168,8 +166,6 @@ class TrainParams:
             errors["stage_convs"] = "must be three numbers >= 1 (the stages after the first)"
         elif self.stage_convs != [2, 2, 2] and self.arch != "compact":
             errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
-        if self.se_reduction and self.arch != "compact":
-            errors["se_reduction"] = "applies to arch 'compact' only; set it to 0 for 'koch2015'"
         if self.memory and self.mining == "pairs":
             errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
         if self.sampler == "identities" and self.mining == "pairs":

@@ -18,12 +18,12 @@ from pipeline.verifier import Verifier, fold_batchnorm
 
 
 def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0, pool_first=False,
-                      stem="pool", stage_convs=(2, 2, 2), tta_shift=0, se_reduction=0):
+                      stem="pool", stage_convs=(2, 2, 2), tta_shift=0):
     """A checkpoint of an untrained model whose batch norms have non-trivial statistics (with
     `pool_first`, scales of both signs: a batch norm after a max-pool must not be folded before it)."""
     torch.manual_seed(seed)
     model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize, pool_first=pool_first,
-                    stem=stem, stage_convs=stage_convs, se_reduction=se_reduction)
+                    stem=stem, stage_convs=stage_convs)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
@@ -39,21 +39,19 @@ def images(n, size, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("arch, size, tta, normalize, pool_first, stem, stage_convs, se", [
-    ("compact", 32, TTA(True), True, False, "pool", (2, 2, 2), 0),
-    ("compact", 32, TTA(False), False, False, "pool", (2, 2, 2), 0),
-    ("koch2015", 105, TTA(True), True, False, "pool", (2, 2, 2), 0),
-    ("compact", 32, TTA(True), True, True, "pool", (2, 2, 2), 0),
-    ("compact", 33, TTA(True), True, False, "stride", (2, 2, 2), 0),
-    ("compact", 32, TTA(True), True, True, "stride", (1, 2, 2), 0),
-    ("compact", 32, TTA(True), True, False, "stride", (1, 1, 3), 0),
-    ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2), 0),
-    ("compact", 32, TTA(False, 1), False, False, "pool", (2, 2, 2), 0),
-    ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2), 4),
-    ("compact", 32, TTA(True), False, True, "stride", (1, 2, 2), 4)])
-def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normalize, pool_first, stem, stage_convs, se):
+@pytest.mark.parametrize("arch, size, tta, normalize, pool_first, stem, stage_convs", [
+    ("compact", 32, TTA(True), True, False, "pool", (2, 2, 2)),
+    ("compact", 32, TTA(False), False, False, "pool", (2, 2, 2)),
+    ("koch2015", 105, TTA(True), True, False, "pool", (2, 2, 2)),
+    ("compact", 32, TTA(True), True, True, "pool", (2, 2, 2)),
+    ("compact", 33, TTA(True), True, False, "stride", (2, 2, 2)),
+    ("compact", 32, TTA(True), True, True, "stride", (1, 2, 2)),
+    ("compact", 32, TTA(True), True, False, "stride", (1, 1, 3)),
+    ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2)),
+    ("compact", 32, TTA(False, 1), False, False, "pool", (2, 2, 2))])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normalize, pool_first, stem, stage_convs):
     ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta.flip, normalize, pool_first=pool_first, stem=stem,
-                             stage_convs=stage_convs, tta_shift=tta.shift, se_reduction=se)
+                             stage_convs=stage_convs, tta_shift=tta.shift)
     export.export(ckpt, 0.7, tmp_path / "fv.npz")
     bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
     assert [op.get("stride", 1) for op in bundle.ops if op["op"] == "conv"][0] == (2 if stem == "stride" else 1)
@@ -70,7 +68,6 @@ def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normali
     assert all(isinstance(folded[k - 1], torch.nn.MaxPool2d) for k, m in enumerate(folded) if isinstance(m, torch.nn.BatchNorm2d))
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in folded) == pool_first
     assert any(op["op"] == "affine" for op in bundle.ops) == pool_first
-    assert [op["op"] for op in bundle.ops].count("se") == (3 if se else 0)  # one gate per later stage
 
 
 def test_pairs_score_alike_from_image_files(tmp_path):

@@ -3,12 +3,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from conftest import small_params
-from pipeline.model import (Siamese, SqueezeExcite, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss,
-                            euclidean, euclidean_matrix, load_checkpoint)
+from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean,
+                            euclidean_matrix, load_checkpoint)
 from pipeline.params import load_params
 
 
@@ -241,48 +240,15 @@ def test_stage_convs_sets_the_convolutions_of_each_later_stage():
         ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"])
 
 
-def test_squeeze_excite_gates_each_channel_by_its_image_means():
-    """Each channel scaled by sigmoid(W2 relu(W1 mean + b1) + b2) of its own image's channel means."""
-    torch.manual_seed(0)
-    se = SqueezeExcite(8, reduction=4)
-    x = torch.randn(3, 8, 5, 5)
-    means = x.mean(dim=(2, 3))
-    gate = torch.sigmoid(F.linear(F.relu(F.linear(means, se.fc1.weight, se.fc1.bias)), se.fc2.weight, se.fc2.bias))
-    assert se.fc1.out_features == 2 and torch.allclose(se(x), x * gate[:, :, None, None])
-    assert torch.allclose(se(x[:1]), se(x)[:1])  # per image: another image in the batch changes nothing
-    assert SqueezeExcite(8, reduction=16).fc1.out_features == 1  # never fewer than one hidden unit
-
-
-def test_se_reduction_ends_each_later_stage_in_a_gate():
-    """A gate after each of the three later stages, on their channels; the rest of the network and
-    the output sizes as without; checkpoints from before the option (no key) rebuild without gates."""
-    plain, gated = model(stem="stride"), model(stem="stride", se_reduction=4)
-    assert "se_reduction" not in plain.config and gated.config["se_reduction"] == 4
-    gates = [m for m in gated.features if isinstance(m, SqueezeExcite)]
-    assert [(g.fc1.in_features, g.fc1.out_features) for g in gates] == [(16, 4), (32, 8), (64, 16)]
-    assert [type(m) for m in gated.features if not isinstance(m, SqueezeExcite)] == [type(m) for m in plain.features]
-    layers = list(gated.features)
-    assert isinstance(layers[-1], SqueezeExcite)
-    assert all(isinstance(layers[k - 1], torch.nn.ReLU) for k, m in enumerate(layers) if isinstance(m, SqueezeExcite))
-    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8).float()
-    assert gated.features(x).shape == plain.features(x).shape
-    assert Siamese(**gated.config).config == gated.config
-    with pytest.raises(ValueError, match="compact"):
-        Siamese("koch2015", in_size=105, se_reduction=4)
-    with pytest.raises(ValueError, match="se_reduction -1 must be >= 0"):
-        model(se_reduction=-1)
-    assert model(se_reduction=2.0).config["se_reduction"] == 2
-
-
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(small_params(**{"prepare.image_size": 48, "train.width": 6, "train.embedding_dim": 24,
                                                    "train.normalize": False, "train.dropout": 0.1,
                                                    "train.pool_first": True, "train.stem": "stride",
-                                                   "train.stage_convs": [1, 2, 3], "train.se_reduction": 2})))
+                                                   "train.stage_convs": [1, 2, 3]})))
     m = Siamese.from_params(load_params(path))
     assert m.config == dict(arch="compact", in_size=48, width=6, embedding_dim=24, normalize=False, dropout=0.1,
-                            pool_first=True, stem="stride", stage_convs=[1, 2, 3], se_reduction=2)
+                            pool_first=True, stem="stride", stage_convs=[1, 2, 3])
     assert m.head[-1].out_features == 24 and m.embed(torch.zeros(2, 1, 48, 48)).shape == (2, 24)
 
 

@@ -39,7 +39,6 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     ("train.margin", -1.0, r"'train.margin' must be > 0, got -1.0"),
     ("train.pos_margin", 1.0, r"'train.pos_margin' must be in \[0, train.margin\), got 1.0"),
     ("train.neg_weight", 0.0, r"'train.neg_weight' must be > 0, got 0.0"),
-    ("train.se_reduction", -1, r"'train.se_reduction' must be >= 0, got -1"),
     ("train.optimizer", "rmsprop", r"'train.optimizer' must be one of \['adam', 'sgd'\]"),
     ("train.augment.flip", "yes", r"'train.augment.flip' must be true or false"),
     ("train.augment.erase", 1.5, r"'train.augment.erase' must be a probability in \[0, 1\], got 1.5"),
@@ -122,13 +121,6 @@ def test_stem_is_for_the_compact_arch_only(tmp_path):
 def test_stage_convs_is_three_counts_of_at_least_one(tmp_path, value, message):
     with pytest.raises(ParamsError, match=rf"'train.stage_convs(\[\d\])?' {message}"):
         load_params(write(tmp_path, small_params(**{"train.stage_convs": value})))
-
-
-def test_se_reduction_is_for_the_compact_arch_only(tmp_path):
-    p = small_params(**{"train.arch": "koch2015", "train.stem": "pool", "train.stage_convs": [2, 2, 2],
-                        "train.se_reduction": 8})
-    with pytest.raises(ParamsError, match=r"'train.se_reduction' applies to arch 'compact' only"):
-        load_params(write(tmp_path, p))
 
 
 def test_stage_convs_is_for_the_compact_arch_only(tmp_path):

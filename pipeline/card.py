@@ -40,9 +40,7 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
         f"{' (L2-normalised)' if model_config['normalize'] else ''}; the two images share one backbone.",
         f"- Euclidean distance between embeddings; contrastive loss (Hadsell, Chopra & LeCun 2006), margin {t.margin}"
         + (f", positive margin {t.pos_margin}" if t.pos_margin else "")
-        + (f", different-person term weighted {t.neg_weight}" if t.neg_weight != 1 else "")
-        + (f"; plus {t.id_weight} x a cosine-softmax identification term over the training identities (scale"
-           f" {t.id_scale}), in training only." if t.id_weight else "."),
+        + (f", different-person term weighted {t.neg_weight}." if t.neg_weight != 1 else "."),
         f"- Optimiser {t.optimizer}, lr {t.lr}, weight decay {t.weight_decay}, batch {t.batch_size} pairs, "
         f"{t.schedule} schedule; early stopping on validation AUC (patience {t.patience}): best epoch "
         f"{train['best_epoch']} of {train['stopped_epoch']}.",

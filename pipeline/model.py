@@ -51,18 +51,6 @@ def cross_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, memory: torch.T
     return _pair_terms(d.flatten(), (ids[:, None] == memory_ids[None, :]).flatten(), margin, pos_margin, neg_weight)
 
 
-def identification_loss(emb: torch.Tensor, classes: torch.Tensor, proxies: torch.Tensor, scale: float) -> torch.Tensor:
-    """Cosine-softmax cross-entropy (NormFace, Wang et al. 2017) of embeddings (B, D) against one learned
-    proxy per training identity (C, D), both taken to unit length, logits `scale` x cosine; `classes` (B,)
-    holds each image's proxy row, -1 for an image whose identity has none (it is left out). Every step
-    then compares each image with every training identity, not only the batch's."""
-    keep = classes >= 0
-    if not keep.any():
-        return emb.new_zeros(())
-    logits = scale * F.normalize(emb[keep], dim=1) @ F.normalize(proxies, dim=1).T
-    return F.cross_entropy(logits, classes[keep])
-
-
 def _pair_terms(d: torch.Tensor, same: torch.Tensor, margin: float, pos_margin: float,
                 neg_weight: float = 1.0) -> torch.Tensor:
     """(mean positive term + neg_weight * mean active negative term) / 2 of distances d (N,) with

@@ -131,8 +131,6 @@ class TrainParams:
     identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
     identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
     memory: int  # batch-all mining: earlier training images whose embeddings each batch also meets after the warm-up (0: none)
-    id_weight: float  # batch-all mining: weight of a cosine-softmax identification term over the training identities (0: none)
-    id_scale: float  # id_weight > 0: the scale of its cosines (the softmax's inverse temperature)
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
@@ -143,12 +141,11 @@ class TrainParams:
 
     def check(self) -> dict[str, str]:
         errors = {}
-        positive = ("width", "embedding_dim", "margin", "neg_weight", "lr", "batch_size", "epochs", "patience", "id_scale")
+        positive = ("width", "embedding_dim", "margin", "neg_weight", "lr", "batch_size", "epochs", "patience")
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory",
-                    "id_weight"):
+        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:
@@ -171,8 +168,6 @@ class TrainParams:
             errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
         if self.memory and self.mining == "pairs":
             errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
-        if self.id_weight and self.mining == "pairs":
-            errors["id_weight"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to classify)"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors

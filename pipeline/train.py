@@ -32,8 +32,7 @@ from tqdm import tqdm
 from pipeline import distributed, files, runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
-from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean,
-                            identification_loss)
+from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean
 from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
@@ -54,10 +53,9 @@ def lr_factor(step: int, steps_per_epoch: int, p: TrainParams) -> float:
     return max(0.0, 1 - t) ** 2 if t > 0 else 1.0  # onecycle's annealing half after the warm-up
 
 
-def make_optimizer(model: torch.nn.Module, p: TrainParams, proxies: "IdentityProxies | None" = None) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimizer:
     decay = [q for n, q in model.named_parameters() if q.ndim > 1]  # no weight decay on BN and biases
     rest = [q for n, q in model.named_parameters() if q.ndim <= 1]
-    rest += list(proxies.parameters()) if proxies is not None else []  # unit length in the loss: decay means nothing
     groups = [{"params": decay, "weight_decay": p.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if p.optimizer == "adam":
         return torch.optim.AdamW(groups, lr=p.lr)
@@ -133,35 +131,13 @@ class CrossBatchMemory:
         self.emb, self.ids, self.next, self.count = state["emb"], state["ids"], state["next"], state["count"]
 
 
-class IdentityProxies(torch.nn.Module):
-    """One learned proxy per training identity with at least two training images (the identities an
-    identity batch draws), for `train.id_weight`'s identification term; used in training only, never
-    saved with the model. `classes(ids)` maps identity numbers to proxy rows, -1 where there is none."""
-
-    def __init__(self, train: PairSet, dim: int):
-        super().__init__()
-        _, first = np.unique(np.concatenate([train.idx1, train.idx2]), return_index=True)
-        ids, counts = np.unique(np.concatenate([train.id1, train.id2])[first], return_counts=True)
-        self.register_buffer("ids", torch.from_numpy(ids[counts >= 2].astype(np.int64)), persistent=False)
-        self.weight = torch.nn.Parameter(torch.randn(len(self.ids), dim))
-
-    def classes(self, ids: torch.Tensor) -> torch.Tensor:
-        row = torch.searchsorted(self.ids, ids).clamp_max(max(len(self.ids) - 1, 0))
-        return torch.where(self.ids[row] == ids, row, -1) if len(self.ids) else torch.full_like(ids, -1)
-
-    def loss(self, emb: torch.Tensor, ids: torch.Tensor, scale: float) -> torch.Tensor:
-        return identification_loss(emb, self.classes(ids), self.weight, scale)
-
-
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype, embed=None, memory: CrossBatchMemory | None = None,
-                proxies: IdentityProxies | None = None) -> float:
+                device, dtype, embed=None, memory: CrossBatchMemory | None = None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
     `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. With `memory` (batch-all
     mining after the warm-up) each batch's loss, and so the mean returned, adds its cross-batch term, and
-    the batch then joins it; with `proxies` (batch-all mining) it adds `train.id_weight` x the identification
-    term."""
+    the batch then joins it."""
     model.train()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -184,8 +160,6 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
                 if cross is not None:
                     loss = loss + cross
                 memory.push(emb, ids_dev)
-            if proxies is not None:
-                loss = loss + p.id_weight * proxies.loss(emb, ids_dev, p.id_scale)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
             loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(labels).to(device), p.margin, p.pos_margin,
@@ -227,8 +201,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     torch.manual_seed(params.seed)
     model = Siamese.from_params(params).to(device, memory_format=torch.channels_last)
     embed = distributed.wrap(model, device)  # the same initial weights everywhere (seeded; DDP broadcasts rank 0's)
-    proxies = IdentityProxies(train, p.embedding_dim).to(device) if p.id_weight and mining == "batch_all" else None
-    opt = make_optimizer(model, p, proxies)
+    opt = make_optimizer(model, p)
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
     state = {"epoch": 0, "history": [], "best": None, "best_auc": -1.0, "bad_epochs": 0}
@@ -240,8 +213,6 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
             state = saved["state"]
             if memory is not None:
                 memory.load_state_dict(saved["memory"])
-            if proxies is not None:
-                proxies.load_state_dict(saved["proxies"])
             log.info("resuming after epoch %d from %s", state["epoch"], resume_path)
         else:
             log.info("ignoring %s: it belongs to other inputs or params", resume_path)
@@ -253,7 +224,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
         train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed,
-                                 memory if epoch > p.warmup_epochs else None, proxies)
+                                 memory if epoch > p.warmup_epochs else None)
         seconds = time.perf_counter() - t0
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
         row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),
@@ -272,8 +243,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
             on_epoch(row, seconds)
         if resume_path is not None and rank == 0:
             save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                  "state": state, **({"memory": memory.state_dict()} if memory is not None else {}),
-                  **({"proxies": proxies.state_dict()} if proxies is not None else {})}, resume_path)
+                  "state": state, **({"memory": memory.state_dict()} if memory is not None else {})}, resume_path)
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,

@@ -7,7 +7,7 @@ import yaml
 
 from conftest import small_params
 from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean,
-                            euclidean_matrix, identification_loss, load_checkpoint)
+                            euclidean_matrix, load_checkpoint)
 from pipeline.params import load_params
 
 
@@ -279,14 +279,3 @@ def test_untrusted_checkpoint_cannot_run_code(tmp_path, monkeypatch):
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(path)
     assert not (tmp_path / "PWNED").exists()
-
-
-def test_identification_loss_is_cosine_softmax_cross_entropy_over_the_images_with_a_proxy():
-    emb = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
-    proxies = torch.tensor([[1.0, 0.0], [0.0, 5.0]])  # lengths do not count: both are taken to unit length
-    classes = torch.tensor([0, 1, -1])  # the third image has no proxy: left out
-    per_image = [-math.log(math.exp(4.0) / (math.exp(4.0) + 1.0))] * 2  # cosines 1 and 0 at scale 4
-    assert identification_loss(emb, classes, proxies, 4.0).item() == pytest.approx(sum(per_image) / 2, rel=1e-5)
-    wrong = identification_loss(emb, torch.tensor([1, 0, -1]), proxies, 4.0).item()
-    assert wrong == pytest.approx(-math.log(1.0 / (math.exp(4.0) + 1.0)), rel=1e-5)
-    assert identification_loss(emb, torch.full((3,), -1), proxies, 4.0).item() == 0.0  # no image with a proxy

@@ -141,17 +141,6 @@ def test_cross_batch_memory_needs_batch_all_mining(tmp_path):
         load_params(write(tmp_path, p))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"train.sampler": "pairs", "train.mining": "pairs", "train.id_weight": 0.5},
-     r"'train.id_weight' needs train.mining 'auto' or 'batch_all'.*got 0.5"),
-    ({"train.id_weight": -0.1}, r"'train.id_weight' must be >= 0"),
-    ({"train.id_scale": 0.0}, r"'train.id_scale' must be > 0"),
-])
-def test_the_identification_term_params_are_checked(tmp_path, overrides, message):
-    with pytest.raises(ParamsError, match=message):
-        load_params(write(tmp_path, small_params(**overrides)))
-
-
 def test_tta_shift_is_a_count_of_pixels(tmp_path):
     assert load_params(write(tmp_path, small_params(**{"train.tta_shift": 2}))).train.tta_shift == 2
     with pytest.raises(ParamsError, match=r"'train.tta_shift' must be >= 0"):

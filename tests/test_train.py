@@ -256,32 +256,6 @@ def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prep
 
 
 
-def test_identity_proxies_cover_the_identities_with_two_training_images():
-    from pipeline.data import PairSet
-    # rows 0-1 are identity 7, rows 2-4 identity 3, row 5 identity 9 (one image)
-    pairs = PairSet(idx1=np.array([0, 2, 3, 5]), idx2=np.array([1, 4, 0, 2]), label=np.array([1, 1, 0, 0]),
-                    id1=np.array([7, 3, 3, 9]), id2=np.array([7, 3, 7, 3]))
-    proxies = train.IdentityProxies(pairs, 4)
-    assert proxies.weight.shape == (2, 4) and "ids" not in proxies.state_dict()
-    assert proxies.classes(torch.tensor([3, 7, 9, 11, 0])).tolist() == [0, 1, -1, -1, -1]
-
-
-def test_fit_with_the_identification_term_changes_training_and_resumes_bit_for_bit(tmp_path, prepared, tables):
-    params = load(tmp_path, **{"train.epochs": 3, "train.patience": 3, "train.id_weight": 0.5, "train.id_scale": 8.0})
-    (tmp_path / "plain").mkdir()
-    plain = load(tmp_path / "plain", **{"train.epochs": 3, "train.patience": 3})
-    images, rows = load_images(prepared)
-    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
-    ref, ref_history, _ = train.fit(images, tr, val, params)
-    _, plain_history, _ = train.fit(images, tr, val, plain)
-    assert plain_history[0]["train_loss"] != ref_history[0]["train_loss"]  # the term is in the loss from the start
-    saved, resumed, history = stop_in_epoch_3_and_resume(images, tr, val, params, tmp_path / "resume.pt")
-    assert saved["proxies"]["weight"].shape[1] == params.train.embedding_dim  # the proxies resume with the weights
-    assert history == ref_history
-    a, b = ref.state_dict(), resumed.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # no proxy in the model
-
-
 def test_fit_passes_the_loss_params_to_every_batch_all_term(tmp_path, prepared, tables, monkeypatch):
     params = load(tmp_path, **{"train.epochs": 1, "train.memory": 48, "train.neg_weight": 1.5, "train.pos_margin": 0.3})
     seen = {"batch": [], "cross": []}

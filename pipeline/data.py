@@ -20,6 +20,8 @@ class PairSet:
     label: np.ndarray  # (P,) 1 = same person
     id1: np.ndarray  # (P,) identity number of the first image (for in-batch mining)
     id2: np.ndarray
+    # (rows, identity numbers) of the images an identity batch draws from, by row; None: the table's images
+    pool: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def label_identities(idx1: np.ndarray, idx2: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +58,15 @@ def load_images(prepared: str | Path) -> tuple[torch.Tensor, dict[tuple[str, int
     return images, rows
 
 
-def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], by_name: bool = True) -> PairSet:
+def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], by_name: bool = True,
+               every_image: bool = False) -> PairSet:
     """Resolve a pairs table against the image index; a missing image is an error naming the line.
 
     Identity numbers come from the person names (`by_name`, unrestricted mode) or from the pair labels
-    alone (restricted mode: label_identities, which reads no name)."""
+    alone (restricted mode: label_identities, which reads no name). With `every_image` (by name only)
+    the PairSet's `pool` holds every prepared image of the table's people, not only those its pairs name."""
+    if every_image and not by_name:
+        raise ValueError("every_image needs identities by name (unrestricted mode)")
     idx1, idx2, label, names = [], [], [], {}
     id1, id2 = [], []
     for k, (n1, i1, n2, i2, y) in enumerate(read_table(table), start=2):
@@ -74,7 +80,11 @@ def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], by_name: boo
     as_array = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
     idx1, idx2, label = as_array(idx1), as_array(idx2), as_array(label)
     if by_name:
-        return PairSet(idx1, idx2, label, as_array(id1), as_array(id2))
+        pool = None
+        if every_image:
+            found = sorted((row, names[name]) for (name, _), row in rows.items() if name in names)
+            pool = (as_array([r for r, _ in found]), as_array([i for _, i in found]))
+        return PairSet(idx1, idx2, label, as_array(id1), as_array(id2), pool)
     return PairSet(idx1, idx2, label, *label_identities(idx1, idx2, label))
 
 
@@ -150,8 +160,11 @@ class IdentitySampler:
 
     def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
                  identity_weight: str = "equal"):
-        rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
-        self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
+        if pairs.pool is not None:
+            self.rows, self.ids = pairs.pool
+        else:
+            rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
+            self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
         order = np.argsort(self.ids, kind="stable")
         _, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
         self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]

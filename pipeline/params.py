@@ -130,6 +130,7 @@ class TrainParams:
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
     identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
+    identity_images: Literal["table", "all"]  # sampler identities, unrestricted: the images of the training pairs, or every image of their people
     memory: int  # batch-all mining: earlier training images whose embeddings each batch also meets after the warm-up (0: none)
     dropout: float
     augment: AugmentParams

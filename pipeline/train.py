@@ -317,8 +317,10 @@ def run(args, rec) -> None:
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
     images, rows = load_images(args.prepared)
-    # restricted: in-batch identities from the pair labels only, never from the names
-    train = load_pairs(args.pairs / "train.tsv", rows, by_name=params.pairs.mode == "unrestricted")
+    # restricted: in-batch identities from the pair labels only, never from the names, and only the pairs' images
+    unrestricted = params.pairs.mode == "unrestricted"
+    train = load_pairs(args.pairs / "train.tsv", rows, by_name=unrestricted,
+                       every_image=unrestricted and params.train.identity_images == "all")
     val = load_pairs(args.pairs / "val.tsv", rows)
     key = fingerprint(repr(params.seed).encode(), repr(params.pairs).encode(), repr(params.prepare).encode(),
                       repr(params.train).encode(), (args.pairs / "train.tsv").read_bytes(),

@@ -52,7 +52,9 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
         f"- Pairs mode `{pairs['mode']}`: {pairs['train_pairs']} training pairs ({pairs['train_people']} people), "
         f"{pairs['val_pairs']} validation pairs ({pairs['val_people']} people), "
         f"{pairs['test_pairs']} official test pairs ({pairs.get('test_source', 'pairsDevTest.txt')}, {pairs['test_people']} people).",
-        RESTRICTED if pairs["mode"] == "restricted" else UNRESTRICTED,
+        RESTRICTED if pairs["mode"] == "restricted" else UNRESTRICTED + (
+            " Identity batches drew from every image of the training people, not only those the training pairs name."
+            if t.sampler == "identities" and t.identity_images == "all" else ""),
         f"- Identities shared between train/validation/test: {pairs['train_val_shared_people']} / "
         f"{pairs['train_test_shared_people']} / {pairs['val_test_shared_people']}.",
         f"- Face crop {list(params.prepare.crop)} of the 250x250 image, resized to {params.prepare.image_size}.",

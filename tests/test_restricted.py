@@ -67,8 +67,8 @@ def test_restricted_training_forms_no_in_batch_positive_the_labels_do_not_imply(
     seen_sets, positives, batch_rows = [], [], []
     real_load, real_batch, real_loss = train.load_pairs, data.IdentitySampler.batch, train.batch_all_contrastive_loss
 
-    def load_pairs(table, rows, by_name=True):
-        seen_sets.append(real_load(table, rows, by_name=by_name))
+    def load_pairs(table, rows, **kwargs):
+        seen_sets.append(real_load(table, rows, **kwargs))
         return seen_sets[-1]
 
     def sampler_batch(self, gen):
@@ -87,7 +87,8 @@ def test_restricted_training_forms_no_in_batch_positive_the_labels_do_not_imply(
     monkeypatch.setattr(train, "batch_all_contrastive_loss", loss)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"pairs.mode": "restricted", "pairs.val_fraction": 0.2,
-                                                     "train.sampler": "identities", "train.epochs": 1})))
+                                                     "train.sampler": "identities", "train.epochs": 1,
+                                                     "train.identity_images": "all"})))
     out = tmp_path / "out"
     assert train.main(["--params", str(params), "--prepared", str(prepared), "--pairs", str(tables),
                        "--model", str(out / "model.pt"), "--metrics", str(out / "train.json"),
@@ -95,6 +96,7 @@ def test_restricted_training_forms_no_in_batch_positive_the_labels_do_not_imply(
     assert positives, "no in-batch positive at all: the test saw nothing"
     unimplied = [(a, b) for a, b in positives if a != b and linked[a] != linked[b]]
     assert not unimplied, f"{len(unimplied)} in-batch positives that no label implies, e.g. {unimplied[0]}"
+    assert seen_sets[0].pool is None  # identity_images "all" is unrestricted only: batches hold the pairs' images
     # the training identities themselves (what the pairs sampler batches): one per label component, not per name
     by_image = ids_by_image(seen_sets[0], {key: row for row, key in index.items()})
     assert all((by_image[a] == by_image[b]) == (linked[a] == linked[b]) for a in by_image for b in by_image)

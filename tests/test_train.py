@@ -452,6 +452,26 @@ def test_identity_sampler_refuses_tables_without_a_repeated_identity():
         IdentitySampler(PairSet(one[:2], one[2:], np.zeros(2, np.int64), one[:2], one[2:]), 8, 2, 0.5)
 
 
+def test_every_image_of_the_training_people_joins_the_identity_groups(tmp_path):
+    from pipeline.data import IdentitySampler
+    table = tmp_path / "train.tsv"
+    table.write_text("name1\ti1\tname2\ti2\tlabel\nA\t1\tA\t2\t1\nA\t1\tB\t1\t0\nC\t1\tB\t1\t0\n")
+    # A has 4 prepared images, the table names 2; B and C have 2 and 1, the table names 1 each; D is someone else
+    index = {(n, i): k for k, (n, i) in enumerate([("A", 1), ("A", 2), ("A", 3), ("A", 4), ("B", 1), ("B", 2),
+                                                   ("C", 1), ("D", 1), ("D", 2)])}
+    named = load_pairs(table, index)
+    assert named.pool is None and IdentitySampler(named, 8, 2, 0.5).groups[0].tolist() == [0, 1]
+    every = load_pairs(table, index, every_image=True)
+    rows, ids = every.pool
+    assert rows.tolist() == [0, 1, 2, 3, 4, 5, 6]  # no image of D, who is in no training pair
+    assert ids.tolist() == [0, 0, 0, 0, 1, 1, 2]  # the table's identity numbers: A, B, C in order of appearance
+    assert [g.tolist() for g in IdentitySampler(every, 8, 2, 0.5).groups] == [[0, 1, 2, 3], [4, 5]]
+    for key in ("idx1", "idx2", "label", "id1", "id2"):  # the pairs themselves are the table's
+        assert np.array_equal(getattr(every, key), getattr(named, key))
+    with pytest.raises(ValueError, match="every_image needs identities by name"):
+        load_pairs(table, index, by_name=False, every_image=True)
+
+
 def test_training_with_the_identity_sampler_learns(tmp_path, prepared, tables):
     params = load(tmp_path, **{"train.epochs": 6, "train.patience": 6, "train.lr": 0.003, "train.sampler": "identities"})
     images, rows = load_images(prepared)

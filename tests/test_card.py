@@ -26,7 +26,7 @@ def card(tmp_path, **overrides) -> str:
 
 @pytest.mark.parametrize("overrides, says, not_says", [
     ({"train.stem": "stride", "train.neg_weight": 1.0}, ["4x4 stride-2 first convolution", "margin 0.8."], ["weighted"]),
-    ({"train.stem": "pool", "train.stage_convs": [2, 2, 2], "train.neg_weight": 2.0},
+    ({"train.stem": "pool", "train.stage_convs": [2, 2, 2], "train.neg_weight": 2.0, "train.identity_images": "table"},
      ["different-person term weighted 2.0."], ["stride-2", "convolutions per later stage", "every image"]),
     ({"train.sampler": "identities", "train.identity_images": "all"},
      ["Identity batches drew from every image of the training people"], []),

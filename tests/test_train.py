@@ -479,3 +479,59 @@ def test_training_with_the_identity_sampler_learns(tmp_path, prepared, tables):
     model, history, summary = train.fit(images, tr, val, params)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert summary["best_val_auc"] > 0.8
+
+
+def test_identity_sampler_with_neighbours_brings_each_drawn_person_a_look_alike():
+    from pipeline.data import IdentitySampler, PairSet
+    ids = np.repeat(np.arange(8), 2)  # 8 identities of 2 images: groups 0..7
+    rows = np.arange(len(ids))
+    pairs = PairSet(rows[0::2], rows[1::2], np.ones(8, np.int64), ids[0::2], ids[1::2])
+    near = np.array([[g ^ 1] for g in range(8)])  # each group's one neighbour: 0-1, 2-3, 4-5, 6-7
+    s = IdentitySampler(pairs, batch_images=8, per_identity=2, identity_fraction=1.0, neighbours=near)
+    assert s.p == 4
+    gen = torch.Generator().manual_seed(0)
+    paired = 0
+    for _ in range(40):
+        people = s.batch(gen)[1][::2].tolist()
+        assert len(set(people)) == 4 and people[1] == people[0] ^ 1  # no one twice; the first drawn, then its look-alike
+        # the two drawn by weight may be look-alikes themselves: the second's place then goes to another draw
+        paired += sorted(people) == sorted({g for p in people for g in (p, p ^ 1)})
+    assert paired >= 30
+    with pytest.raises(ValueError, match="neighbours has 3 rows for 8 identity groups"):
+        IdentitySampler(pairs, 8, 2, 1.0, neighbours=near[:3])
+
+
+def test_nearest_identities_ranks_groups_by_their_mean_embedding(prepared, tables):
+    images, rows = load_images(prepared)
+    tr = load_pairs(tables / "train.tsv", rows)
+    torch.manual_seed(0)
+    model = Siamese("compact", in_size=images.shape[-1], width=4, embedding_dim=8)
+    near = train.nearest_identities(model, images, tr, 3)
+    groups = train.identity_groups(tr)[2]
+    assert near.shape == (len(groups), 3) and all(g not in near[g] for g in range(len(groups)))
+    from pipeline.model import embed_all
+    from pipeline.tta import TTA
+    centres = torch.stack([torch.nn.functional.normalize(embed_all(model, images[torch.from_numpy(g)], TTA(False)).mean(0), dim=0)
+                           for g in groups])
+    sim = centres @ centres.T
+    for g in range(len(groups)):
+        assert sim[g, near[g]].tolist() == sorted(sim[g, near[g]].tolist(), reverse=True)
+        others = [h for h in range(len(groups)) if h != g and h not in near[g]]
+        assert all(sim[g, h] <= sim[g, near[g][-1]] + 1e-6 for h in others)
+
+
+def test_fit_with_neighbours_changes_training_after_the_warm_up_and_resumes_bit_for_bit(tmp_path, prepared, tables):
+    setting = {"train.epochs": 3, "train.patience": 3, "train.warmup_epochs": 1, "train.sampler": "identities"}
+    params = load(tmp_path, **setting, **{"train.neighbours": 2})
+    (tmp_path / "plain").mkdir()
+    plain = load(tmp_path / "plain", **setting)
+    images, rows = load_images(prepared)
+    tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
+    ref, ref_history, _ = train.fit(images, tr, val, params)
+    _, plain_history, _ = train.fit(images, tr, val, plain)
+    assert plain_history[0] == ref_history[0]  # the warm-up epoch draws its people as before
+    assert plain_history[1]["val_auc"] != ref_history[1]["val_auc"]
+    _, resumed, history = stop_in_epoch_3_and_resume(images, tr, val, params, tmp_path / "resume.pt")
+    assert history == ref_history
+    a, b = ref.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

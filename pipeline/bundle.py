@@ -18,12 +18,11 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from pipeline.images import preprocess_as
+from pipeline.images import preprocess
 from pipeline.tta import TTA
 
 FORMAT = 2  # 2 adds `tta_shift`; a format-1 bundle reads as shift 0
-EQUALIZED = 3  # a bundle whose preprocessing equalises: code that would skip that step refuses it
-READS = (1, 2, 3)
+READS = (1, 2)
 
 
 def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,7 +44,7 @@ class Scorer:
 
     def arrays(self, images: list[Image.Image]) -> np.ndarray:
         """uint8 (N, size, size): each image cropped and resized as the training data was."""
-        return np.stack([preprocess_as(im, self.preprocess) for im in images])
+        return np.stack([preprocess(im, self.preprocess["crop"], self.preprocess["size"]) for im in images])
 
     def distances(self, first: list[Image.Image], second: list[Image.Image]) -> np.ndarray:
         """Euclidean distances (P,) between the embeddings of first[k] and second[k]."""

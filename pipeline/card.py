@@ -57,8 +57,7 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
             if t.sampler == "identities" and t.identity_images == "all" else ""),
         f"- Identities shared between train/validation/test: {pairs['train_val_shared_people']} / "
         f"{pairs['train_test_shared_people']} / {pairs['val_test_shared_people']}.",
-        f"- Face crop {list(params.prepare.crop)} of the 250x250 image, resized to {params.prepare.image_size}"
-        f"{', histogram-equalised' if params.prepare.equalize else ''}.",
+        f"- Face crop {list(params.prepare.crop)} of the 250x250 image, resized to {params.prepare.image_size}.",
         "",
         "## Metrics",
         f"Threshold {calibration['threshold']:.4f}, chosen on the validation pairs only (criterion `{calibration['criterion']}`).",

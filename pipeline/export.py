@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pipeline import files, runner
-from pipeline.bundle import EQUALIZED, FORMAT, Bundle, euclidean
+from pipeline.bundle import FORMAT, Bundle, euclidean
 from pipeline.verifier import Verifier
 
 log = logging.getLogger("pipeline.export")
@@ -67,7 +67,7 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
             continue  # identity at inference
         else:
             raise ValueError(f"cannot export layer {layer}")
-    meta = {"format": EQUALIZED if verifier.preprocess.get("equalize") else FORMAT, "ops": ops, "threshold": verifier.threshold, "preprocess": verifier.preprocess,
+    meta = {"format": FORMAT, "ops": ops, "threshold": verifier.threshold, "preprocess": verifier.preprocess,
             "tta_flip": verifier.tta.flip, "tta_shift": verifier.tta.shift, "normalize": bool(model.normalize),
             "config": verifier.ckpt["config"], "checkpoint_sha256": checkpoint_sha256}
     return {"meta": np.array(json.dumps(meta)), **arrays}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from pipeline import lfw
 
@@ -15,29 +15,22 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names the file."""
 
 
-def preprocess(img: Image.Image, crop: list[int] | tuple[int, ...], size: int, equalize: bool = False) -> np.ndarray:
-    """Grayscale, crop the face box (scaled to the image's size), resize to (size, size) uint8; with
-    `equalize`, the crop's histogram equalised (its grey levels spread evenly over 0..255)."""
+def preprocess(img: Image.Image, crop: list[int] | tuple[int, ...], size: int) -> np.ndarray:
+    """Grayscale, crop the face box (scaled to the image's size), resize to (size, size) uint8."""
     gray = img.convert("L")
     sx, sy = gray.width / SOURCE_SIZE, gray.height / SOURCE_SIZE
     box = (crop[0] * sx, crop[1] * sy, crop[2] * sx, crop[3] * sy)
-    face = gray.resize((size, size), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(ImageOps.equalize(face) if equalize else face, dtype=np.uint8)
+    return np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
 
 
-def preprocess_as(img: Image.Image, spec: dict) -> np.ndarray:
-    """`preprocess` as a checkpoint's or bundle's "preprocess" entry says ({crop, size[, equalize]})."""
-    return preprocess(img, spec["crop"], spec["size"], spec.get("equalize", False))
-
-
-def load_image(path: str | Path, crop, size: int, strict: bool = True, equalize: bool = False) -> np.ndarray:
+def load_image(path: str | Path, crop, size: int, strict: bool = True) -> np.ndarray:
     """Decode and preprocess one file; with `strict`, insist on LFW-a's 250x250 grayscale."""
     try:
         with Image.open(path) as img:
             img.load()
             if strict and (img.size != (SOURCE_SIZE, SOURCE_SIZE) or img.mode != "L"):
                 raise ImageError(f"{path}: expected a {SOURCE_SIZE}x{SOURCE_SIZE} grayscale (mode L) image, got {img.size[0]}x{img.size[1]} mode {img.mode}")
-            return preprocess(img, crop, size, equalize)
+            return preprocess(img, crop, size)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

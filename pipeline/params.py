@@ -71,7 +71,6 @@ class PrepareParams:
     # side of the square network input, pixels. Not "size": DVC leaves keys named size or nfiles out
     # of its run-cache key, so a change of such a param would restore the outputs of the old value.
     image_size: int
-    equalize: bool  # histogram-equalise each face crop (the checkpoint's preprocessing says so to every scorer)
 
     def check(self) -> dict[str, str]:
         errors = {}

@@ -27,10 +27,10 @@ from pipeline.params import flatten, load_params
 log = logging.getLogger("pipeline.prepare")
 
 
-def prepare(data: Path, crop, size: int, workers: int, equalize: bool = False) -> tuple[np.ndarray, list[tuple[str, int]]]:
+def prepare(data: Path, crop, size: int, workers: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
     index = list_images(data)
     paths = [data / lfw.image_relpath(n, i) for n, i in index]
-    work = partial(load_image, crop=crop, size=size, equalize=equalize)
+    work = partial(load_image, crop=crop, size=size)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         arrays = list(tqdm(pool.map(work, paths, chunksize=256), total=len(paths), desc="prepare", unit="img", disable=None))
     return np.stack(arrays), index
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         p = params.prepare
         rec.params({"seed": params.seed, **flatten(p, "prepare.")})
-        images, index = prepare(args.data, p.crop, p.image_size, workers=os.cpu_count() or 1, equalize=p.equalize)
+        images, index = prepare(args.data, p.crop, p.image_size, workers=os.cpu_count() or 1)
         with files.atomic_dir(args.out) as tmp:
             np.save(tmp / "images.npy", images)
             (tmp / "index.tsv").write_text("".join(f"{n}\t{i}\n" for n, i in index))

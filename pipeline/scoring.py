@@ -24,8 +24,7 @@ def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> tupl
     keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
     crop, size = scorer.preprocess["crop"], scorer.preprocess["size"]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        equalize = scorer.preprocess.get("equalize", False)
-        arrays = list(pool.map(lambda key: load_image(image_path(images_dir, *key), crop, size, False, equalize), keys))
+        arrays = list(pool.map(lambda key: load_image(image_path(images_dir, *key), crop, size, strict=False), keys))
     return keys, np.stack(arrays)
 
 

@@ -295,8 +295,7 @@ def cpu_model() -> str:
 def checkpoint(model: Siamese, params: Params) -> dict:
     """Everything needed to rebuild and use the model, from this dict alone."""
     return {"config": model.config, "state_dict": model.state_dict(),
-            "preprocess": {"crop": list(params.prepare.crop), "size": params.prepare.image_size,
-                           **({"equalize": True} if params.prepare.equalize else {})},
+            "preprocess": {"crop": list(params.prepare.crop), "size": params.prepare.image_size},
             "tta_flip": params.train.tta_flip, "tta_shift": params.train.tta_shift, "margin": params.train.margin}
 
 

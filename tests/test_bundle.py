@@ -86,29 +86,14 @@ def test_a_format_1_bundle_reads_without_a_shift_and_an_unknown_format_is_refuse
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
     assert meta["format"] == 2 and meta["tta_shift"] == 0
-    for fmt, name in ((1, "old.npz"), (4, "new.npz")):
+    for fmt, name in ((1, "old.npz"), (3, "new.npz")):
         old = {k: v for k, v in meta.items() if k != "tta_shift"} | {"format": fmt}
         np.savez(tmp_path / name, **{**arrays, "meta": np.array(json.dumps(old))})
     x = images(3, 32)
     assert Bundle(tmp_path / "old.npz").tta == TTA(True, 0)
     assert np.array_equal(Bundle(tmp_path / "old.npz").embed(x), Bundle(tmp_path / "fv.npz").embed(x))
-    with pytest.raises(ValueError, match=r"new.npz: bundle format 4, this code reads 1 and 2 and 3"):
+    with pytest.raises(ValueError, match=r"new.npz: bundle format 3, this code reads 1 and 2"):
         Bundle(tmp_path / "new.npz")
-
-
-def test_an_equalising_checkpoint_makes_a_format_3_bundle_that_equalises_alike(tmp_path):
-    ckpt = random_checkpoint(tmp_path / "model.pt")
-    saved = torch.load(ckpt, weights_only=False)
-    saved["preprocess"]["equalize"] = True
-    torch.save(saved, ckpt)
-    export.export(ckpt, 0.7, tmp_path / "fv.npz")
-    bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
-    assert bundle.meta["format"] == 3 and bundle.preprocess["equalize"] is True
-    rng = np.random.default_rng(0)
-    pics = [Image.fromarray(rng.integers(40, 90, (250, 250), dtype=np.uint8), mode="L") for _ in range(2)]
-    x = bundle.arrays(pics)
-    assert np.array_equal(x, verifier.arrays(pics)) and x.max() == 255  # equalised: the dim photos span 0..255
-    assert bundle.distances(pics[:1], pics[1:]) == pytest.approx(verifier.distances(pics[:1], pics[1:]), abs=1e-5)
 
 
 def test_a_bundle_that_does_not_match_is_not_written(tmp_path, monkeypatch):

@@ -27,22 +27,6 @@ def test_preprocess_scales_the_crop_to_other_sizes_and_modes():
     assert np.abs(a - b).mean() < 3  # the same face box, whatever the input's size and mode
 
 
-def test_equalize_spreads_a_dim_crop_over_the_grey_levels_keeping_their_order(tmp_path):
-    rng = np.random.default_rng(0)
-    dim = Image.fromarray(rng.integers(40, 90, (250, 250), dtype=np.uint8), mode="L")  # a low-contrast photo
-    plain = imaging.preprocess(dim, [65, 70, 185, 190], 32)
-    flat = imaging.preprocess(dim, [65, 70, 185, 190], 32, equalize=True)
-    assert plain.max() - plain.min() < 60 and flat.min() <= 10 and flat.max() == 255
-    order = np.argsort(plain, axis=None, kind="stable")
-    assert np.all(np.diff(flat.ravel()[order].astype(int)) >= 0)  # a monotone map of the grey levels
-    dim.save(tmp_path / "x.jpg")
-    spec = {"crop": [65, 70, 185, 190], "size": 32}
-    assert np.array_equal(imaging.preprocess_as(dim, spec), plain)  # checkpoints without the key: as before
-    assert np.array_equal(imaging.preprocess_as(dim, {**spec, "equalize": True}), flat)
-    assert np.array_equal(imaging.load_image(tmp_path / "x.jpg", spec["crop"], 32, strict=False, equalize=True),
-                          imaging.preprocess(Image.open(tmp_path / "x.jpg"), spec["crop"], 32, equalize=True))
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg"), "cannot decode image"),
     (lambda p: p.write_text("hello"), "cannot decode image"),

@@ -155,16 +155,19 @@ class IdentitySampler:
     many photos, and the variation between them, comes back more often (one with 100 images about 7
     times as often as one with 2 under "sqrt", about 50 times under "linear", at most once a batch
     either way). An identity with fewer than K images repeats them (with different augmentation).
-    With `neighbours` (G, M), for each of the G groups the M others nearest to it, half of each batch's
-    identities are drawn as above and each of them brings one of its M nearest, drawn uniformly (the
-    look-alikes a random batch seldom holds: doppelganger mining, Smirnov et al. 2017); identities the
-    neighbours cannot supply (all already in the batch) are drawn as above.
     Everything is drawn from `gen`.
     """
 
     def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
-                 identity_weight: str = "equal", neighbours: np.ndarray | None = None):
-        self.rows, self.ids, self.groups = identity_groups(pairs)
+                 identity_weight: str = "equal"):
+        if pairs.pool is not None:
+            self.rows, self.ids = pairs.pool
+        else:
+            rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
+            self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
+        order = np.argsort(self.ids, kind="stable")
+        _, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
+        self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]
         if not self.groups:
             raise ValueError("train.sampler 'identities' needs an identity with at least two training images; "
                              "the training pairs have none")
@@ -178,9 +181,6 @@ class IdentitySampler:
         if identity_weight not in weights:
             raise ValueError(f"train.identity_weight must be one of {list(weights)}, got {identity_weight!r}")
         self.weights = weights[identity_weight]
-        if neighbours is not None and len(neighbours) != len(self.groups):
-            raise ValueError(f"neighbours has {len(neighbours)} rows for {len(self.groups)} identity groups")
-        self.neighbours = neighbours
         self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
 
     def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:
@@ -201,9 +201,7 @@ class IdentitySampler:
     def batch(self, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rows of the image array, identity numbers) of one batch."""
         rows = []
-        if self.neighbours is not None:
-            chosen = self._with_neighbours(gen)
-        elif self.weights is None:
+        if self.weights is None:
             chosen = self._take("groups", self.p, len(self.groups), gen)
         else:
             chosen = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()
@@ -215,33 +213,3 @@ class IdentitySampler:
             rows.append(self.rows[self._take("fill", self.n_fill, len(self.rows), gen)])
         rows = np.concatenate(rows)
         return rows, self.ids[np.searchsorted(self.rows, rows)]
-
-    def _with_neighbours(self, gen: torch.Generator) -> list[int]:
-        """The batch's P groups: half drawn by weight, each followed by one of its nearest not yet in the
-        batch, the rest drawn by weight among the groups left."""
-        weights = torch.ones(len(self.groups), dtype=torch.float64) if self.weights is None else self.weights.clone()
-        chosen: list[int] = []
-        for a in torch.multinomial(weights, (self.p + 1) // 2, replacement=False, generator=gen).tolist():
-            if a in chosen:  # an earlier anchor's neighbour
-                continue
-            chosen.append(a)
-            free = [int(n) for n in self.neighbours[a] if int(n) not in chosen]
-            if free and len(chosen) < self.p:
-                chosen.append(free[int(torch.randint(len(free), (1,), generator=gen))])
-        if len(chosen) < self.p:
-            weights[chosen] = 0
-            chosen += torch.multinomial(weights, self.p - len(chosen), replacement=False, generator=gen).tolist()
-        return chosen
-
-
-def identity_groups(pairs: PairSet) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(image rows, their identities, the rows of each identity with two or more images) of the images
-    the identity sampler draws from: `pairs.pool` where set, else the images the pairs name."""
-    if pairs.pool is not None:
-        rows, ids = pairs.pool
-    else:
-        rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
-        ids = np.concatenate([pairs.id1, pairs.id2])[first]
-    order = np.argsort(ids, kind="stable")
-    _, starts, counts = np.unique(ids[order], return_index=True, return_counts=True)
-    return rows, ids, [rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]

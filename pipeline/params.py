@@ -130,7 +130,6 @@ class TrainParams:
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
     identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
-    neighbours: int  # sampler identities, after the warm-up: > 0 brings each of half a batch's people one of their this many nearest
     identity_images: Literal["table", "all"]  # sampler identities, unrestricted: the images of the training pairs, or every image of their people
     memory: int  # batch-all mining: earlier training images whose embeddings each batch also meets after the warm-up (0: none)
     dropout: float
@@ -147,8 +146,7 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory",
-                    "neighbours"):
+        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:
@@ -171,8 +169,6 @@ class TrainParams:
             errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
         if self.memory and self.mining == "pairs":
             errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
-        if self.neighbours and self.sampler != "identities":
-            errors["neighbours"] = "needs train.sampler 'identities' (it chooses the people of identity batches)"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors

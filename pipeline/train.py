@@ -30,10 +30,9 @@ import torch
 from tqdm import tqdm
 
 from pipeline import distributed, files, runner
-from pipeline.data import IdentitySampler, PairSet, augment, identity_groups, load_images, load_pairs
+from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
-from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, embed_all,
-                            euclidean)
+from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean
 from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
@@ -70,30 +69,15 @@ def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams)
     return {"val_loss": loss, "val_auc": s["val_roc_auc"], "val_accuracy": s["val_accuracy"]}
 
 
-def nearest_identities(model: Siamese, images: torch.Tensor, train: PairSet, m: int, dtype=None) -> np.ndarray:
-    """(G, m): for each identity group the identity sampler draws (pipeline.data.identity_groups), the m
-    others whose mean unaugmented embedding is nearest to its own (cosine), nearest first."""
-    groups = identity_groups(train)[2]
-    rows = torch.from_numpy(np.concatenate(groups))
-    emb = embed_all(model, images[rows], TTA(False), autocast_dtype=dtype).float()
-    sizes = torch.tensor([len(g) for g in groups])
-    centres = torch.zeros(len(groups), emb.shape[1]).index_add_(0, torch.repeat_interleave(torch.arange(len(groups)), sizes), emb)
-    centres = torch.nn.functional.normalize(centres, dim=1)
-    sim = centres @ centres.T
-    sim.fill_diagonal_(-float("inf"))
-    return sim.topk(min(m, len(groups) - 1), dim=1).indices.numpy()
-
-
-def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.Tensor,
-            neighbours: np.ndarray | None = None):
+def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.Tensor):
     """Each step's augmented images of this process's share (B', 1, H, W) and their identities, in rank order.
 
     Rank r of N embeds every N-th image from the r-th of an identity batch (so each share holds part of
     every identity group), or the r-th contiguous share of a pair batch; every rank draws the whole batch."""
     rank, size = distributed.world()
     order = torch.randperm(len(train.label), generator=gen).numpy()
-    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction, p.identity_weight,
-                              neighbours) if p.sampler == "identities" else None
+    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction, p.identity_weight) \
+        if p.sampler == "identities" else None
     for k in range(len(order) // p.batch_size or 1):
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
         if sampler:
@@ -148,13 +132,12 @@ class CrossBatchMemory:
 
 
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype, embed=None, memory: CrossBatchMemory | None = None,
-                neighbours: np.ndarray | None = None) -> float:
+                device, dtype, embed=None, memory: CrossBatchMemory | None = None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
     `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. With `memory` (batch-all
     mining after the warm-up) each batch's loss, and so the mean returned, adds its cross-batch term, and
-    the batch then joins it. `neighbours` (identity batches): see IdentitySampler."""
+    the batch then joins it."""
     model.train()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -164,7 +147,7 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
     total, seen = 0.0, 0
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=True if distributed.world()[0] else None)
-    for k, (x, ids, labels) in enumerate(batches(train, p, gen, images, neighbours)):
+    for k, (x, ids, labels) in enumerate(batches(train, p, gen, images)):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = embed(x.to(device))
         if mining == "batch_all":
@@ -240,15 +223,8 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     while state["epoch"] < p.epochs and state["bad_epochs"] < p.patience:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        # after the warm-up, look-alike people from the weights the epoch starts with (every rank alike)
-        neighbours = None
-        if p.neighbours and epoch > p.warmup_epochs:
-            t0 = time.perf_counter()
-            neighbours = nearest_identities(model, images_dev, train, p.neighbours, dtype)
-            log.info("epoch %d: the %d nearest of each of %d people (%.1fs)", epoch, neighbours.shape[1],
-                     len(neighbours), time.perf_counter() - t0)
         train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed,
-                                 memory if epoch > p.warmup_epochs else None, neighbours)
+                                 memory if epoch > p.warmup_epochs else None)
         seconds = time.perf_counter() - t0
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
         row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),

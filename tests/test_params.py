@@ -157,8 +157,3 @@ def test_set_dotted_sets_a_nested_key_and_names_an_unknown_one():
         with pytest.raises(ParamsError, match=re.escape(f"{key}: no such key in params.yaml")):
             set_dotted(raw, key, 1)
     assert raw == before  # a failed set leaves the mapping as it was
-
-
-def test_neighbours_needs_identity_batches(tmp_path):
-    with pytest.raises(ParamsError, match=r"'train.neighbours' needs train.sampler 'identities'"):
-        load_params(write(tmp_path, small_params(**{"train.neighbours": 4, "train.sampler": "pairs"})))

@@ -247,7 +247,8 @@ def test_fit_with_memory_changes_training_and_resumes_bit_for_bit(tmp_path, prep
     ref, ref_history, _ = train.fit(images, tr, val, params)
     _, plain_history, _ = train.fit(images, tr, val, plain)
     assert plain_history[0] == ref_history[0]  # the warm-up epoch runs without the memory
-    assert plain_history[1]["val_auc"] != ref_history[1]["val_auc"]  # the cross-batch term changed the weights
+    # the cross-batch term changed the weights (the loss: the AUC of 32 pairs can tie)
+    assert plain_history[1]["val_loss"] != ref_history[1]["val_loss"]
     saved, resumed, history = stop_in_epoch_3_and_resume(images, tr, val, params, tmp_path / "resume.pt")
     assert saved["memory"]["count"] == 48  # filled in epoch 2, kept for epoch 3
     assert history == ref_history
@@ -317,11 +318,13 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     # quarter of the values (16x16 against 32x32 per image here), which widens the gap between the two
     # trainings; what this test checks, the DDP wiring, does not depend on the stem. Likewise equal identity
     # rounds: every rank draws the whole batch from the same generator whatever the weighting, and with the sqrt
-    # draw on the synthetic people the two trainings' validation losses differed by 27% at one epoch (bf16, AMD EPYC)
+    # draw on the synthetic people the two trainings' validation losses differed by 27% at one epoch (bf16, AMD EPYC),
+    # and with stage_convs [1, 2, 1] by 26% (bf16, AMX): the network the 25% was measured on stays
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 4, "train.patience": 4, "train.mining": mining,
                                                          "train.sampler": sampler, "train.stem": "pool",
-                                                         "train.identity_weight": "equal"})))
+                                                         "train.identity_weight": "equal",
+                                                         "train.stage_convs": [1, 2, 2]})))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
     one, cmd = run_train(tmp_path, params, prepared, tables, "one")

@@ -49,6 +49,7 @@ class PairsParams:
     protocol: Literal["view1", "view2"]  # view1: test on pairsDevTest; view2: test on fold `fold` of pairs.txt
     fold: int  # view2: the fold scored (1-10), trained without; view1 reads it not
     split_seed: int  # draws the validation side (held-out identities and their pairs); `seed` draws the rest
+    val_keep: float  # unrestricted: share of the held-out identities kept for validation; the rest join training
 
     def check(self) -> dict[str, str]:
         errors = {}
@@ -58,6 +59,8 @@ class PairsParams:
             errors["split_seed"] = "must be >= 0"
         if not 0 < self.val_fraction < 1:
             errors["val_fraction"] = "must be in (0, 1)"
+        if not 0 < self.val_keep <= 1:
+            errors["val_keep"] = "must be in (0, 1]"
         if self.n_train_pairs < 2 or self.n_train_pairs % 2:
             errors["n_train_pairs"] = "must be an even number >= 2"
         if self.n_val_pairs < 2 or self.n_val_pairs % 2:

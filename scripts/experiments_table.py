@@ -65,11 +65,11 @@ BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem
                 "train.tta_shift": 0, "train.identity_weight": "equal", "train.memory": 0, "train.neg_weight": 1.0,
                 "train.neg_hardness": 0.0, "train.se_reduction": 0, "train.id_weight": 0.0,
                 "train.id_scale": 16.0, "train.identity_images": "table",
-                "train.neighbours": 0, "prepare.equalize": False}
+                "train.neighbours": 0, "prepare.equalize": False, "pairs.val_keep": 1.0}
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
               "train.warmup_epochs": 3}
-RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs", "train.identity_images"}  # unrestricted only
+RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs", "pairs.val_keep", "train.identity_images"}  # unrestricted only
 RESTRICTED_FREE = set(RESTRICTED) | RESTRICTED_UNREAD  # not read, or set, in restricted mode
 README_SEEDS = (0, 1, 2)
 # used by --import-markdown only: rows whose numbers no longer describe the code

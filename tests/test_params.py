@@ -46,6 +46,8 @@ def test_float_written_as_string_by_dvc_exp_run_is_accepted(tmp_path):
     ("train.augment.max_brightness", -0.1, r"'train.augment.max_brightness' must be >= 0, got -0.1"),
     ("pairs.val_fraction", 1.0, r"'pairs.val_fraction' must be in \(0, 1\), got 1.0"),
     ("pairs.val_fraction", 0, r"'pairs.val_fraction' must be in \(0, 1\)"),
+    ("pairs.val_keep", 0.0, r"'pairs.val_keep' must be in \(0, 1\], got 0.0"),
+    ("pairs.val_keep", 1.5, r"'pairs.val_keep' must be in \(0, 1\]"),
     ("prepare.crop", [10, 10, 5, 50], r"'prepare.crop' must be \[left, top, right, bottom\]"),
     ("download.checksum", "crc32:abc", r"'download.checksum' must be"),
     ("train.per_identity", 1, r"'train.per_identity' must be in \[2, 2 \* train.batch_size\]"),

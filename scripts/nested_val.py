@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from experiments_table import git  # noqa: E402
+from experiments_table import BEFORE_ADDED, flatten, git, params_file, plain, same  # noqa: E402
 from pipeline import pairs as pairs_stage  # noqa: E402
 from pipeline.data import load_images, load_pairs  # noqa: E402
 from pipeline.embedding import pair_distances  # noqa: E402
@@ -34,6 +34,24 @@ from pipeline.model import load_checkpoint  # noqa: E402
 from pipeline.params import Params, load_params  # noqa: E402
 from pipeline.tables import write_table  # noqa: E402
 from pipeline.tta import TTA  # noqa: E402
+
+
+def todays_params(raw: dict, name: str) -> dict:
+    """An experiment's params.yaml in today's keys: a param added since at the value that reproduces the
+    code before it (experiments_table.BEFORE_ADDED), one taken out since dropped where it was off."""
+    flat = plain({**BEFORE_ADDED, **flatten(raw)})
+    today = params_file()
+    left = {k: v for k, v in flat.items() if k not in today and not same(v, BEFORE_ADDED.get(k))}
+    if left:
+        raise SystemExit(f"experiment {name!r}: params of a code taken out since: {left}")
+    out: dict = {}
+    for key in today:
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = flat.get(key, today[key])
+    return out
 
 
 class Experiment:
@@ -45,7 +63,7 @@ class Experiment:
             raise SystemExit(f"experiment {name!r}: {'no' if not refs else len(refs)} refs named so under refs/exps")
         self.name, ref = name, refs[0]
         path = tmp / f"{name}.yaml"
-        path.write_text(git("show", f"{ref}:params.yaml"))
+        path.write_text(yaml.safe_dump(todays_params(yaml.safe_load(git("show", f"{ref}:params.yaml")), name)))
         self.params: Params = load_params(path)
         lock = yaml.safe_load(git("show", f"{ref}:dvc.lock"))
         md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "models/model.pt")

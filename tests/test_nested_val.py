@@ -45,3 +45,16 @@ def test_pairs_that_are_not_nested_are_refused(lfw_dir, prepared, tmp_path):
 def test_an_unknown_experiment_is_named(tmp_path):
     with pytest.raises(SystemExit, match="experiment 'no-such-exp-here': no refs"):
         nested_val.Experiment("no-such-exp-here", tmp_path)
+
+
+def test_an_older_experiments_params_read_in_todays_keys():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del raw["pairs"]["val_keep"]
+    raw["train"]["ema"] = 0.0  # a param taken out since, where it was off
+    raw["train"]["lr"] = 0.002
+    params = nested_val.todays_params(raw, "old")
+    assert params["pairs"]["val_keep"] == 1.0 and "ema" not in params["train"] and params["train"]["lr"] == 0.002
+    assert params.keys() == raw.keys() and params["train"]["stage_convs"] == raw["train"]["stage_convs"]
+    raw["train"]["ema"] = 0.995
+    with pytest.raises(SystemExit, match="params of a code taken out since: {'train.ema': 0.995}"):
+        nested_val.todays_params(raw, "old")

@@ -401,7 +401,7 @@ def view2_md(recs: list[dict]) -> str:
         folds = list(rec["folds"])
         mode = rec["params"].get("pairs.mode", "?")
         overrides = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items()) or "params.yaml as committed"
-        sets = " ".join(f"-S {k}={v}" for k, v in rec["overrides"].items())
+        sets = _sets_text(rec["overrides"])
         lines += [f"## {mode}, pipeline of commit {rec['commit']}: {overrides}", "",
                   f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this pipeline, "
                   f"`python scripts/view2.py run{' ' + sets if sets else ''}`.", "",

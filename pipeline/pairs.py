@@ -113,8 +113,14 @@ def split_unrestricted(people: dict[str, int], p: PairsParams, split_rng: np.ran
     val_ids = set(split_rng.choice(names, size=max(2, round(p.val_fraction * len(names))), replace=False).tolist())
     if p.val_keep < 1:  # from a stream of its own, so the pairs below come from split_rng as they do at 1
         held = sorted(val_ids)
-        keep_rng = np.random.default_rng([p.split_seed, 2])
-        val_ids = set(keep_rng.choice(held, size=max(2, round(p.val_keep * len(held))), replace=False).tolist())
+        size = max(2, round(p.val_keep * len(held)))
+        if size >= len(held):
+            raise ValueError(f"pairs.val_keep={p.val_keep} keeps all {len(held)} held-out people: raise pairs.val_fraction "
+                             "or lower pairs.val_keep")
+        val_ids = set(np.random.default_rng([p.split_seed, 2]).choice(held, size=size, replace=False).tolist())
+        if all(people[n] < 2 for n in val_ids):
+            raise ValueError(f"pairs.val_keep={p.val_keep} keeps {size} held-out people, none with two images: "
+                             "no same-person validation pair can be drawn")
     train_people = {n: c for n, c in people.items() if n not in val_ids}
     val_people = {n: c for n, c in people.items() if n in val_ids}
     val = sample_pairs(val_people, p.n_val_pairs, split_rng)

@@ -61,6 +61,8 @@ class PairsParams:
             errors["val_fraction"] = "must be in (0, 1)"
         if not 0 < self.val_keep <= 1:
             errors["val_keep"] = "must be in (0, 1]"
+        elif self.mode == "restricted" and self.val_keep != 1:
+            errors["val_keep"] = "must be 1 in restricted mode (it splits the official pairs, not people)"
         if self.n_train_pairs < 2 or self.n_train_pairs % 2:
             errors["n_train_pairs"] = "must be an even number >= 2"
         if self.n_val_pairs < 2 or self.n_val_pairs % 2:

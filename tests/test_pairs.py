@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -57,11 +59,19 @@ def test_val_keep_trains_on_the_rest_of_the_held_out_people_and_nests_validation
     assert held - kept <= pairs.identities(train)  # the released ones are (every one drawn here, at 400 pairs)
     assert len(train) == len(full_train) and len(val) == len(full_val)
     assert split(val_keep=0.5) == (train, val)
+    with pytest.raises(ValueError, match="pairs.val_keep=0.98 keeps all 18 held-out people"):
+        split(val_keep=0.98)
+    singles = {n: 1 if n in held else c for n, c in people.items()}  # every held-out person with one image
+    with pytest.raises(ValueError, match="none with two images"):
+        pairs.split_unrestricted(singles, params(val_fraction=0.3, val_keep=0.5), np.random.default_rng([0, 0]),
+                                 np.random.default_rng([0, 1]))
 
 
 def test_val_keep_one_leaves_the_tables_as_they_were(lfw_dir):
     base, _ = pairs.make_tables(lfw_dir, params(), seed=0)
     assert params().val_keep == 1.0
+    # the digest the code before pairs.val_keep (83aac7f) gives for these params and this synthetic set
+    assert hashlib.sha256(repr(base).encode()).hexdigest() == "82e582e92d83b8aec29ca8b3639aa980bf6c29c2effe9c339c84e5e6d7ad8bfb"
     kept, _ = pairs.make_tables(lfw_dir, params(val_keep=0.5), seed=0)
     assert pairs.identities(kept["val"]) < pairs.identities(base["val"])
     restricted = [pairs.make_tables(lfw_dir, params(mode="restricted", val_fraction=0.2, val_keep=k), seed=0)[0]

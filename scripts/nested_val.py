@@ -8,7 +8,7 @@ people are then people neither model saw, so both are scored on B's validation p
 B's params by pipeline.pairs, the same tables its `pairs` stage wrote) and compared pair by pair of
 experiments: the AUC of each, B's gain, and over all given pairs the mean gain ± standard error and t.
 Each model is read from the DVC cache by the md5 its experiment's dvc.lock records; the prepared
-images are the workspace's (`prepare` params must be those of the experiments).
+images are the workspace's, made with params.yaml's `prepare` params, which must be the experiments' too.
 """
 from __future__ import annotations
 
@@ -81,10 +81,15 @@ def auc(model_path: Path, images, val) -> float:
     return verification_metrics(d, val.label, choose_threshold(d, val.label, "eer"))["roc_auc"]
 
 
-def compare(a: Experiment, b: Experiment, data: Path, images, rows, tmp: Path) -> tuple[float, float]:
-    """(A's, B's) AUC on B's validation pairs, after checking that neither trained on their people."""
+def compare(a: Experiment, b: Experiment, data: Path, images, rows, tmp: Path, prepare) -> tuple[float, float]:
+    """(A's, B's) AUC on B's validation pairs, after checking that neither trained on their people and
+    that both took the images as `prepare` (the params the prepared images were made with) makes them."""
     if b.params.pairs.val_keep >= 1 or a.params.pairs.mode != "unrestricted" or b.params.pairs.mode != "unrestricted":
         raise SystemExit(f"{a.name}:{b.name}: B needs pairs.val_keep < 1, both unrestricted")
+    for e in (a, b):
+        if e.params.prepare != prepare:
+            raise SystemExit(f"{e.name}: trained on images prepared with {e.params.prepare}, but the prepared images "
+                             f"given are {prepare} (params.yaml's): score it where they agree")
     b_tables, a_tables = b.tables(data), a.tables(data)
     seen = pairs_stage.identities(a_tables["train"]) | pairs_stage.identities(b_tables["train"])
     shared = seen & pairs_stage.identities(b_tables["val"])
@@ -105,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(p.count(":") != 1 for p in args.pairs):
         parser.error("each argument is A:B, two experiment names")
     images, rows = load_images(args.prepared)
+    prepare = load_params(ROOT / "params.yaml").prepare
     gains = []
     with tempfile.TemporaryDirectory() as tmp:
         for item in args.pairs:
             a, b = (Experiment(n, Path(tmp)) for n in item.split(":"))
-            a_auc, b_auc = compare(a, b, args.data, images, rows, Path(tmp))
+            a_auc, b_auc = compare(a, b, args.data, images, rows, Path(tmp), prepare)
             gains.append(b_auc - a_auc)
             print(f"{a.name} (seed {a.params.seed}) against {b.name} (seed {b.params.seed}, pairs.val_keep="
                   f"{b.params.pairs.val_keep}) on {b.name}'s validation pairs: AUC {a_auc:.5f} against {b_auc:.5f} "

@@ -73,6 +73,9 @@ RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epoc
 RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs", "pairs.val_keep", "train.identity_images"}  # unrestricted only
 RESTRICTED_FREE = set(RESTRICTED) | RESTRICTED_UNREAD  # not read, or set, in restricted mode
 README_SEEDS = (0, 1, 2)
+# params that move the validation pairs (pipeline.registry.val_pairs_key): a paired comparison holds them
+VALIDATION_KEYS = {"pairs.mode", "pairs.val_fraction", "pairs.split_seed", "pairs.n_val_pairs", "pairs.val_keep",
+                   "pairs.protocol", "pairs.fold"}
 # used by --import-markdown only: rows whose numbers no longer describe the code
 SUPERSEDED = {("pairs.mode", "restricted"): "restricted mode learned from person names (bug fixed in issue #28)"}
 
@@ -738,6 +741,10 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
     b_want = {**a_want, **other}
     if all(_same_value(a_want[k], v) for k, v in other.items()):
         raise SystemExit("--paired: the change sets every key to the value A already has")
+    moving = sorted(k for k, v in other.items() if k in VALIDATION_KEYS and not _same_value(a_want[k], v))
+    if moving:
+        raise SystemExit(f"--paired {', '.join(moving)}: B would validate on other pairs than A, so their validation "
+                         "AUCs do not compare (pairs.val_keep: scripts/nested_val.py scores both on B's)")
     free = RESTRICTED_UNREAD if a_want.get("pairs.mode") == "restricted" else set()
     a, b = seed_runs(recs, a_want, free), seed_runs(recs, b_want, free)
     seeds = sorted(a.keys() & b.keys())

@@ -31,7 +31,7 @@ from pipeline.data import load_images, load_pairs  # noqa: E402
 from pipeline.embedding import pair_distances  # noqa: E402
 from pipeline.metrics import choose_threshold, verification_metrics  # noqa: E402
 from pipeline.model import load_checkpoint  # noqa: E402
-from pipeline.params import Params, load_params  # noqa: E402
+from pipeline.params import Params, load_params, set_dotted  # noqa: E402
 from pipeline.tables import write_table  # noqa: E402
 from pipeline.tta import TTA  # noqa: E402
 
@@ -44,13 +44,9 @@ def todays_params(raw: dict, name: str) -> dict:
     left = {k: v for k, v in flat.items() if k not in today and not same(v, BEFORE_ADDED.get(k))}
     if left:
         raise SystemExit(f"experiment {name!r}: params of a code taken out since: {left}")
-    out: dict = {}
+    out = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key in today:
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = flat.get(key, today[key])
+        set_dotted(out, key, flat.get(key, today[key]))
     return out
 
 

@@ -22,6 +22,7 @@ at that commit (their DVC experiment refs were local to the machines that ran th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import statistics
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import files  # noqa: E402
+from pipeline.params import PairsParams  # noqa: E402
+from pipeline.registry import NOT_VALIDATION  # noqa: E402
 
 try:  # old key -> new key, for experiments run before a rename
     from pipeline.params import RENAMED  # noqa: E402
@@ -73,9 +76,8 @@ RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epoc
 RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs", "pairs.val_keep", "train.identity_images"}  # unrestricted only
 RESTRICTED_FREE = set(RESTRICTED) | RESTRICTED_UNREAD  # not read, or set, in restricted mode
 README_SEEDS = (0, 1, 2)
-# params that move the validation pairs (pipeline.registry.val_pairs_key): a paired comparison holds them
-VALIDATION_KEYS = {"pairs.mode", "pairs.val_fraction", "pairs.split_seed", "pairs.n_val_pairs", "pairs.val_keep",
-                   "pairs.protocol", "pairs.fold"}
+# params that move the validation pairs, as pipeline.registry.val_pairs_key keys them: a paired comparison holds them
+VALIDATION_KEYS = {f"pairs.{f.name}" for f in dataclasses.fields(PairsParams) if f.name not in NOT_VALIDATION}
 # used by --import-markdown only: rows whose numbers no longer describe the code
 SUPERSEDED = {("pairs.mode", "restricted"): "restricted mode learned from person names (bug fixed in issue #28)"}
 

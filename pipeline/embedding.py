@@ -32,17 +32,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_bf16() -> tuple[bool, bool]:
+    """(runs, native): whether oneDNN runs bf16 on this CPU at all (any AVX-512 CPU), and whether in
+    hardware (AVX-512 BF16 or AMX) rather than emulated, several times slower than fp32."""
+    runs = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return runs, runs and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast where the hardware runs it natively ('auto'), else fp32 (None)."""
+    """The autocast dtype of `precision` on `device` (None: fp32). 'auto' is bf16 where the hardware runs
+    it natively, else fp32; 'bf16' is bf16 wherever it runs at all (with a warning where it is emulated)."""
     if precision == "fp32":
         return None
     if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
+        runs = native = torch.cuda.is_bf16_supported()
     else:
-        supported = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if precision == "bf16" and not supported:
-        log.warning("bf16 is not supported natively on %s; training in fp32", device)
-    return torch.bfloat16 if supported else None
+        runs, native = cpu_bf16()
+    if precision == "auto":
+        return torch.bfloat16 if native else None
+    if not runs:
+        log.warning("bf16 is not supported on %s; training in fp32", device)
+        return None
+    if not native:
+        log.warning("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): slower than fp32")
+    return torch.bfloat16
 
 
 def pair_distances(model: Siamese, images: torch.Tensor, pairs: PairSet, tta: TTA,

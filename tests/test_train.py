@@ -482,3 +482,25 @@ def test_training_with_the_identity_sampler_learns(tmp_path, prepared, tables):
     model, history, summary = train.fit(images, tr, val, params)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert summary["best_val_auc"] > 0.8
+
+
+@pytest.mark.parametrize("runs, avx512_bf16, amx, auto, bf16", [
+    (False, False, False, None, None),                    # AVX2 only: fp32 either way
+    (True, False, False, None, torch.bfloat16),           # AVX-512 without BF16: emulated, so auto stays fp32
+    (True, True, False, torch.bfloat16, torch.bfloat16),  # AVX-512 BF16
+    (True, False, True, torch.bfloat16, torch.bfloat16),  # AMX
+])
+def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, caplog, runs, avx512_bf16,
+                                                                       amx, auto, bf16):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: runs)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = torch.device("cpu")
+    assert embedding.autocast_dtype(cpu, "fp32") is None
+    assert embedding.autocast_dtype(cpu, "auto") is auto
+    caplog.clear()
+    assert embedding.autocast_dtype(cpu, "bf16") is bf16
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert ("emulated" in warned) == (runs and not (avx512_bf16 or amx))
+    assert ("not supported" in warned) == (not runs)

@@ -244,8 +244,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"bf16 native: {native}; train.precision {p.precision} -> the pipeline trains in {used_name}")
     if not native:
-        print("bf16 figures skipped: this CPU runs no bf16 natively (AVX-512 BF16 or AMX), so train.precision auto "
-              "trains in fp32 here and the fp32 figures below are the default's")
+        print("bf16 figures skipped: this CPU runs no bf16 natively (AVX-512 BF16, AMX, ARM bf16), so the default "
+              "train.precision (auto) trains in fp32 here and the fp32 figures below are the default's")
 
     model = Siamese.from_params(params).eval()
     with FlopCounterMode(display=False) as fc:

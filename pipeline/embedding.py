@@ -32,16 +32,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+NATIVE_BF16 = ("avx512_bf16", "amx_bf16", "bf16")  # torch.cpu.get_capabilities() keys: x86, x86, ARM
+
+
 def cpu_bf16() -> tuple[bool, bool]:
-    """(runs, native): whether oneDNN runs bf16 on this CPU at all (any AVX-512 CPU), and whether in
-    hardware (AVX-512 BF16 or AMX) rather than emulated, several times slower than fp32."""
+    """(runs, native): whether oneDNN runs bf16 on this CPU at all, and whether in hardware (AVX-512 BF16,
+    AMX, ARM bf16) rather than emulated (plain AVX-512, say), which is several times slower than fp32."""
     runs = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return runs, runs and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    caps = torch.cpu.get_capabilities()
+    return runs, runs and any(caps.get(key) for key in NATIVE_BF16)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype of `precision` on `device` (None: fp32). 'auto' is bf16 where the hardware runs
-    it natively, else fp32; 'bf16' is bf16 wherever it runs at all (with a warning where it is emulated)."""
+    """The autocast dtype of `precision` on `device` (None: fp32). On a CPU 'auto' is bf16 where the
+    hardware runs it natively, else fp32, and 'bf16' is bf16 wherever it runs at all (with a warning where
+    it is emulated), else fp32; on CUDA both are bf16 where `torch.cuda.is_bf16_supported()`."""
     if precision == "fp32":
         return None
     if device.type == "cuda":
@@ -54,7 +59,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         log.warning("bf16 is not supported on %s; training in fp32", device)
         return None
     if not native:
-        log.warning("bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): slower than fp32")
+        log.warning("bf16 is emulated on this CPU (no AVX-512 BF16, AMX or ARM bf16): slower than fp32")
     return torch.bfloat16
 
 

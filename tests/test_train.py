@@ -484,23 +484,25 @@ def test_training_with_the_identity_sampler_learns(tmp_path, prepared, tables):
     assert summary["best_val_auc"] > 0.8
 
 
-@pytest.mark.parametrize("runs, avx512_bf16, amx, auto, bf16", [
-    (False, False, False, None, None),                    # AVX2 only: fp32 either way
-    (True, False, False, None, torch.bfloat16),           # AVX-512 without BF16: emulated, so auto stays fp32
-    (True, True, False, torch.bfloat16, torch.bfloat16),  # AVX-512 BF16
-    (True, False, True, torch.bfloat16, torch.bfloat16),  # AMX
+@pytest.mark.parametrize("mkldnn, runs, caps, auto, bf16", [
+    (False, True, {}, None, None),                                       # no oneDNN: fp32 either way
+    (True, False, {}, None, None),                                       # AVX2 only: fp32 either way
+    (True, True, {"avx512_bf16": False}, None, torch.bfloat16),          # AVX-512 without BF16: emulated
+    (True, True, {"avx512_bf16": True}, torch.bfloat16, torch.bfloat16),  # AVX-512 BF16
+    (True, True, {"amx_bf16": True}, torch.bfloat16, torch.bfloat16),     # AMX
+    (True, True, {"bf16": True}, torch.bfloat16, torch.bfloat16),         # ARM with bf16
 ])
-def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, caplog, runs, avx512_bf16,
-                                                                       amx, auto, bf16):
-    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+def test_auto_precision_takes_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, caplog, mkldnn, runs, caps,
+                                                                       auto, bf16):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: runs)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
     cpu = torch.device("cpu")
     assert embedding.autocast_dtype(cpu, "fp32") is None
     assert embedding.autocast_dtype(cpu, "auto") is auto
-    caplog.clear()
+    assert not caplog.records  # auto decides silently
     assert embedding.autocast_dtype(cpu, "bf16") is bf16
     warned = " ".join(r.getMessage() for r in caplog.records)
-    assert ("emulated" in warned) == (runs and not (avx512_bf16 or amx))
-    assert ("not supported" in warned) == (not runs)
+    emulated = bf16 is not None and auto is None
+    assert ("emulated" in warned) == emulated
+    assert ("not supported" in warned) == (bf16 is None)

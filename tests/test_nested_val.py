@@ -26,10 +26,10 @@ def experiment(tmp_path: Path, name: str, seed: int, **pairs) -> SimpleNamespace
     return exp
 
 
-
 def load_pairs_of(rows_table, rows, tmp_path):
     write_table(tmp_path / "expected.tsv", rows_table)
     return load_pairs(tmp_path / "expected.tsv", rows)
+
 
 def test_both_models_are_scored_on_the_nested_validation_pairs(lfw_dir, prepared, tmp_path, monkeypatch):
     images, rows = load_images(prepared)

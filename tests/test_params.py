@@ -66,13 +66,13 @@ def test_bad_params_name_the_key(tmp_path, key, value, message):
     assert str(tmp_path / "params.yaml") in str(err.value)
 
 
-
 def test_val_keep_below_one_is_refused_in_restricted_mode(tmp_path):
     """Restricted mode splits the official pairs, not people: a share of held-out people means nothing there."""
     p = small_params(**{"pairs.mode": "restricted", "pairs.val_keep": 0.5})
     with pytest.raises(ParamsError, match=r"'pairs.val_keep' must be 1 in restricted mode"):
         load_params(write(tmp_path, p))
     assert load_params(write(tmp_path, small_params(**{"pairs.mode": "restricted"}))).pairs.val_keep == 1.0
+
 
 def test_renamed_key_names_its_new_name(tmp_path):
     p = small_params()

@@ -220,13 +220,13 @@ def test_the_best_epoch_is_summarised_in_epochs_not_to_four_places():
     assert "| 1 | 0.9000 |" in text and "**34.0 ± 4.0**" in text and "34.0000" not in text
 
 
-
 def test_the_reproduce_command_quotes_a_list_override_for_the_shell():
     folds = {"1": {"name": "e1", "metrics": {"test acc": 0.9}}}
     rec = {"commit": "pipe1", "params": {"pairs.mode": "unrestricted"}, "folds": folds,
            "overrides": {"train.stage_convs": [1, 1, 1], "train.epochs": 6},
            "summary": {c: view2.mean_se([0.9]) if c == "test acc" else None for c in view2.METRICS}}
     assert "`python scripts/view2.py run -S 'train.stage_convs=[1,1,1]' -S train.epochs=6`" in view2.view2_md([rec])
+
 
 def test_view2_runs_stay_out_of_the_experiments_table():
     data = shown((1, "success", 0.9, {}))

@@ -45,6 +45,7 @@ from pipeline import files  # noqa: E402
 from pipeline.views import FOLDS  # noqa: E402
 
 DATA = ROOT / "docs" / "view2.json"
+FUSIONS = ROOT / "docs" / "view2_fusion.json"  # written by scripts/view2_fusion.py
 OUT = ROOT / "docs" / "VIEW2.md"
 METRICS = {  # column -> (metrics file, key)
     "test acc": ("metrics/evaluate.json", "accuracy"),
@@ -53,6 +54,7 @@ METRICS = {  # column -> (metrics file, key)
     "val AUC": ("metrics/calibrate.json", "val_roc_auc"),
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
+FUSION_COLUMNS = ("test acc", "test AUC", "test EER", "val AUC", "val AUC A", "val AUC B")
 FOLD_KEYS = ("pairs.protocol", "pairs.fold")
 # A running experiment whose worker process has exited is either being collected into the repository
 # (DVC shows it as running for a few seconds more) or lost with its worker: failed only once it stays so.
@@ -255,6 +257,11 @@ def load_records() -> list[dict]:
     return json.loads(DATA.read_text()) if DATA.exists() else []
 
 
+def load_fusions() -> list[dict]:
+    """The fusions of two configurations docs/view2_fusion.json holds (scripts/view2_fusion.py)."""
+    return json.loads(FUSIONS.read_text()) if FUSIONS.exists() else []
+
+
 def known_states(shown, code: str, config: dict, recs: list[dict]) -> dict[int, str]:
     """fold_states, with the folds the records `recs` hold for `config` on pipeline `code` as done
     (run in another clone, whose experiment refs this one lacks)."""
@@ -380,7 +387,7 @@ def _cell(v: dict | None, digits: int = 4) -> str:
     return f"{v['mean']:.{digits}f}" + (f" ± {v['se']:.{digits}f}" if v.get("se") is not None else "")
 
 
-def view2_md(recs: list[dict]) -> str:
+def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
     lines = [
         "# LFW View 2",
         "",
@@ -413,9 +420,35 @@ def view2_md(recs: list[dict]) -> str:
         lines.append("| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c], 1 if c == 'best epoch' else 4)}**"
                                                     for c in METRICS) + " |")
         lines.append("")
+    for rec in fusions:
+        lines += fusion_md(rec)
     if not recs:
         lines.append("No View 2 fold has finished yet.")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def fusion_md(rec: dict) -> list[str]:
+    """The section of a fusion of two configurations (scripts/view2_fusion.py)."""
+    a, b = rec["a"], rec["b"]
+    both = {k: v for k, v in a["overrides"].items() if k in b["overrides"] and same(v, b["overrides"][k])}
+    only_a = {k: v for k, v in a["overrides"].items() if k not in both}
+    only_b = {k: v for k, v in b["overrides"].items() if k not in both}
+    cmd = " ".join(x for x in ("python scripts/view2_fusion.py", a["commit"], b["commit"], _sets_text(both),
+                               _sets_text(only_a, "--a-set"), _sets_text(only_b, "--b-set"),
+                               "--write") if x)
+    name = lambda r: f"pipeline of commit {r['commit']}" + (f" ({_sets_text(r['overrides'])})" if r["overrides"] else "")  # noqa: E731
+    folds = list(rec["folds"])
+    lines = [f"## {rec['mode']}, two networks fused: A, {name(a)}; B, {name(b)}", "",
+             f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Each fold's two networks (each unit embedding with "
+             "its own test-time views, concatenated and scaled by 1/sqrt(2)), the threshold chosen on the fold's "
+             f"fused validation pairs ({rec['criterion']}); val AUC A and B: each network alone. Reproduce: once both "
+             f"configurations have run, `{cmd}`.", "",
+             "| fold | " + " | ".join(FUSION_COLUMNS) + " |", "|---" * (len(FUSION_COLUMNS) + 1) + "|"]
+    for fold, f in rec["folds"].items():
+        lines.append(f"| {fold} | " + " | ".join("" if f["metrics"].get(c) is None else f"{f['metrics'][c]:.4f}"
+                                                 for c in FUSION_COLUMNS) + " |")
+    lines += ["| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c])}**" for c in FUSION_COLUMNS) + " |", ""]
+    return lines
 
 
 def log_mlflow(recs: list[dict]) -> None:
@@ -456,7 +489,7 @@ def report(args) -> int:
     recs = load_records()
     recs = merge(recs, experiments(show(args.num, args.rev)), getattr(args, "only", None))
     files.write_text(DATA, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
-    files.write_text(OUT, view2_md(recs))
+    files.write_text(OUT, view2_md(recs, load_fusions()))
     for rec in recs:
         s = rec["summary"]
         print(f"{rec['commit']} {rec['params'].get('pairs.mode')} {rec['overrides'] or ''}: {len(rec['folds'])} folds, "
@@ -474,8 +507,8 @@ def report(args) -> int:
     return 0
 
 
-def _sets_text(overrides: dict) -> str:
-    return " ".join(f"-S {experiments_table.override(k, v)}" for k, v in overrides.items())
+def _sets_text(overrides: dict, flag: str = "-S") -> str:
+    return " ".join(f"{flag} {experiments_table.override(k, v)}" for k, v in overrides.items())
 
 
 def find_record(recs: list[dict], commit: str, overrides: dict, side: str) -> dict:

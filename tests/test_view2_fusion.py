@@ -1,0 +1,157 @@
+"""scripts/view2_fusion.py: two View 2 configurations' fold models fused, read from a DVC cache."""
+import hashlib
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+from test_tta_views import write_model, write_set
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import experiments_table  # noqa: E402
+import view2  # noqa: E402
+import view2_fusion  # noqa: E402
+from pipeline.data import load_images, load_pairs  # noqa: E402
+from pipeline.embedding import pair_distances  # noqa: E402
+from pipeline.model import load_checkpoint  # noqa: E402
+from pipeline.tta import TTA  # noqa: E402
+
+PARAMS = {"pairs.mode": "restricted", "calibrate.criterion": "eer", "calibrate.target_far": 0.01}
+
+
+def put(cache, path) -> str:
+    """Store a file in a DVC-shaped cache; its md5."""
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    dest = cache / md5[:2] / md5[2:]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)
+    return md5
+
+
+def put_dir(cache, folder) -> str:
+    entries = [{"md5": put(cache, f), "relpath": f.name} for f in sorted(folder.iterdir())]
+    text = json.dumps(entries)
+    md5 = hashlib.md5(text.encode()).hexdigest() + ".dir"
+    (cache / md5[:2]).mkdir(parents=True, exist_ok=True)
+    (cache / md5[:2] / md5[2:]).write_text(text)
+    return md5
+
+
+def lock(prepared, pairs, model) -> str:
+    stage = lambda path, md5: {"cmd": "x", "outs": [{"path": path, "hash": "md5", "md5": md5}]}  # noqa: E731
+    return yaml.safe_dump({"schema": "2.0", "stages": {"prepare": stage("data/prepared", prepared),
+                                                        "pairs": stage("data/pairs", pairs),
+                                                        "train": stage("models/model.pt", model)}})
+
+
+@pytest.fixture
+def two_configs(tmp_path, monkeypatch):
+    """Configurations A and B of one fold each, their experiments' dvc.lock files and a cache holding them."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(view2_fusion, "CACHE", cache)
+    prepared, pairs = write_set(tmp_path)
+    locks = {}
+    for name, seed in (("exp-a", 0), ("exp-b", 1)):
+        model = put(cache, write_model(tmp_path / f"{name}.pt", seed))
+        locks[name] = lock(put_dir(cache, prepared), put_dir(cache, pairs), model)
+
+    def git(*args):
+        if args[0] == "for-each-ref":
+            return "".join(f"refs/exps/ab/{'c' * 38}/{n}\n" for n in locks)
+        assert args[0] == "show"
+        return locks[args[1].split(":")[0].rsplit("/", 1)[-1]]
+
+    monkeypatch.setattr(experiments_table, "git", git)
+    recs = [{"commit": c, "params": PARAMS, "overrides": {"seed": s},
+             "folds": {"3": {"name": n, "metrics": {"val AUC": 0.5, "test acc": 0.5}}}}
+            for c, s, n in (("pipeA", 0, "exp-a"), ("pipeB", 1, "exp-b"))]
+    return recs, prepared, pairs, [tmp_path / "exp-a.pt", tmp_path / "exp-b.pt"]
+
+
+def test_fusing_a_network_with_itself_scores_as_the_network_alone(tmp_path):
+    prepared, pairs = write_set(tmp_path)
+    images, rows = load_images(prepared)
+    val, test = (load_pairs(pairs / f"{s}.tsv", rows) for s in ("val", "test"))
+    model, ckpt = load_checkpoint(write_model(tmp_path / "m.pt"))
+    d = [pair_distances(model, images, s, TTA.of(ckpt)) for s in (val, test)]
+    alone = view2_fusion.scored(d[0], val, d[1], test, "eer", 0.01)
+    assert view2_fusion.fuse_fold([tuple(d), tuple(d)], val, test, "eer", 0.01) == pytest.approx(alone)
+
+
+def test_each_fold_is_fused_from_the_models_and_pairs_its_experiments_locked(two_configs):
+    recs, prepared, pairs, models = two_configs
+    lines = []
+    rec = view2_fusion.fuse(*recs, log=lines.append)
+    images, rows = load_images(prepared)
+    val, test = (load_pairs(pairs / f"{s}.tsv", rows) for s in ("val", "test"))
+    single = []
+    for path in models:
+        model, ckpt = load_checkpoint(path)
+        single.append(tuple(pair_distances(model, images, s, TTA.of(ckpt)) for s in (val, test)))
+    expected = view2_fusion.fuse_fold(single, val, test, "eer", 0.01)
+    got = rec["folds"]["3"]
+    assert got["names"] == ["exp-a", "exp-b"]
+    assert {k: got["metrics"][k] for k in expected} == pytest.approx(expected)
+    assert got["metrics"]["val AUC A"] == 0.5 and rec["summary"]["test acc"]["mean"] == pytest.approx(expected["test acc"])
+    assert rec["a"] == {"commit": "pipeA", "overrides": {"seed": 0}} and rec["mode"] == "restricted"
+    # each network recomputed beside its record: the recorded 0.5 is not what the cache's model gives here
+    assert len(lines) == 3 and lines[0].startswith("fold 3 A (exp-a): validation AUC")
+    assert "recorded 0.5" in lines[0] and lines[2].startswith("fold 3 fused:")
+
+
+def test_folds_validated_on_other_pairs_are_refused(two_configs, tmp_path):
+    recs, prepared, pairs, _ = two_configs
+    other = tmp_path / "other"
+    shutil.copytree(pairs, other)
+    (other / "val.tsv").write_text((pairs / "val.tsv").read_text().replace("\t0\n", "\t1\n", 1))
+    cache = view2_fusion.CACHE
+    locked = yaml.safe_load(experiments_table.git("show", "x/exp-b:dvc.lock"))
+    locked["stages"]["pairs"]["outs"][0]["md5"] = put_dir(cache, other)
+    git = experiments_table.git
+    experiments_table.git = lambda *a: yaml.safe_dump(locked) if a[0] == "show" and "exp-b" in a[1] else git(*a)
+    try:
+        with pytest.raises(SystemExit, match="fold 3: experiments exp-a and exp-b have different val.tsv"):
+            view2_fusion.fuse(*recs)
+    finally:
+        experiments_table.git = git
+
+
+def test_a_model_missing_from_the_cache_names_its_experiment(two_configs):
+    recs, _, _, models = two_configs
+    md5 = yaml.safe_load(experiments_table.git("show", "x/exp-b:dvc.lock"))["stages"]["train"]["outs"][0]["md5"]
+    view2_fusion.cached(md5).unlink()
+    with pytest.raises(SystemExit, match="experiment exp-b: its model is not in the DVC cache"):
+        view2_fusion.fuse(*recs)
+
+
+def test_configurations_with_other_thresholds_are_refused(two_configs):
+    recs, *_ = two_configs
+    recs[1] = {**recs[1], "params": {**PARAMS, "calibrate.criterion": "accuracy"}}
+    with pytest.raises(SystemExit, match="choose their thresholds differently"):
+        view2_fusion.fuse(*recs)
+
+
+def test_the_fusion_section_of_view2_md_gives_its_reproduce_command(two_configs):
+    recs, *_ = two_configs
+    both = {"pairs.mode": "restricted", "train.stage_convs": [1, 2, 1]}
+    recs[0]["overrides"], recs[1]["overrides"] = dict(both), {**both, "seed": 1}
+    rec = view2_fusion.fuse(*recs, log=lambda line: None)
+    text = view2.view2_md([], [rec])
+    assert "## restricted, two networks fused: A, pipeline of commit pipeA" in text
+    assert ("`python scripts/view2_fusion.py pipeA pipeB -S pairs.mode=restricted -S 'train.stage_convs=[1,2,1]' "
+            "--b-set seed=1 --write`") in text
+    row = next(line for line in text.splitlines() if line.startswith("| 3 |"))
+    assert row.count("|") == len(view2.FUSION_COLUMNS) + 2 and f"{rec['folds']['3']['metrics']['test acc']:.4f}" in row
+
+
+def test_a_second_write_replaces_the_same_fusion(two_configs, tmp_path, monkeypatch):
+    monkeypatch.setattr(view2, "FUSIONS", tmp_path / "view2_fusion.json")
+    recs, *_ = two_configs
+    rec = view2_fusion.fuse(*recs, log=lambda line: None)
+    view2_fusion.store(rec)
+    assert len(view2_fusion.store(json.loads(json.dumps(rec)))) == 1
+    assert np.isclose(view2.load_fusions()[0]["summary"]["test acc"]["mean"], rec["summary"]["test acc"]["mean"])

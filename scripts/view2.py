@@ -427,6 +427,16 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def fusion_run(rec: dict) -> dict:
+    """A fusion shaped as log_mlflow's configurations: its two configurations as params, its summary."""
+    params = {"pairs.mode": rec["mode"], "calibrate.criterion": rec["criterion"]}
+    for side in ("a", "b"):
+        params[f"fusion.{side}.commit"] = rec[side]["commit"]
+        params.update({f"fusion.{side}.{k}": v for k, v in rec[side]["overrides"].items()})
+    return {"commit": f"{rec['a']['commit']}+{rec['b']['commit']}", "params": params, "folds": rec["folds"],
+            "summary": rec["summary"], "tags": {"fusion": "2"}}
+
+
 def fusion_md(rec: dict) -> list[str]:
     """The section of a fusion of two configurations (scripts/view2_fusion.py)."""
     a, b = rec["a"], rec["b"]
@@ -452,7 +462,8 @@ def fusion_md(rec: dict) -> list[str]:
 
 
 def log_mlflow(recs: list[dict]) -> None:
-    """One run per configuration in the pipeline's MLflow experiment, updated in place on each report."""
+    """One run per configuration (or fusion of two, `fusion_run`) in the pipeline's MLflow experiment,
+    updated in place on each report."""
     from pipeline import tracking
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -469,7 +480,8 @@ def log_mlflow(recs: list[dict]) -> None:
         found = client.search_runs([exp.experiment_id], f"tags.view2_key = '{key}'", max_results=1)
         run_id = found[0].info.run_id if found else client.create_run(
             exp.experiment_id, run_name=f"view2-{rec['params'].get('pairs.mode')}-{rec['commit']}",
-            tags={"kind": "view2", "protocol": "view2", "view2_key": key, "git_commit": rec["commit"]}).info.run_id
+            tags={"kind": "view2", "protocol": "view2", "view2_key": key, "git_commit": rec["commit"],
+                  **rec.get("tags", {})}).info.run_id
         client.set_tag(run_id, "folds", ",".join(rec["folds"]))
         for k, v in rec["params"].items():
             if not found:

@@ -14,7 +14,8 @@ validated and tested each fold on the same pairs (the same protocol and `pairs.s
 Prints, per fold, each network's validation AUC and test accuracy recomputed beside those its
 experiment recorded (a check that the cache holds the runs' models), then the fused figures, and the
 fusion against A and against B fold by fold (paired: mean difference, standard error, t, wins).
-With --write, the fusion goes to docs/view2_fusion.json and its section of docs/VIEW2.md.
+With --write, the fusion goes to docs/view2_fusion.json, its section of docs/VIEW2.md and one MLflow run
+(tag fusion=2).
 Two networks cost twice the training and twice every embedding.
 """
 from __future__ import annotations
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="an override both ran with")
     parser.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE", help="an override of A's alone")
     parser.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE", help="an override of B's alone")
-    parser.add_argument("--write", action="store_true", help="record it in docs/view2_fusion.json and docs/VIEW2.md")
+    parser.add_argument("--write", action="store_true", help="record it in docs/view2_fusion.json, docs/VIEW2.md and MLflow")
+    parser.add_argument("--no-mlflow", action="store_true", help="with --write: not in MLflow")
     args = parser.parse_args(argv)
     common = experiments_table.plain(view2.parse_sets(args.set))
     recs = view2.load_records()
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         store(rec)
         files.write_text(view2.OUT, view2.view2_md(recs, view2.load_fusions()))
         print(f"wrote {view2.FUSIONS.relative_to(ROOT)} and {view2.OUT.relative_to(ROOT)}")
+        if not args.no_mlflow:
+            view2.log_mlflow([view2.fusion_run(rec)])
     return 0
 
 

@@ -155,3 +155,19 @@ def test_a_second_write_replaces_the_same_fusion(two_configs, tmp_path, monkeypa
     view2_fusion.store(rec)
     assert len(view2_fusion.store(json.loads(json.dumps(rec)))) == 1
     assert np.isclose(view2.load_fusions()[0]["summary"]["test acc"]["mean"], rec["summary"]["test acc"]["mean"])
+
+
+def test_a_fusion_is_one_mlflow_run_with_both_configurations_as_params(two_configs, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("faceverify")
+    recs, *_ = two_configs
+    rec = view2_fusion.fuse(*recs, log=lambda line: None)
+    view2.log_mlflow([view2.fusion_run(rec)])
+    view2.log_mlflow([view2.fusion_run(rec)])  # written again: the same run, updated
+    runs = client.search_runs([exp_id], "tags.kind = 'view2' and tags.fusion = '2'")
+    assert len(runs) == 1 and runs[0].info.run_name == "view2-restricted-pipeA+pipeB"
+    assert runs[0].data.params["fusion.a.commit"] == "pipeA" and runs[0].data.params["fusion.b.seed"] == "1"
+    assert runs[0].data.metrics["view2.test_acc_mean"] == pytest.approx(rec["summary"]["test acc"]["mean"])

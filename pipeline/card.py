@@ -8,8 +8,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-RESTRICTED = ("- Image-restricted protocol: training used the official pairsDevTrain pairs alone, their labels and "
-              "what follows from them; no person names. Validation pairs are whole connected components of the pair graph.")
+RESTRICTED = ("- Image-restricted protocol: training used the official training pairs alone, their labels and "
+              "what follows from them; no person names. In a batch, images of classes no label joins counted as "
+              "different people (scripts/restricted_negatives.py measures how rarely they are one). "
+              "Validation pairs are whole connected components of the pair graph.")
 UNRESTRICTED = ("- Unrestricted protocol: training pairs drawn from the training identities by name; "
                 "validation people held out from them.")
 

@@ -38,3 +38,13 @@ def test_the_card_describes_the_network_and_loss_that_trained(tmp_path, override
     for phrase in not_says:
         assert phrase not in text
     assert "Threshold 0.7500" in text and "| official test | 20 | 85.0% (70.0%-95.0%) | 0.9000 |" in text
+
+
+def test_a_restricted_card_states_what_training_took_from_the_labels_and_what_it_assumed(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(small_params(**{"pairs.mode": "restricted"})))
+    params = load_params(path)
+    text = model_card(params, Siamese.from_params(params).config, {**PAIRS, "mode": "restricted"}, TRAIN, CALIBRATION, TEST)
+    assert "their labels and what follows from them; no person names" in text
+    assert "images of classes no label joins counted as different people" in text
+    assert "Identity batches drew from every image" not in text

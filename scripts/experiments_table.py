@@ -473,7 +473,10 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     other = not live
     if other:  # the last View 2 of this mode, run with other params
         live = [(i, r) for i, r in enumerate(view2) if filled(r["params"]).get("pairs.mode", "unrestricted") == mode]
-    rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1] if live else None
+    # over the most folds; then of the committed seed (another seed of the same params is a second sample,
+    # not a newer result); then the newest
+    rec = max(live, key=lambda c: (len(c[1]["folds"]), _same_value(c[1]["params"].get("seed", 0), want.get("seed", 0)),
+                                   c[0]))[1] if live else None
     changes = changed(rec["params"], want, free) if rec is not None and other else {}
     if changes:
         label = f"**LFW View 2** ({mode}), other params (below)"
@@ -498,7 +501,37 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
             f"- {name}: {cmd} on the pipeline of commit {rec['commit']}")
 
 
-def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:
+def fusion_row(view2: list[dict], fusions: list[dict], current: dict) -> tuple[str, str] | None:
+    """(a README row, how it came) for the fusion of two restricted View 2 configurations of the committed
+    restricted recipe, seeds apart (docs/view2_fusion.json, scripts/view2_fusion.py), over the most folds,
+    the newest of those; None where there is none."""
+    want = {**current, **RESTRICTED}
+    free = {"pairs.protocol", "pairs.fold"} | RESTRICTED_UNREAD
+
+    def config(side: dict) -> dict | None:
+        return next((r for r in view2 if r["commit"] == side["commit"] and same(r["overrides"], side["overrides"])), None)
+    live = [(i, f) for i, f in enumerate(fusions)
+            if all((r := config(f[s])) is not None and _agrees(r["params"], want, free) for s in ("a", "b"))]
+    if not live:
+        return None
+    rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
+    s = rec["summary"]
+
+    def se(col):
+        v = s.get(col)
+        return "" if v is None else f"{v['mean']:.4f}" + (f" ± {v['se']:.4f}" if v.get("se") is not None else "")
+    folds = list(rec["folds"])
+    span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
+    seeds = " and ".join(str(config(rec[x])["params"].get("seed", 0)) for x in ("a", "b"))
+    commits = f"{rec['a']['commit']}+{rec['b']['commit']}"
+    return (f"| restricted protocol, **LFW View 2**, two networks fused | {commits} | {span} | {se('test acc')} | "
+            f"{se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
+            f"- two networks fused: each fold's restricted View 2 models of seeds {seeds}, "
+            "`python scripts/view2_fusion.py` ([docs/VIEW2.md](docs/VIEW2.md) gives its arguments)")
+
+
+def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = (),
+                 fusions: list[dict] = ()) -> str:
     """The README's results block (markers included) from the records and the committed metrics."""
     default, restricted = headline_records(recs, current)
     mode = current.get("pairs.mode", "unrestricted")
@@ -533,6 +566,10 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
             row, came = view2_row(list(view2), current, protocol)
             lines.append(row)
             how.append(came)
+        fused = fusion_row(list(view2), list(fusions), current)
+        if fused:
+            lines.append(fused[0])
+            how.append(fused[1])
     lines += ["", "Mean ± standard deviation over the seeds (View 2: ± standard error over the folds). Each row came from:",
               *how, END]
     return "\n".join(lines)
@@ -542,7 +579,8 @@ def readme_block_from_files(root: Path = ROOT) -> str:
     return readme_block(load(root / "docs" / "experiments.json"),
                         files.read_json(root / "metrics" / "evaluate.json"),
                         files.read_json(root / "metrics" / "calibrate.json"),
-                        params_file(root / "params.yaml"), load(root / "docs" / "view2.json"))
+                        params_file(root / "params.yaml"), load(root / "docs" / "view2.json"),
+                        load(root / "docs" / "view2_fusion.json"))
 
 
 def current_block(text: str) -> str:
@@ -827,7 +865,8 @@ def main() -> int:
     files.write_text(OUT, experiments_md(merged))
     readme = README.read_text(encoding="utf-8")
     block = readme_block(recs, files.read_json(ROOT / "metrics" / "evaluate.json"),
-                         files.read_json(ROOT / "metrics" / "calibrate.json"), params_file(), load(ROOT / "docs" / "view2.json"))
+                         files.read_json(ROOT / "metrics" / "calibrate.json"), params_file(), load(ROOT / "docs" / "view2.json"),
+                         load(ROOT / "docs" / "view2_fusion.json"))
     if current_block(readme) != block:
         files.write_text(README, with_block(readme, block))
     print(f"{len(merged)} configurations written to {OUT.relative_to(ROOT)}; README results block "

@@ -509,14 +509,19 @@ def report(args) -> int:
     if not args.no_mlflow:
         log_mlflow(recs)
     print(f"wrote {OUT.relative_to(ROOT)} and {DATA.relative_to(ROOT)}")
+    refresh_readme()
+    return 0
+
+
+def refresh_readme() -> None:
+    """README's results block again, for its View 2 rows."""
     readme = ROOT / "README.md"
-    if readme.exists() and (ROOT / "metrics" / "evaluate.json").exists():  # its results block has a View 2 row
+    if readme.exists() and (ROOT / "metrics" / "evaluate.json").exists():
         text = readme.read_text(encoding="utf-8")
         block = experiments_table.readme_block_from_files(ROOT)
         if experiments_table.current_block(text) != block:
             files.write_text(readme, experiments_table.with_block(text, block))
             print("README results block rewritten")
-    return 0
 
 
 def _sets_text(overrides: dict, flag: str = "-S") -> str:

@@ -14,8 +14,8 @@ validated and tested each fold on the same pairs (the same protocol and `pairs.s
 Prints, per fold, each network's validation AUC and test accuracy recomputed beside those its
 experiment recorded (a check that the cache holds the runs' models), then the fused figures, and the
 fusion against A and against B fold by fold (paired: mean difference, standard error, t, wins).
-With --write, the fusion goes to docs/view2_fusion.json, its section of docs/VIEW2.md and one MLflow run
-(tag fusion=2).
+With --write, the fusion goes to docs/view2_fusion.json, its section of docs/VIEW2.md, README's results
+block (a fusion of the committed restricted recipe's seeds) and one MLflow run (tag fusion=2).
 Two networks cost twice the training and twice every embedding.
 """
 from __future__ import annotations
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         store(rec)
         files.write_text(view2.OUT, view2.view2_md(recs, view2.load_fusions()))
         print(f"wrote {view2.FUSIONS.relative_to(ROOT)} and {view2.OUT.relative_to(ROOT)}")
+        view2.refresh_readme()
         if not args.no_mlflow:
             view2.log_mlflow([view2.fusion_run(rec)])
     return 0

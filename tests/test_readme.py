@@ -178,3 +178,23 @@ def test_the_restricted_protocol_has_its_own_view2_row():
     view2[1]["params"] = {k: v for k, v in view2[1]["params"].items() if k != added}
     block = table_mod.readme_block([], EVALUATE, CALIBRATE, {**CURRENT, added: "a later value"}, view2[:2])
     assert "other params (below) | ddddddd |" in block and f"-S {added}=" not in block
+
+
+def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_committed_seeds_row():
+    restricted = {**CURRENT, **table_mod.RESTRICTED, "pairs.protocol": "view2"}
+    folds = {str(k): {} for k in range(1, 11)}
+    seed0 = {"commit": "eeeeeee", "params": restricted, "overrides": {}, "folds": folds,
+             "summary": {"test acc": {"mean": 0.86, "se": 0.004}}}
+    seed1 = {"commit": "fffffff", "params": {**restricted, "seed": 1}, "overrides": {"seed": 1}, "folds": folds,
+             "summary": {"test acc": {"mean": 0.87, "se": 0.004}}}
+    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1])
+    assert "| restricted protocol, **LFW View 2** | eeeeeee | folds 1-10 | 0.8600 ± 0.0040 |" in block
+    assert "two networks fused" not in block  # no fusion recorded
+    fusion = {"a": {"commit": "eeeeeee", "overrides": {}}, "b": {"commit": "fffffff", "overrides": {"seed": 1}},
+              "folds": folds, "summary": {"test acc": {"mean": 0.88, "se": 0.003}, "val AUC": {"mean": 0.97, "se": 0.001}}}
+    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1], [fusion])
+    assert "| restricted protocol, **LFW View 2**, two networks fused | eeeeeee+fffffff | folds 1-10 | 0.8800 ± 0.0030 |" in block
+    assert "- two networks fused: each fold's restricted View 2 models of seeds 0 and 1, `python scripts/view2_fusion.py`" in block
+    # a fusion of another recipe's networks is no row of the committed one
+    other = [seed0, {**seed1, "params": {**seed1["params"], "train.width": 32}}]
+    assert "two networks fused" not in table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, other, [fusion])

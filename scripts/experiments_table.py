@@ -526,8 +526,7 @@ def fusion_row(view2: list[dict], fusions: list[dict], current: dict) -> tuple[s
     commits = f"{rec['a']['commit']}+{rec['b']['commit']}"
     return (f"| restricted protocol, **LFW View 2**, two networks fused | {commits} | {span} | {se('test acc')} | "
             f"{se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
-            f"- two networks fused: each fold's restricted View 2 models of seeds {seeds}, "
-            "`python scripts/view2_fusion.py` ([docs/VIEW2.md](docs/VIEW2.md) gives its arguments)")
+            f"- two networks fused: each fold's models of seeds {seeds}, `scripts/view2_fusion.py` (arguments: docs/VIEW2.md)")
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = (),

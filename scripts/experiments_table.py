@@ -461,8 +461,8 @@ def _command(overrides: dict, seeds) -> str:
 
 def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) -> tuple[str, str]:
     """(a README LFW View 2 row, how it came) from docs/view2.json: the record of the committed params
-    (with `protocol`'s overrides, for the restricted protocol's row) over the most folds, the newest of
-    those; else that of other params in the same mode, labelled with the overrides that give them; an
+    (with `protocol`'s overrides, for the restricted protocol's row) over the most folds, of the committed
+    seed before another, the newest of those; else that of other params in the same mode, labelled with the overrides that give them; an
     empty row where neither exists."""
     protocol = protocol or {}
     want = {**current, **protocol}
@@ -490,42 +490,44 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
     if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- {name}: {cmd}"
-    s = rec["summary"]
+    return (f"| {label} | {rec['commit']} | {_view2_cells(rec)} |", f"- {name}: {cmd} on the pipeline of commit {rec['commit']}")
 
+
+def _view2_cells(rec: dict) -> str:
+    """The folds and summary cells of a README View 2 row: test accuracy, AUC, EER, (none), validation AUC."""
     def se(col):
-        v = s.get(col)
+        v = rec["summary"].get(col)
         return "" if v is None else f"{v['mean']:.4f}" + (f" ± {v['se']:.4f}" if v.get("se") is not None else "")
     folds = list(rec["folds"])
     span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
-    return (f"| {label} | {rec['commit']} | {span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
-            f"- {name}: {cmd} on the pipeline of commit {rec['commit']}")
+    return f"{span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')}"
 
 
 def fusion_row(view2: list[dict], fusions: list[dict], current: dict) -> tuple[str, str] | None:
     """(a README row, how it came) for the fusion of two restricted View 2 configurations of the committed
-    restricted recipe, seeds apart (docs/view2_fusion.json, scripts/view2_fusion.py), over the most folds,
-    the newest of those; None where there is none."""
+    restricted recipe with different seeds (docs/view2_fusion.json, scripts/view2_fusion.py) whose fused
+    validation AUC beats each network's, over the most folds, the newest of those; None where there is none."""
     want = {**current, **RESTRICTED}
     free = {"pairs.protocol", "pairs.fold"} | RESTRICTED_UNREAD
 
     def config(side: dict) -> dict | None:
         return next((r for r in view2 if r["commit"] == side["commit"] and same(r["overrides"], side["overrides"])), None)
-    live = [(i, f) for i, f in enumerate(fusions)
-            if all((r := config(f[s])) is not None and _agrees(r["params"], want, free) for s in ("a", "b"))]
+    def wins(f: dict) -> bool:  # fused validation AUC above each network's, on the mean over the folds
+        s = f["summary"]
+        return all(s.get(c) and s["val AUC"]["mean"] > s[c]["mean"] for c in ("val AUC A", "val AUC B"))
+
+    live = []
+    for i, f in enumerate(fusions):
+        recs = [config(f[x]) for x in ("a", "b")]
+        if (all(r is not None and _agrees(r["params"], want, free) for r in recs) and wins(f)
+                and not _same_value(recs[0]["params"].get("seed", 0), recs[1]["params"].get("seed", 0))):
+            live.append((i, f))
     if not live:
         return None
     rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
-    s = rec["summary"]
-
-    def se(col):
-        v = s.get(col)
-        return "" if v is None else f"{v['mean']:.4f}" + (f" ± {v['se']:.4f}" if v.get("se") is not None else "")
-    folds = list(rec["folds"])
-    span = f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds)
     seeds = " and ".join(str(config(rec[x])["params"].get("seed", 0)) for x in ("a", "b"))
     commits = f"{rec['a']['commit']}+{rec['b']['commit']}"
-    return (f"| restricted protocol, **LFW View 2**, two networks fused | {commits} | {span} | {se('test acc')} | "
-            f"{se('test AUC')} | {se('test EER')} | | {se('val AUC')} |",
+    return (f"| restricted protocol, **LFW View 2**, two networks fused | {commits} | {_view2_cells(rec)} |",
             f"- two networks fused: each fold's models of seeds {seeds}, `scripts/view2_fusion.py` (arguments: docs/VIEW2.md)")
 
 

@@ -50,11 +50,13 @@ def load_sets(args: argparse.Namespace, *names: str) -> tuple:
     return images, *(load_pairs(args.pairs / f"{name}.tsv", rows) for name in names)
 
 
-def distance_scores(d_val: np.ndarray, val, d_test: np.ndarray, test) -> dict:
-    """Validation AUC; test AUC and accuracy at the validation EER threshold, from pair distances."""
-    threshold = choose_threshold(d_val, val.label, "eer")
+def distance_scores(d_val: np.ndarray, val, d_test: np.ndarray, test, criterion: str = "eer",
+                    target_far: float = 0.01) -> dict:
+    """Validation AUC; test AUC, EER and accuracy at the threshold `criterion` chooses on validation
+    (`calibrate.criterion`, eer by default), from pair distances."""
+    threshold = choose_threshold(d_val, val.label, criterion, target_far)
     v, t = verification_metrics(d_val, val.label, threshold), verification_metrics(d_test, test.label, threshold)
-    return {"val_auc": v["roc_auc"], "test_auc": t["roc_auc"], "test_accuracy": t["accuracy"]}
+    return {"val_auc": v["roc_auc"], "test_auc": t["roc_auc"], "test_eer": t["eer"], "test_accuracy": t["accuracy"]}
 
 
 def main(argv: list[str] | None = None) -> int:

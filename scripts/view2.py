@@ -433,8 +433,12 @@ def fusion_run(rec: dict) -> dict:
     for side in ("a", "b"):
         params[f"fusion.{side}.commit"] = rec[side]["commit"]
         params.update({f"fusion.{side}.{k}": v for k, v in rec[side]["overrides"].items()})
-    return {"commit": f"{rec['a']['commit']}+{rec['b']['commit']}", "params": params, "folds": rec["folds"],
-            "summary": rec["summary"], "tags": {"fusion": "2"}}
+    run = {"commit": f"{rec['a']['commit']}+{rec['b']['commit']}", "params": params, "folds": rec["folds"],
+           "summary": rec["summary"]}
+    # two commits, not one to check out: git_commit_a and git_commit_b
+    run["tags"] = {"kind": "view2", "protocol": "view2", "view2_key": config_key(run["commit"], params), "fusion": "2",
+                   "git_commit_a": rec["a"]["commit"], "git_commit_b": rec["b"]["commit"]}
+    return run
 
 
 def fusion_md(rec: dict) -> list[str]:
@@ -480,8 +484,8 @@ def log_mlflow(recs: list[dict]) -> None:
         found = client.search_runs([exp.experiment_id], f"tags.view2_key = '{key}'", max_results=1)
         run_id = found[0].info.run_id if found else client.create_run(
             exp.experiment_id, run_name=f"view2-{rec['params'].get('pairs.mode')}-{rec['commit']}",
-            tags={"kind": "view2", "protocol": "view2", "view2_key": key, "git_commit": rec["commit"],
-                  **rec.get("tags", {})}).info.run_id
+            tags=rec.get("tags") or {"kind": "view2", "protocol": "view2", "view2_key": key,
+                                     "git_commit": rec["commit"]}).info.run_id
         client.set_tag(run_id, "folds", ",".join(rec["folds"]))
         for k, v in rec["params"].items():
             if not found:

@@ -11,9 +11,10 @@ The threshold comes from the fold's validation pairs (`calibrate.criterion` of t
 scores the fold's 600 test pairs, as the pipeline does for one network. Both configurations must have
 validated and tested each fold on the same pairs (the same protocol and `pairs.split_seed`).
 
-Prints, per fold, each network's validation AUC and test accuracy recomputed beside those its
-experiment recorded (a check that the cache holds the runs' models), then the fused figures, and the
-fusion against A and against B fold by fold (paired: mean difference, standard error, t, wins).
+Prints, per fold, each network's validation AUC recomputed beside the one its experiment recorded (a
+check that the cache holds the runs' models), then the fused one, and the fusion against A and against B
+fold by fold (paired: mean difference, standard error, t, wins), all on validation, where a choice is
+made; --test adds the test figures.
 With --write, the fusion goes to docs/view2_fusion.json, its section of docs/VIEW2.md, README's results
 block (a fusion of the committed restricted recipe's seeds) and one MLflow run (tag fusion=2).
 Two networks cost twice the training and twice every embedding.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,15 +39,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import experiments_table  # noqa: E402
 import view2  # noqa: E402
 from fusion import fused  # noqa: E402
+from tta_views import distance_scores  # noqa: E402
 
 from pipeline import files  # noqa: E402
 from pipeline.data import load_images, load_pairs  # noqa: E402
 from pipeline.embedding import pair_distances  # noqa: E402
-from pipeline.metrics import choose_threshold, verification_metrics  # noqa: E402
 from pipeline.model import load_checkpoint  # noqa: E402
 from pipeline.tta import TTA  # noqa: E402
 
-CACHE = ROOT / ".dvc" / "cache" / "files" / "md5"
+CACHE: Path | None = None  # DVC 3's md5-named files; None until read from `dvc cache dir`
 # what a fold needs from its experiment: the output of its stage, by dvc.lock path
 OUTS = {"prepared": "data/prepared", "pairs": "data/pairs", "model": "models/model.pt"}
 # recorded single-network figures and those recomputed here may differ in the last digits (CPU kernels)
@@ -53,7 +55,16 @@ AGREE = 1e-4
 
 
 def cached(md5: str) -> Path:
+    global CACHE
+    if CACHE is None:
+        out = subprocess.run(["dvc", "cache", "dir"], cwd=ROOT, capture_output=True, text=True)
+        CACHE = Path(out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else ROOT / ".dvc" / "cache") / "files" / "md5"
     return CACHE / md5[:2] / md5[2:]
+
+
+def fetch_hint(name: str) -> str:
+    return (f"`dvc exp pull <remote> {name}` brings it from a remote it was pushed to (`dvc exp push`); "
+            "else rerun the fold")
 
 
 def lock_outs(lock_text: str) -> dict[str, str]:
@@ -62,16 +73,16 @@ def lock_outs(lock_text: str) -> dict[str, str]:
     return {o["path"]: o["md5"] for stage in lock.get("stages", {}).values() for o in stage.get("outs", [])}
 
 
-def dir_files(md5: str, where: str) -> dict[str, Path]:
-    """{relative path: cache file} of a directory output; a missing cache entry names `where`."""
+def dir_files(md5: str, name: str, path: str) -> dict[str, Path]:
+    """{relative path: cache file} of directory output `path` of experiment `name`; missing: an error naming them."""
     manifest = cached(md5)
     if not manifest.exists():
-        raise SystemExit(f"{where}: not in the DVC cache ({os.path.relpath(manifest, ROOT)}); "
-                         "`dvc pull` it, or rerun the fold")
+        raise SystemExit(f"experiment {name}: {path} is not in the DVC cache ({os.path.relpath(manifest, ROOT)}); "
+                         + fetch_hint(name))
     out = {e["relpath"]: cached(e["md5"]) for e in json.loads(manifest.read_text())}
     missing = [p for p, f in out.items() if not f.exists()]
     if missing:
-        raise SystemExit(f"{where}: {missing[0]} is not in the DVC cache; `dvc pull` it, or rerun the fold")
+        raise SystemExit(f"experiment {name}: {path}/{missing[0]} is not in the DVC cache; " + fetch_hint(name))
     return out
 
 
@@ -80,7 +91,8 @@ def exp_ref(name: str) -> str:
             if r.rsplit("/", 1)[-1] == name]
     if len(refs) != 1:
         raise SystemExit(f"experiment {name}: {'not' if not refs else 'more than once'} among the DVC experiments "
-                         "(`dvc exp show`); its fold cannot be fused")
+                         f"(`dvc exp show`); its fold cannot be fused"
+                         + (f"; one run in another clone comes with `dvc exp pull <remote> {name}`" if not refs else ""))
     return refs[0]
 
 
@@ -92,10 +104,9 @@ def fold_inputs(name: str) -> dict:
         raise SystemExit(f"experiment {name}: its dvc.lock names no output {absent[0]}")
     model = cached(outs[OUTS["model"]])
     if not model.exists():
-        raise SystemExit(f"experiment {name}: its model is not in the DVC cache ({os.path.relpath(model, ROOT)})")
-    return {"model": model,
-            "prepared": dir_files(outs[OUTS["prepared"]], f"experiment {name}: {OUTS['prepared']}"),
-            "pairs": dir_files(outs[OUTS["pairs"]], f"experiment {name}: {OUTS['pairs']}")}
+        raise SystemExit(f"experiment {name}: its model is not in the DVC cache ({os.path.relpath(model, ROOT)}); "
+                         + fetch_hint(name))
+    return {"model": model, **{k: dir_files(outs[OUTS[k]], name, OUTS[k]) for k in ("prepared", "pairs")}}
 
 
 def linked(tmp: Path, found: dict[str, Path]) -> Path:
@@ -104,6 +115,17 @@ def linked(tmp: Path, found: dict[str, Path]) -> Path:
     for rel, f in found.items():
         os.symlink(f, tmp / rel)
     return tmp
+
+
+def fold_sets(inputs: dict, tmp: Path, loaded: dict) -> tuple:
+    """(images, validation PairSet, test PairSet) of one fold experiment's own prepared images and pairs;
+    prepared sets already loaded (by the md5 of images.npy) are taken from `loaded`."""
+    key = inputs["prepared"]["images.npy"]
+    if key not in loaded:
+        loaded[key] = load_images(linked(tmp / f"prepared{len(loaded)}", inputs["prepared"]))
+    images, rows = loaded[key]
+    pairs_dir = linked(tmp / f"pairs{len(list(tmp.glob('pairs*')))}", {r: inputs["pairs"][r] for r in ("val.tsv", "test.tsv")})
+    return images, *(load_pairs(pairs_dir / f"{s}.tsv", rows) for s in ("val", "test"))
 
 
 def fold_distances(model_path: Path, images, sets: tuple) -> list[np.ndarray]:
@@ -115,9 +137,8 @@ def fold_distances(model_path: Path, images, sets: tuple) -> list[np.ndarray]:
 
 def scored(d_val: np.ndarray, val, d_test: np.ndarray, test, criterion: str, target_far: float) -> dict:
     """The View 2 columns of one fold: validation AUC; test accuracy, AUC and EER at the validation threshold."""
-    threshold = choose_threshold(d_val, val.label, criterion, target_far)
-    v, t = verification_metrics(d_val, val.label, threshold), verification_metrics(d_test, test.label, threshold)
-    return {"test acc": t["accuracy"], "test AUC": t["roc_auc"], "test EER": t["eer"], "val AUC": v["roc_auc"]}
+    r = distance_scores(d_val, val, d_test, test, criterion, target_far)
+    return {"test acc": r["test_accuracy"], "test AUC": r["test_auc"], "test EER": r["test_eer"], "val AUC": r["val_auc"]}
 
 
 def fuse_fold(single: list[tuple[np.ndarray, np.ndarray]], val, test, criterion: str, target_far: float) -> dict:
@@ -132,15 +153,16 @@ def calibration(recs: list[dict]) -> tuple[str, float]:
     return crit.pop()
 
 
-def fuse(ra: dict, rb: dict, log=print) -> dict:
-    """The fusion record of configurations `ra` and `rb` over the folds both finished."""
+def fuse(ra: dict, rb: dict, log=print, show_test: bool = True) -> dict:
+    """The fusion record of configurations `ra` and `rb` over the folds both finished: per fold the fused
+    figures and each network's, all computed here (each network's also checked against its record)."""
     criterion, target_far = calibration([ra, rb])
     folds = sorted(ra["folds"].keys() & rb["folds"].keys(), key=int)
     if not folds:
         raise SystemExit("the two configurations have no finished fold in common")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        loaded = {}
+        loaded: dict = {}
         for k in folds:
             names = [r["folds"][k]["name"] for r in (ra, rb)]
             inputs = [fold_inputs(n) for n in names]
@@ -148,25 +170,23 @@ def fuse(ra: dict, rb: dict, log=print) -> dict:
                 if inputs[0]["pairs"][rel] != inputs[1]["pairs"][rel]:
                     raise SystemExit(f"fold {k}: experiments {names[0]} and {names[1]} have different {rel} "
                                      "(another protocol or pairs.split_seed): their fusion would score no common pairs")
-            key = inputs[0]["prepared"]["images.npy"]
-            if key not in loaded:
-                loaded[key] = load_images(linked(Path(tmp) / f"prepared{len(loaded)}", inputs[0]["prepared"]))
-            images, rows = loaded[key]
-            pairs_dir = linked(Path(tmp) / f"pairs{k}", {r: inputs[0]["pairs"][r] for r in ("val.tsv", "test.tsv")})
-            val, test = (load_pairs(pairs_dir / f"{s}.tsv", rows) for s in ("val", "test"))
-            single = [tuple(fold_distances(i["model"], images, (val, test))) for i in inputs]
-            for side, r, name, (dv, dt) in zip("AB", (ra, rb), names, single):
+            single, alone = [], {}
+            for side, r, name, i in zip("AB", (ra, rb), names, inputs):
+                images, val, test = fold_sets(i, Path(tmp), loaded)  # each network on its own prepared images
+                dv, dt = fold_distances(i["model"], images, (val, test))
+                single.append((dv, dt))
                 got, was = scored(dv, val, dt, test, criterion, target_far), r["folds"][k]["metrics"]
-                off = [c for c in ("val AUC", "test acc") if was.get(c) is not None and abs(got[c] - was[c]) > AGREE]
-                log(f"fold {k} {side} ({name}): validation AUC {got['val AUC']:.5f} (recorded {was.get('val AUC')}), "
-                    f"test accuracy {got['test acc']:.4f} (recorded {was.get('test acc')})"
-                    + (f"; WARNING: {', '.join(off)} differ from the record" if off else ""))
+                alone[side] = got
+                checked = ("val AUC", "test acc") if show_test else ("val AUC",)
+                off = [c for c in checked if was.get(c) is not None and abs(got[c] - was[c]) > AGREE]
+                log(f"fold {k} {side} ({name}): validation AUC {got['val AUC']:.5f} (recorded {was.get('val AUC')})"
+                    + (f", test accuracy {got['test acc']:.4f} (recorded {was.get('test acc')})" if show_test else "")
+                    + (f"; WARNING: {', '.join(off)} not as recorded" if off else ""))
             metrics = fuse_fold(single, val, test, criterion, target_far)
-            metrics.update({"val AUC A": ra["folds"][k]["metrics"].get("val AUC"),
-                            "val AUC B": rb["folds"][k]["metrics"].get("val AUC")})
-            log(f"fold {k} fused: validation AUC {metrics['val AUC']:.5f}, test accuracy {metrics['test acc']:.4f}, "
-                f"AUC {metrics['test AUC']:.4f}")
-            out[k] = {"names": names, "metrics": metrics}
+            metrics.update({"val AUC A": alone["A"]["val AUC"], "val AUC B": alone["B"]["val AUC"]})
+            log(f"fold {k} fused: validation AUC {metrics['val AUC']:.5f}"
+                + (f", test accuracy {metrics['test acc']:.4f}, AUC {metrics['test AUC']:.4f}" if show_test else ""))
+            out[k] = {"names": names, "metrics": metrics, "alone": alone}
     rec = {"a": {"commit": ra["commit"], "overrides": ra["overrides"]},
            "b": {"commit": rb["commit"], "overrides": rb["overrides"]},
            "mode": ra["params"].get("pairs.mode"), "criterion": criterion, "folds": out}
@@ -179,14 +199,15 @@ def summarised(rec: dict) -> dict:
     return rec
 
 
-def comparison(rec: dict, ra: dict, rb: dict) -> list[str]:
-    """The fusion against each of its configurations, fold by fold."""
+def comparison(rec: dict, cols: tuple[str, ...] = ("val AUC", "test acc", "test AUC")) -> list[str]:
+    """The fusion against each of its networks alone, fold by fold, all figures computed by `fuse`."""
     fusion = {int(k): ("fused", f["metrics"]) for k, f in rec["folds"].items()}
     lines = []
-    for side, r in (("A", ra), ("B", rb)):
-        runs = {int(k): (r["commit"], f["metrics"]) for k, f in r["folds"].items()}
+    for side in ("A", "B"):
+        r = rec[side.lower()]
+        runs = {int(k): (r["commit"], f["alone"][side]) for k, f in rec["folds"].items()}
         lines += ["", f"fusion (B) against {side} = {r['commit']} {view2._sets_text(r['overrides'])}".rstrip()]
-        lines += experiments_table.paired_table(runs, fusion, ("val AUC", "test acc", "test AUC"), unit="fold")
+        lines += experiments_table.paired_table(runs, fusion, cols, unit="fold")
     return lines
 
 
@@ -205,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="an override both ran with")
     parser.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE", help="an override of A's alone")
     parser.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE", help="an override of B's alone")
-    parser.add_argument("--write", action="store_true", help="record it in docs/view2_fusion.json, docs/VIEW2.md and MLflow")
+    parser.add_argument("--test", action="store_true", help="also print the test figures (selection reads validation alone)")
+    parser.add_argument("--write", action="store_true",
+                        help="record it, test figures included, in docs/view2_fusion.json, docs/VIEW2.md and MLflow")
     parser.add_argument("--no-mlflow", action="store_true", help="with --write: not in MLflow")
     args = parser.parse_args(argv)
     common = experiments_table.plain(view2.parse_sets(args.set))
@@ -214,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     rb = view2.find_record(recs, args.b, {**common, **experiments_table.plain(view2.parse_sets(args.b_set, "--b-set"))}, "B")
     if ra is rb:
         parser.error("A and B are the same configuration: fusing a network with itself changes nothing")
-    rec = fuse(ra, rb)
+    show_test = args.test or args.write
+    rec = fuse(ra, rb, show_test=show_test)
     s = rec["summary"]
-    print(f"fused, {len(rec['folds'])} folds: test accuracy {view2._cell(s['test acc'])}, AUC {view2._cell(s['test AUC'])}, "
-          f"validation AUC {view2._cell(s['val AUC'])}")
-    print("\n".join(comparison(rec, ra, rb)))
+    print(f"fused, {len(rec['folds'])} folds: validation AUC {view2._cell(s['val AUC'])}"
+          + (f", test accuracy {view2._cell(s['test acc'])}, AUC {view2._cell(s['test AUC'])}" if show_test else
+             " (test figures: --test)"))
+    print("\n".join(comparison(rec, ("val AUC", "test acc", "test AUC") if show_test else ("val AUC",))))
     if args.write:
         store(rec)
         files.write_text(view2.OUT, view2.view2_md(recs, view2.load_fusions()))

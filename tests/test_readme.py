@@ -190,11 +190,17 @@ def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_commit
     block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1])
     assert "| restricted protocol, **LFW View 2** | eeeeeee | folds 1-10 | 0.8600 ± 0.0040 |" in block
     assert "two networks fused" not in block  # no fusion recorded
+    summary = {"test acc": {"mean": 0.88, "se": 0.003}, "val AUC": {"mean": 0.97, "se": 0.001},
+               "val AUC A": {"mean": 0.965, "se": 0.001}, "val AUC B": {"mean": 0.966, "se": 0.001}}
     fusion = {"a": {"commit": "eeeeeee", "overrides": {}}, "b": {"commit": "fffffff", "overrides": {"seed": 1}},
-              "folds": folds, "summary": {"test acc": {"mean": 0.88, "se": 0.003}, "val AUC": {"mean": 0.97, "se": 0.001}}}
+              "folds": folds, "summary": summary}
     block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1], [fusion])
     assert "| restricted protocol, **LFW View 2**, two networks fused | eeeeeee+fffffff | folds 1-10 | 0.8800 ± 0.0030 |" in block
     assert "- two networks fused: each fold's models of seeds 0 and 1, `scripts/view2_fusion.py`" in block
-    # a fusion of another recipe's networks is no row of the committed one
+    # no row: a fusion of another recipe's networks, of one seed twice, or one validation does not favour
     other = [seed0, {**seed1, "params": {**seed1["params"], "train.width": 32}}]
     assert "two networks fused" not in table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, other, [fusion])
+    twice = [seed0, {**seed1, "params": {**seed1["params"], "seed": 0}}]
+    assert "two networks fused" not in table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, twice, [fusion])
+    worse = {**fusion, "summary": {**summary, "val AUC B": {"mean": 0.975, "se": 0.001}}}
+    assert "two networks fused" not in table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1], [worse])

@@ -50,14 +50,20 @@ def lock(prepared, pairs, model) -> str:
 
 @pytest.fixture
 def two_configs(tmp_path, monkeypatch):
-    """Configurations A and B of one fold each, their experiments' dvc.lock files and a cache holding them."""
+    """Configurations A and B of one fold each, their experiments' dvc.lock files and a cache holding them.
+    The test pairs are not the validation pairs, and B's prepared images are not A's (another crop, say)."""
     cache = tmp_path / "cache"
     monkeypatch.setattr(view2_fusion, "CACHE", cache)
     prepared, pairs = write_set(tmp_path)
+    rows = (pairs / "test.tsv").read_text().splitlines(keepends=True)
+    (pairs / "test.tsv").write_text(rows[0] + "".join(rows[1:][::-1][:12]))
+    other = tmp_path / "prepared-b"
+    shutil.copytree(prepared, other)
+    np.save(other / "images.npy", 255 - np.load(prepared / "images.npy"))
     locks = {}
-    for name, seed in (("exp-a", 0), ("exp-b", 1)):
+    for name, seed, images in (("exp-a", 0, prepared), ("exp-b", 1, other)):
         model = put(cache, write_model(tmp_path / f"{name}.pt", seed))
-        locks[name] = lock(put_dir(cache, prepared), put_dir(cache, pairs), model)
+        locks[name] = lock(put_dir(cache, images), put_dir(cache, pairs), model)
 
     def git(*args):
         if args[0] == "for-each-ref":
@@ -69,7 +75,7 @@ def two_configs(tmp_path, monkeypatch):
     recs = [{"commit": c, "params": PARAMS, "overrides": {"seed": s},
              "folds": {"3": {"name": n, "metrics": {"val AUC": 0.5, "test acc": 0.5}}}}
             for c, s, n in (("pipeA", 0, "exp-a"), ("pipeB", 1, "exp-b"))]
-    return recs, prepared, pairs, [tmp_path / "exp-a.pt", tmp_path / "exp-b.pt"]
+    return recs, [prepared, other], pairs, [tmp_path / "exp-a.pt", tmp_path / "exp-b.pt"]
 
 
 def test_fusing_a_network_with_itself_scores_as_the_network_alone(tmp_path):
@@ -86,21 +92,35 @@ def test_each_fold_is_fused_from_the_models_and_pairs_its_experiments_locked(two
     recs, prepared, pairs, models = two_configs
     lines = []
     rec = view2_fusion.fuse(*recs, log=lines.append)
-    images, rows = load_images(prepared)
-    val, test = (load_pairs(pairs / f"{s}.tsv", rows) for s in ("val", "test"))
-    single = []
-    for path in models:
+    single, alone = [], []
+    for path, images_dir in zip(models, prepared):  # each network on its own experiment's images
+        images, rows = load_images(images_dir)
+        val, test = (load_pairs(pairs / f"{s}.tsv", rows) for s in ("val", "test"))
         model, ckpt = load_checkpoint(path)
         single.append(tuple(pair_distances(model, images, s, TTA.of(ckpt)) for s in (val, test)))
+        alone.append(view2_fusion.scored(*single[-1][:1], val, single[-1][1], test, "eer", 0.01))
     expected = view2_fusion.fuse_fold(single, val, test, "eer", 0.01)
     got = rec["folds"]["3"]
     assert got["names"] == ["exp-a", "exp-b"]
     assert {k: got["metrics"][k] for k in expected} == pytest.approx(expected)
-    assert got["metrics"]["val AUC A"] == 0.5 and rec["summary"]["test acc"]["mean"] == pytest.approx(expected["test acc"])
+    assert got["alone"]["A"] == pytest.approx(alone[0]) and got["alone"]["B"] == pytest.approx(alone[1])
+    assert got["metrics"]["val AUC B"] == pytest.approx(alone[1]["val AUC"])
+    assert rec["summary"]["test acc"]["mean"] == pytest.approx(expected["test acc"])
     assert rec["a"] == {"commit": "pipeA", "overrides": {"seed": 0}} and rec["mode"] == "restricted"
     # each network recomputed beside its record: the recorded 0.5 is not what the cache's model gives here
     assert len(lines) == 3 and lines[0].startswith("fold 3 A (exp-a): validation AUC")
-    assert "recorded 0.5" in lines[0] and lines[2].startswith("fold 3 fused:")
+    assert "recorded 0.5" in lines[0] and "WARNING: val AUC, test acc not as recorded" in lines[0]
+    assert lines[2].startswith("fold 3 fused:")
+
+
+def test_the_test_figures_stay_out_of_the_printout_until_asked_for(two_configs):
+    recs, *_ = two_configs
+    lines = []
+    rec = view2_fusion.fuse(*recs, log=lines.append, show_test=False)
+    assert lines and not any("test" in line for line in lines)
+    assert "test acc" in rec["folds"]["3"]["metrics"]  # computed, for --write
+    text = "\n".join(view2_fusion.comparison(rec, ("val AUC",)))
+    assert "| 3 | pipeA | fused |" in text and "val AUC, B - A: 1 paired fold(s)" in text and "test" not in text
 
 
 def test_folds_validated_on_other_pairs_are_refused(two_configs, tmp_path):
@@ -170,4 +190,6 @@ def test_a_fusion_is_one_mlflow_run_with_both_configurations_as_params(two_confi
     runs = client.search_runs([exp_id], "tags.kind = 'view2' and tags.fusion = '2'")
     assert len(runs) == 1 and runs[0].info.run_name == "view2-restricted-pipeA+pipeB"
     assert runs[0].data.params["fusion.a.commit"] == "pipeA" and runs[0].data.params["fusion.b.seed"] == "1"
+    tags = runs[0].data.tags  # two commits, and no git_commit that would name a commit to check out
+    assert tags["git_commit_a"] == "pipeA" and tags["git_commit_b"] == "pipeB" and "git_commit" not in tags
     assert runs[0].data.metrics["view2.test_acc_mean"] == pytest.approx(rec["summary"]["test acc"]["mean"])

@@ -528,7 +528,7 @@ def fusion_row(view2: list[dict], fusions: list[dict], current: dict) -> tuple[s
     seeds = " and ".join(str(config(rec[x])["params"].get("seed", 0)) for x in ("a", "b"))
     commits = f"{rec['a']['commit']}+{rec['b']['commit']}"
     return (f"| restricted protocol, **LFW View 2**, two networks fused | {commits} | {_view2_cells(rec)} |",
-            f"- two networks fused: each fold's models of seeds {seeds}, `scripts/view2_fusion.py` (arguments: docs/VIEW2.md)")
+            f"- two networks fused: seeds {seeds}'s fold models, `scripts/view2_fusion.py` (docs/VIEW2.md)")
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = (),

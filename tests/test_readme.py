@@ -196,7 +196,7 @@ def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_commit
               "folds": folds, "summary": summary}
     block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1], [fusion])
     assert "| restricted protocol, **LFW View 2**, two networks fused | eeeeeee+fffffff | folds 1-10 | 0.8800 ± 0.0030 |" in block
-    assert "- two networks fused: each fold's models of seeds 0 and 1, `scripts/view2_fusion.py`" in block
+    assert "- two networks fused: seeds 0 and 1's fold models, `scripts/view2_fusion.py` (docs/VIEW2.md)" in block
     # no row: a fusion of another recipe's networks, of one seed twice, or one validation does not favour
     other = [seed0, {**seed1, "params": {**seed1["params"], "train.width": 32}}]
     assert "two networks fused" not in table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, other, [fusion])

@@ -462,8 +462,8 @@ def _command(overrides: dict, seeds) -> str:
 def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) -> tuple[str, str]:
     """(a README LFW View 2 row, how it came) from docs/view2.json: the record of the committed params
     (with `protocol`'s overrides, for the restricted protocol's row) over the most folds, of the committed
-    seed before another, the newest of those; else that of other params in the same mode, labelled with the overrides that give them; an
-    empty row where neither exists."""
+    seed before another, the newest of those; else that of other params in the same mode, labelled with
+    the overrides that give them; an empty row where neither exists."""
     protocol = protocol or {}
     want = {**current, **protocol}
     mode = want.get("pairs.mode", "unrestricted")

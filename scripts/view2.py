@@ -346,6 +346,11 @@ def mean_se(values: list[float]) -> dict | None:
     return {"mean": statistics.mean(values), "se": se}
 
 
+def fold_summary(folds: dict, cols) -> dict:
+    """{column: mean ± SE over the folds that have it} of {fold: {"metrics": {column: value}}}."""
+    return {c: mean_se([f["metrics"][c] for f in folds.values() if f["metrics"].get(c) is not None]) for c in cols}
+
+
 def config_key(commit: str, config: dict) -> str:
     return hashlib.sha256(json.dumps([commit, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -376,8 +381,7 @@ def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = No
         rec["folds"].setdefault(str(int(p["pairs.fold"])), {"name": e["name"], "metrics": e["metrics"]})
     for rec in recs:
         rec["folds"] = dict(sorted(rec["folds"].items(), key=lambda kv: int(kv[0])))
-        rec["summary"] = {col: mean_se([f["metrics"][col] for f in rec["folds"].values() if f["metrics"].get(col) is not None])
-                          for col in METRICS}
+        rec["summary"] = fold_summary(rec["folds"], METRICS)
     return recs
 
 

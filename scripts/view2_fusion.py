@@ -110,11 +110,11 @@ def fold_inputs(name: str) -> dict:
 
 
 def linked(tmp: Path, found: dict[str, Path]) -> Path:
-    """A directory of links to cache files under their output names, for the pipeline's loaders."""
-    tmp.mkdir(parents=True, exist_ok=True)
+    """A new directory under `tmp` of links to cache files under their output names, for the pipeline's loaders."""
+    folder = Path(tempfile.mkdtemp(dir=tmp))
     for rel, f in found.items():
-        os.symlink(f, tmp / rel)
-    return tmp
+        os.symlink(f, folder / rel)
+    return folder
 
 
 def fold_sets(inputs: dict, tmp: Path, loaded: dict) -> tuple:
@@ -122,9 +122,9 @@ def fold_sets(inputs: dict, tmp: Path, loaded: dict) -> tuple:
     prepared sets already loaded (by the md5 of images.npy) are taken from `loaded`."""
     key = inputs["prepared"]["images.npy"]
     if key not in loaded:
-        loaded[key] = load_images(linked(tmp / f"prepared{len(loaded)}", inputs["prepared"]))
+        loaded[key] = load_images(linked(tmp, inputs["prepared"]))
     images, rows = loaded[key]
-    pairs_dir = linked(tmp / f"pairs{len(list(tmp.glob('pairs*')))}", {r: inputs["pairs"][r] for r in ("val.tsv", "test.tsv")})
+    pairs_dir = linked(tmp, {r: inputs["pairs"][r] for r in ("val.tsv", "test.tsv")})
     return images, *(load_pairs(pairs_dir / f"{s}.tsv", rows) for s in ("val", "test"))
 
 
@@ -190,13 +190,7 @@ def fuse(ra: dict, rb: dict, log=print, show_test: bool = True) -> dict:
     rec = {"a": {"commit": ra["commit"], "overrides": ra["overrides"]},
            "b": {"commit": rb["commit"], "overrides": rb["overrides"]},
            "mode": ra["params"].get("pairs.mode"), "criterion": criterion, "folds": out}
-    return summarised(rec)
-
-
-def summarised(rec: dict) -> dict:
-    rec["summary"] = {c: view2.mean_se([f["metrics"][c] for f in rec["folds"].values() if f["metrics"].get(c) is not None])
-                      for c in view2.FUSION_COLUMNS}
-    return rec
+    return {**rec, "summary": view2.fold_summary(out, view2.FUSION_COLUMNS)}
 
 
 def comparison(rec: dict, cols: tuple[str, ...] = ("val AUC", "test acc", "test AUC")) -> list[str]:

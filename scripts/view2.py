@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,12 @@ ENDED_GRACE_S = 120
 # treeverse/dvc-task#73). It is started again once none has run for this long, this many times at most.
 WORKER_GRACE_S = 60
 WORKER_RESTARTS = 5
+# An idle worker stops about 10 s after its queue empties (dvc-task's TemporaryWorker). A task queued in
+# those seconds can be taken from the queue by the stopping worker and never run: DVC then holds it as
+# active for good, with no info file, and every `dvc exp show` fails on the missing file. So `run` waits
+# this long at most for idle workers to stop before it queues, and puts such a lost task back in the queue.
+IDLE_WORKER_EXIT_S = 60
+LOST_TASK = re.compile(r"\.dvc/tmp/exps/run/([0-9a-f]{40})/\1\.run")
 _clock = time.monotonic  # seconds, for the waiting
 
 
@@ -216,10 +223,45 @@ def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
             if done.returncode == 0:
                 return json.loads(done.stdout)
             why = done.stderr.strip()[:400]
+            lost = LOST_TASK.search(why)
+            if lost and requeue_lost(lost.group(1)):
+                print(f"DVC queue task {lost.group(1)[:7]} was taken from the queue by a worker that stopped "
+                      "before running it; it is queued again", file=sys.stderr, flush=True)
+                continue
         if attempt + 1 < tries:
             print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
             time.sleep(30)
     raise SystemExit(f"dvc exp show failed: {why}")
+
+
+def requeue_lost(rev: str) -> bool:
+    """Put the queue task of stash commit `rev` back in DVC's queue if a worker took it and never ran it
+    (see IDLE_WORKER_EXIT_S): its message is in the broker's processed folder, it has no result and no
+    info file, and no worker is running. Whether it was put back."""
+    if worker_alive() or (ROOT / ".dvc" / "tmp" / "exps" / "run" / rev / f"{rev}.run").exists():
+        return False  # a worker may be setting it up: the info file comes once its temporary copy is made
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        queue = repo.experiments.celery_queue
+        for msg, entry in queue._iter_processed():  # DVC's own walk of the processed folder
+            if entry.stash_rev != rev or queue.celery.AsyncResult(msg.headers["id"]).ready():
+                continue
+            path = Path(queue.celery._processed_msg_path_cache[msg.delivery_tag])
+            os.replace(path, Path(queue.celery.conf.broker_transport_options["data_folder_in"]) / path.name)
+            return True
+    return False
+
+
+def wait_for_idle_workers(shown) -> None:
+    """With no experiment queued or running, wait (IDLE_WORKER_EXIT_S at most) for the DVC queue workers,
+    idle then, to stop, so that none takes a task queued next as it stops."""
+    if any(e["state"] in ("queued", "running") for e in experiments(shown)) or not worker_alive():
+        return
+    print("waiting for the idle DVC queue worker to stop before queueing", flush=True)
+    deadline = _clock() + IDLE_WORKER_EXIT_S
+    while worker_alive() and _clock() < deadline:
+        time.sleep(0.5)
 
 
 def config_of(params: dict) -> dict:
@@ -280,11 +322,14 @@ def run(args) -> int:
     config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
     code = code_commit(head)
     recs = load_records()  # read once: only report(), after the waiting, writes them
-    states = known_states(show(args.num, head), code, config, recs)
+    shown = show(args.num, head, tries=2)
+    states = known_states(shown, code, config, recs)
     todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
     done = [k for k in args.folds if states.get(k) == "success"]
     print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; queueing {todo or 'none'}",
           flush=True)
+    if todo:
+        wait_for_idle_workers(shown)
     for fold in todo:
         cmd = ["exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", f"pairs.fold={fold}"]
         for key, value in sets.items():

@@ -247,7 +247,8 @@ def test_fold_lists_and_overrides_are_checked():
 def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None, worker=True,
                     report=lambda args: 0):
     """view2.run over `folds` with `dvc exp show` answering `polls` in turn, every dvc command only
-    noted in `calls`, and the clock reading `clock` in turn (else the real one)."""
+    noted in `calls`, the clock reading `clock` in turn (else the real one), and a queue worker running as
+    `worker` says (a bool, or a function called each time)."""
     import argparse
     import subprocess
     polls, calls = iter(polls), [] if calls is None else calls
@@ -259,7 +260,7 @@ def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None,
     monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
     monkeypatch.setattr(view2, "report", report)
     monkeypatch.setattr(view2, "_alive", lambda pid: alive)
-    monkeypatch.setattr(view2, "worker_alive", lambda: worker)
+    monkeypatch.setattr(view2, "worker_alive", worker if callable(worker) else lambda: worker)
     if clock is not None:
         monkeypatch.setattr(view2, "_clock", lambda: next(clock))
     monkeypatch.setattr(view2, "ROOT", tmp_path)  # a fresh clone: no .dvc/tmp yet
@@ -294,11 +295,40 @@ def test_run_reports_the_configuration_it_ran(monkeypatch, capsys, tmp_path):
     assert seen == [("pipe1", view2.config_of(BASE))]
 
 
+def started():
+    """worker_alive for a queue with no worker until `dvc queue start` (the first call is before it)."""
+    answers = iter([False])
+    return lambda: next(answers, True)
+
+
+def test_an_idle_queue_worker_is_let_stop_before_folds_are_queued(monkeypatch, capsys, tmp_path):
+    """An idle worker stops about 10 s after its queue empties; one queued in that moment can be taken by
+    it and never run. So with nothing queued or running, run waits for such a worker to stop."""
+    calls, answers = [], iter([True, True, True, False])
+
+    def worker():
+        calls.append("worker alive?")
+        return next(answers, True)
+    monkeypatch.setattr(view2.time, "sleep", lambda s: calls.append(f"sleep {s}"))
+    polls = [shown(), shown((1, "success", 0.9, {}))]
+    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], calls=calls, worker=worker, clock=iter(range(100))) == 0
+    assert "waiting for the idle DVC queue worker to stop before queueing" in capsys.readouterr().out
+    first_queued = next(i for i, c in enumerate(calls) if c[:3] == ("exp", "run", "--queue"))
+    assert [c for c in calls[:first_queued] if isinstance(c, str)] == ["worker alive?", "worker alive?", "sleep 0.5",
+                                                                       "worker alive?", "sleep 0.5", "worker alive?"]
+
+    # with a fold queued or running the worker is busy, and stays so while more are queued
+    polls = [shown((1, "running", None, {})), shown((1, "success", 0.9, {}), (2, "success", 0.8, {}))]
+    assert _run_with_polls(monkeypatch, tmp_path, polls, [1, 2], worker=True) == 0
+    assert "waiting" not in capsys.readouterr().out
+
+
 def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeypatch, capsys, tmp_path):
     """DVC shows an experiment as running, its process gone, while it copies the results back."""
     ended = shown((1, "running", None, {}))
     polls = [shown(), ended, ended, shown((1, "success", 0.9, {}))]
-    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], alive=False, clock=iter([0, 1, 60, 119, 121])) == 0
+    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], alive=False, clock=iter([0, 1, 60, 119, 121]),
+                           worker=started()) == 0
     out = capsys.readouterr().out
     assert "failed [1]" not in out and "done [1], running/queued [], failed []" in out
 
@@ -306,7 +336,8 @@ def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeyp
 def test_a_fold_whose_process_exited_and_stays_so_is_failed_after_the_grace(monkeypatch, capsys, tmp_path):
     ended = shown((1, "running", None, {}))
     clock = iter([0, 1, 60, view2.ENDED_GRACE_S + 2])
-    assert _run_with_polls(monkeypatch, tmp_path, [shown(), ended, ended, ended], [1], alive=False, clock=clock) == 1
+    assert _run_with_polls(monkeypatch, tmp_path, [shown(), ended, ended, ended], [1], alive=False, clock=clock,
+                           worker=started()) == 1
     out = capsys.readouterr()
     assert "running/queued [1], failed []" in out.out and "running/queued [], failed [1]" in out.out
     assert "folds [1] did not finish" in out.err

@@ -1,11 +1,16 @@
 """scripts/view2.py end to end: real queued `dvc exp run`s of View 2 folds, resumed, aggregated, recorded."""
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, make_repo, run, small_params, stop_queue_workers
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import view2  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -43,3 +48,33 @@ def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive)
     summary = client.search_runs([exp.experiment_id], "tags.kind = 'view2'")
     assert len(summary) == 1 and summary[0].data.metrics["view2.folds"] == 2
     assert summary[0].data.metrics["view2.test_acc_mean"] == pytest.approx(recs[0]["summary"]["test acc"]["mean"])
+
+
+def test_a_task_that_a_stopping_worker_took_and_never_ran_is_queued_again(tmp_path, monkeypatch):
+    # A worker stopping as a task arrives can take its message (the filesystem broker moves it to the
+    # processed folder) and never run it. DVC then counts it active for good, and `dvc exp show` fails
+    # on its missing info file until the message is back in the queue.
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").write_text("stages:\n  s:\n    cmd: python -c \"print(1)\" > out.txt\n"
+                                   "    params: [x]\n    outs: [out.txt]\n")
+    (repo / "params.yaml").write_text("x: 0\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "init"], ["dvc", "exp", "run", "--queue", "-S", "x=1"]):
+        run(cmd, repo, env)
+    broker = repo / ".dvc" / "tmp" / "exps" / "celery" / "broker"
+    [msg] = list((broker / "in").iterdir())
+    msg.rename(broker / "processed" / msg.name)
+    lost = run(["dvc", "exp", "show", "--json"], repo, env, check=False)
+    assert lost.returncode != 0 and view2.LOST_TASK.search(lost.stderr), lost.stderr
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(view2, "ROOT", repo)
+    shown = view2.show(5, tries=2)
+    assert [(e["state"], e["params"]["x"]) for e in view2.experiments(shown)] == [("queued", 1)]
+    assert [p.name for p in (broker / "in").iterdir()] == [msg.name]
+    assert not list((broker / "processed").iterdir())

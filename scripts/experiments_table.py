@@ -576,8 +576,10 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
     return "\n".join(lines)
 
 
-def readme_block_from_files(root: Path = ROOT) -> str:
-    return readme_block(load(root / "docs" / "experiments.json"),
+def readme_block_from_files(root: Path = ROOT, recs: list[dict] | None = None) -> str:
+    """The README results block from the committed files under `root` (`recs` in place of its
+    docs/experiments.json)."""
+    return readme_block(load(root / "docs" / "experiments.json") if recs is None else recs,
                         files.read_json(root / "metrics" / "evaluate.json"),
                         files.read_json(root / "metrics" / "calibrate.json"),
                         params_file(root / "params.yaml"), load(root / "docs" / "view2.json"),
@@ -865,9 +867,7 @@ def main() -> int:
         print(f"{changed} runs recorded in {DATA.relative_to(ROOT)}")
     files.write_text(OUT, experiments_md(merged))
     readme = README.read_text(encoding="utf-8")
-    block = readme_block(recs, files.read_json(ROOT / "metrics" / "evaluate.json"),
-                         files.read_json(ROOT / "metrics" / "calibrate.json"), params_file(), load(ROOT / "docs" / "view2.json"),
-                         load(ROOT / "docs" / "view2_fusion.json"))
+    block = readme_block_from_files(ROOT, recs)
     if current_block(readme) != block:
         files.write_text(README, with_block(readme, block))
     print(f"{len(merged)} configurations written to {OUT.relative_to(ROOT)}; README results block "

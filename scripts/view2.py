@@ -214,7 +214,10 @@ def experiments(shown) -> list[dict]:
 
 
 def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
-    for attempt in range(tries):
+    """`dvc exp show --json` of the last `num` commits from `rev`, tried `tries` times 30 s apart (a task
+    put back in the queue by requeue_lost costs no try)."""
+    failed = 0
+    while True:
         try:
             done = dvc("exp", "show", "--json", "--rev", rev, "--num", str(num), timeout=300)
         except subprocess.TimeoutExpired:
@@ -228,10 +231,11 @@ def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
                 print(f"DVC queue task {lost.group(1)[:7]} was taken from the queue by a worker that stopped "
                       "before running it; it is queued again", file=sys.stderr, flush=True)
                 continue
-        if attempt + 1 < tries:
-            print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
-            time.sleep(30)
-    raise SystemExit(f"dvc exp show failed: {why}")
+        failed += 1
+        if failed >= tries:
+            raise SystemExit(f"dvc exp show failed: {why}")
+        print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
+        time.sleep(30)
 
 
 def requeue_lost(rev: str) -> bool:
@@ -322,7 +326,7 @@ def run(args) -> int:
     config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
     code = code_commit(head)
     recs = load_records()  # read once: only report(), after the waiting, writes them
-    shown = show(args.num, head, tries=2)
+    shown = show(args.num, head)
     states = known_states(shown, code, config, recs)
     todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
     done = [k for k in args.folds if states.get(k) == "success"]

@@ -406,3 +406,22 @@ def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, 
     assert capsys.readouterr().out.splitlines()[1] == "folds: A [1, 2, 3], B [1, 2, 3]; paired: [1, 2, 3]"
     with pytest.raises(SystemExit, match="--b-set 'erase': expected key=value"):
         view2.main(["paired", "aaa", "bbb", "--b-set", "erase"])
+
+
+def test_show_tries_again_and_a_lost_task_put_back_costs_no_try(monkeypatch, capsys):
+    import subprocess
+    lost = ("ERROR: unexpected error - [Errno 2] No such file or directory: '/r/.dvc/tmp/exps/run/"
+            + "ab" * 20 + "/" + "ab" * 20 + ".run'")
+    replies = iter([(1, "", lost), (1, "", "ERROR: lock"), (0, "[]", "")])
+    monkeypatch.setattr(view2, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, *next(replies)))
+    requeued, slept = [], []
+    monkeypatch.setattr(view2, "requeue_lost", lambda rev: requeued.append(rev) or True)
+    monkeypatch.setattr(view2.time, "sleep", slept.append)
+    assert view2.show(5, tries=2) == []
+    assert requeued == ["ab" * 20] and slept == [30]
+    assert "queued again" in capsys.readouterr().err
+
+    replies = iter([(1, "", "ERROR: lock")])  # one try: no waiting
+    with pytest.raises(SystemExit, match="dvc exp show failed: ERROR: lock"):
+        view2.show(5)
+    assert slept == [30]

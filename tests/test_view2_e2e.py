@@ -74,7 +74,7 @@ def test_a_task_that_a_stopping_worker_took_and_never_ran_is_queued_again(tmp_pa
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(view2, "ROOT", repo)
-    shown = view2.show(5, tries=2)
+    shown = view2.show(5)
     assert [(e["state"], e["params"]["x"]) for e in view2.experiments(shown)] == [("queued", 1)]
     assert [p.name for p in (broker / "in").iterdir()] == [msg.name]
     assert not list((broker / "processed").iterdir())

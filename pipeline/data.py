@@ -23,6 +23,13 @@ class PairSet:
     # (rows, identity numbers) of the images an identity batch draws from, by row; None: the table's images
     pool: tuple[np.ndarray, np.ndarray] | None = None
 
+    def links(self) -> np.ndarray:
+        """(L, 2) the distinct pairs of identity numbers (smaller first) that a different-person pair of
+        the table joins: the identities its labels say differ."""
+        neg = self.label == 0
+        pairs = np.stack([np.minimum(self.id1[neg], self.id2[neg]), np.maximum(self.id1[neg], self.id2[neg])], axis=1)
+        return np.unique(pairs.reshape(-1, 2), axis=0)
+
 
 def label_identities(idx1: np.ndarray, idx2: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-identities from pair labels alone (no names): the classes of the equivalence closure
@@ -156,23 +163,38 @@ class IdentitySampler:
     times as often as one with 2 under "sqrt", about 50 times under "linear", at most once a batch
     either way). An identity with fewer than K images repeats them (with different augmentation).
     Everything is drawn from `gen`.
+
+    With `labelled` the P identities come as P // 2 of the table's labelled different-person links
+    (PairSet.links), both identities of each, one with a single image included: batches made for
+    mining only the negatives the labels give. Links are drawn as identities are (each as often, or
+    by the sum of their two identities' weights).
     """
 
     def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
-                 identity_weight: str = "equal"):
+                 identity_weight: str = "equal", labelled: bool = False):
         if pairs.pool is not None:
             self.rows, self.ids = pairs.pool
         else:
             rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
             self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
         order = np.argsort(self.ids, kind="stable")
-        _, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
-        self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]
+        group_ids, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
+        self.links = None
+        if labelled:
+            self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts)]
+            self.links = np.searchsorted(group_ids, pairs.links())  # (L, 2) group numbers
+            if not len(self.links):
+                raise ValueError("train.negatives 'labelled' needs a different-person pair among the training "
+                                 "pairs; they have none")
+        else:
+            self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]
         if not self.groups:
             raise ValueError("train.sampler 'identities' needs an identity with at least two training images; "
                              "the training pairs have none")
         self.k = per_identity
         self.p = min(len(self.groups), max(1, round(identity_fraction * batch_images / per_identity)))
+        if labelled:
+            self.p = 2 * min(len(self.links), max(1, self.p // 2))
         self.n_fill = batch_images - self.p * self.k
         if self.n_fill < 0:
             raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
@@ -181,7 +203,9 @@ class IdentitySampler:
         if identity_weight not in weights:
             raise ValueError(f"train.identity_weight must be one of {list(weights)}, got {identity_weight!r}")
         self.weights = weights[identity_weight]
-        self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
+        if labelled and self.weights is not None:
+            self.weights = self.weights[torch.from_numpy(self.links)].sum(dim=1)
+        self._queues: dict[str, list[int]] = {"groups": [], "links": [], "fill": []}
 
     def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:
         """n indices into range(size), in reshuffled rounds. An index a new round would repeat within the
@@ -201,7 +225,12 @@ class IdentitySampler:
     def batch(self, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rows of the image array, identity numbers) of one batch."""
         rows = []
-        if self.weights is None:
+        if self.links is not None:
+            n = self.p // 2
+            picked = self._take("links", n, len(self.links), gen) if self.weights is None else \
+                torch.multinomial(self.weights, n, replacement=False, generator=gen).numpy()
+            chosen = self.links[picked].reshape(-1).tolist()
+        elif self.weights is None:
             chosen = self._take("groups", self.p, len(self.groups), gen)
         else:
             chosen = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()

@@ -68,7 +68,8 @@ BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem
                 "train.tta_shift": 0, "train.identity_weight": "equal", "train.memory": 0, "train.neg_weight": 1.0,
                 "train.neg_hardness": 0.0, "train.se_reduction": 0, "train.id_weight": 0.0,
                 "train.id_scale": 16.0, "train.identity_images": "table",
-                "train.neighbours": 0, "prepare.equalize": False, "pairs.val_keep": 1.0}
+                "train.neighbours": 0, "prepare.equalize": False, "pairs.val_keep": 1.0,
+                "train.negatives": "classes"}
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them;
 # [1, 2, 1] is its network (lower on validation with the unrestricted default's [1, 1, 1]: docs/DECISIONS.md)
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,

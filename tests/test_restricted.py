@@ -76,11 +76,11 @@ def test_restricted_training_forms_no_in_batch_positive_the_labels_do_not_imply(
         batch_rows[:] = [index[x] for x in r.tolist()]
         return r, i
 
-    def loss(emb, ids, *args):  # every in-batch pair of equal ids is a positive of the loss
+    def loss(emb, ids, *args, **kwargs):  # every in-batch pair of equal ids is a positive of the loss
         same = ids.tolist()
         positives.extend((batch_rows[a], batch_rows[b]) for a in range(len(same)) for b in range(a + 1, len(same))
                          if same[a] == same[b])
-        return real_loss(emb, ids, *args)
+        return real_loss(emb, ids, *args, **kwargs)
 
     monkeypatch.setattr(train, "load_pairs", load_pairs)
     monkeypatch.setattr(data.IdentitySampler, "batch", sampler_batch)
@@ -100,3 +100,44 @@ def test_restricted_training_forms_no_in_batch_positive_the_labels_do_not_imply(
     # the training identities themselves (what the pairs sampler batches): one per label component, not per name
     by_image = ids_by_image(seen_sets[0], {key: row for row, key in index.items()})
     assert all((by_image[a] == by_image[b]) == (linked[a] == linked[b]) for a in by_image for b in by_image)
+
+
+def test_labelled_negatives_batch_linked_classes_and_mine_only_the_differences_the_labels_give(tmp_path, lfw_dir,
+                                                                                            prepared, monkeypatch):
+    tables = run_stage(pairs, lfw_dir, tmp_path, "pairs", **{"pairs.mode": "restricted", "pairs.val_fraction": 0.2})
+    rows = read_table(tables / "train.tsv")
+    linked = label_components(rows)
+    told_apart = {frozenset((linked[(n1, i1)], linked[(n2, i2)])) for n1, i1, n2, i2, y in rows if not y}
+    index = {k: (line.split("\t")[0], int(line.split("\t")[1]))
+             for k, line in enumerate((prepared / "index.tsv").read_text().splitlines())}
+    negatives, batches, batch_rows = [], [], []
+    real_batch, real_loss = data.IdentitySampler.batch, train.batch_all_contrastive_loss
+
+    def sampler_batch(self, gen):
+        r, i = real_batch(self, gen)
+        batch_rows[:] = [index[x] for x in r.tolist()]
+        batches.append(list(batch_rows))
+        return r, i
+
+    def loss(emb, ids, *args, different):  # the pairs the loss takes as different people
+        same = ids.tolist()
+        negatives.extend((batch_rows[a], batch_rows[b]) for a in range(len(same)) for b in range(a + 1, len(same))
+                         if same[a] != same[b] and different[a, b])
+        return real_loss(emb, ids, *args, different=different)
+
+    monkeypatch.setattr(data.IdentitySampler, "batch", sampler_batch)
+    monkeypatch.setattr(train, "batch_all_contrastive_loss", loss)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(small_params(**{"pairs.mode": "restricted", "pairs.val_fraction": 0.2,
+                                                     "train.sampler": "identities", "train.epochs": 1,
+                                                     "train.per_identity": 2, "train.negatives": "labelled"})))
+    out = tmp_path / "out"
+    assert train.main(["--params", str(params), "--prepared", str(prepared), "--pairs", str(tables),
+                       "--model", str(out / "model.pt"), "--metrics", str(out / "train.json"),
+                       "--plot", str(out / "train.csv"), "--resume", str(out / "resume.pt")]) == 0
+    assert negatives, "no in-batch negative at all: the test saw nothing"
+    unlabelled = [(a, b) for a, b in negatives if frozenset((linked[a], linked[b])) not in told_apart]
+    assert not unlabelled, f"{len(unlabelled)} in-batch negatives that no label gives, e.g. {unlabelled[0]}"
+    for batch in batches:  # each class comes with one it is told apart from
+        classes = {linked[x] for x in batch}
+        assert all(any(frozenset((c, o)) in told_apart for o in classes) for c in classes)

@@ -138,6 +138,28 @@ def test_labelled_negatives_batch_linked_classes_and_mine_only_the_differences_t
     assert negatives, "no in-batch negative at all: the test saw nothing"
     unlabelled = [(a, b) for a, b in negatives if frozenset((linked[a], linked[b])) not in told_apart]
     assert not unlabelled, f"{len(unlabelled)} in-batch negatives that no label gives, e.g. {unlabelled[0]}"
-    for batch in batches:  # each class comes with one it is told apart from
+    for batch in batches:  # labelled links for the negatives, and classes of two images or more for the positives
         classes = {linked[x] for x in batch}
-        assert all(any(frozenset((c, o)) in told_apart for o in classes) for c in classes)
+        assert any(frozenset((c, o)) in told_apart for c in classes for o in classes)
+        assert any(len({x for x in batch if linked[x] == c}) >= 2 for c in classes)
+
+
+def test_a_labelled_batch_holds_half_its_classes_as_linked_pairs_and_half_with_positives():
+    import torch
+    # images 0-23: classes of three images (0-2, 3-5, ..., 21-23) from same pairs; images 24-31 singletons,
+    # told apart in pairs (24, 25), (26, 27), ... by different pairs
+    same = [(3 * c, 3 * c + j) for c in range(8) for j in (1, 2)]
+    diff = [(24 + 2 * k, 25 + 2 * k) for k in range(4)]
+    idx1, idx2 = (np.array([p[i] for p in same + diff]) for i in (0, 1))
+    label = np.array([1] * len(same) + [0] * len(diff))
+    pair_set = data.PairSet(idx1, idx2, label, *data.label_identities(idx1, idx2, label))
+    sampler = data.IdentitySampler(pair_set, batch_images=64, per_identity=4, identity_fraction=1.0, labelled=True)
+    assert (sampler.p, sampler.n_links, sampler.n_fill) == (4, 2, 32)  # 8 groups at most: 4 of them, 2 links
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        rows, ids = sampler.batch(gen)
+        grouped = sorted({r // 3 for r in rows.tolist()[:16]})
+        assert len(grouped) == 4 and max(grouped) < 8  # four classes of three images, four images each
+        linked = set(rows.tolist()[16:32])  # both singletons of two different pairs, each repeated
+        assert len(linked) == 4 and min(linked) >= 24
+        assert all({2 * (a // 2), 2 * (a // 2) + 1} <= linked for a in linked)

@@ -13,16 +13,8 @@ RESTRICTED = ("- Image-restricted protocol: training used the official training 
 # batch-all mining's one assumption beyond the labels (scripts/restricted_negatives.py measures it)
 RESTRICTED_BATCH_ALL = (" In a batch, images of classes no label joins counted as different people "
                         "(scripts/restricted_negatives.py measures how rarely they are one).")
-RESTRICTED_LABELLED = (" In a batch, only images of classes a labelled different pair links counted as "
-                       "different people (`train.negatives: labelled`).")
 UNRESTRICTED = ("- Unrestricted protocol: training pairs drawn from the training identities by name; "
                 "validation people held out from them.")
-
-
-def _restricted_negatives(t) -> str:
-    if t.mining == "pairs":
-        return ""
-    return RESTRICTED_LABELLED if t.negatives == "labelled" else RESTRICTED_BATCH_ALL
 
 
 def _training_side(pairs: dict) -> str:
@@ -63,7 +55,7 @@ def model_card(params: Params, model_config: dict, pairs: dict, train: dict, cal
         f"- Pairs mode `{pairs['mode']}`: {pairs['train_pairs']} training pairs ({pairs['train_people']} people), "
         f"{pairs['val_pairs']} validation pairs ({pairs['val_people']} people), "
         f"{pairs['test_pairs']} official test pairs ({pairs.get('test_source', 'pairsDevTest.txt')}, {pairs['test_people']} people).",
-        RESTRICTED + _restricted_negatives(t) if pairs["mode"] == "restricted" else UNRESTRICTED + (
+        RESTRICTED + (RESTRICTED_BATCH_ALL if t.mining != "pairs" else "") if pairs["mode"] == "restricted" else UNRESTRICTED + (
             " Identity batches drew from every image of the training people, not only those the training pairs name."
             if t.sampler == "identities" and t.identity_images == "all" else ""),
         f"- Identities shared between train/validation/test: {pairs['train_val_shared_people']} / "

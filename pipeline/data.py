@@ -23,13 +23,6 @@ class PairSet:
     # (rows, identity numbers) of the images an identity batch draws from, by row; None: the table's images
     pool: tuple[np.ndarray, np.ndarray] | None = None
 
-    def links(self) -> np.ndarray:
-        """(L, 2) the distinct pairs of identity numbers (smaller first) that a different-person pair of
-        the table joins: the identities its labels say differ."""
-        neg = self.label == 0
-        pairs = np.stack([np.minimum(self.id1[neg], self.id2[neg]), np.maximum(self.id1[neg], self.id2[neg])], axis=1)
-        return np.unique(pairs.reshape(-1, 2), axis=0)
-
 
 def label_identities(idx1: np.ndarray, idx2: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-identities from pair labels alone (no names): the classes of the equivalence closure
@@ -163,50 +156,32 @@ class IdentitySampler:
     times as often as one with 2 under "sqrt", about 50 times under "linear", at most once a batch
     either way). An identity with fewer than K images repeats them (with different augmentation).
     Everything is drawn from `gen`.
-
-    With `labelled`, for mining only the negatives the labels give, half of the P identities' places
-    go to P // 4 of the table's labelled different-person links (PairSet.links): both identities of
-    each, one with a single image included (most are: the labelled different pairs seldom share an
-    image with the same pairs). The other identities are drawn as above, for their positives. Links
-    are drawn as identities are (each as often, or by the sum of their two identities' weights).
     """
 
     def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
-                 identity_weight: str = "equal", labelled: bool = False):
+                 identity_weight: str = "equal"):
         if pairs.pool is not None:
             self.rows, self.ids = pairs.pool
         else:
             rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
             self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
         order = np.argsort(self.ids, kind="stable")
-        class_ids, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
-        self.classes = [self.rows[order[s:s + c]] for s, c in zip(starts, counts)]
-        self.groups = [g for g in self.classes if len(g) >= 2]
+        _, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
+        self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]
         if not self.groups:
             raise ValueError("train.sampler 'identities' needs an identity with at least two training images; "
                              "the training pairs have none")
         self.k = per_identity
         self.p = min(len(self.groups), max(1, round(identity_fraction * batch_images / per_identity)))
-        weights = {"equal": None, "sqrt": torch.sqrt, "linear": lambda x: x}
-        if identity_weight not in weights:
-            raise ValueError(f"train.identity_weight must be one of {list(weights)}, got {identity_weight!r}")
-        weigh = weights[identity_weight]
-        self.weights = None if weigh is None else weigh(torch.tensor([len(g) for g in self.groups], dtype=torch.float64))
-        self.links, self.link_weights, self.n_links = None, None, 0
-        if labelled:
-            self.links = np.searchsorted(class_ids, pairs.links())  # (L, 2) class numbers
-            if not len(self.links):
-                raise ValueError("train.negatives 'labelled' needs a different-person pair among the training "
-                                 "pairs; they have none")
-            self.n_links = min(len(self.links), max(1, self.p // 4))
-            self.p = max(0, self.p - 2 * self.n_links)
-            if weigh is not None:
-                sizes = weigh(torch.tensor([len(c) for c in self.classes], dtype=torch.float64))
-                self.link_weights = sizes[torch.from_numpy(self.links)].sum(dim=1)
-        self.n_fill = batch_images - (self.p + 2 * self.n_links) * self.k
+        self.n_fill = batch_images - self.p * self.k
         if self.n_fill < 0:
             raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
-        self._queues: dict[str, list[int]] = {"groups": [], "links": [], "fill": []}
+        sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.float64)
+        weights = {"equal": None, "sqrt": sizes.sqrt(), "linear": sizes}
+        if identity_weight not in weights:
+            raise ValueError(f"train.identity_weight must be one of {list(weights)}, got {identity_weight!r}")
+        self.weights = weights[identity_weight]
+        self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
 
     def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:
         """n indices into range(size), in reshuffled rounds. An index a new round would repeat within the
@@ -229,13 +204,9 @@ class IdentitySampler:
         if self.weights is None:
             chosen = self._take("groups", self.p, len(self.groups), gen)
         else:
-            chosen = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist() if self.p else []
-        groups = [self.groups[g] for g in chosen]
-        if self.links is not None:
-            picked = self._take("links", self.n_links, len(self.links), gen) if self.link_weights is None else \
-                torch.multinomial(self.link_weights, self.n_links, replacement=False, generator=gen).numpy()
-            groups += [self.classes[c] for c in self.links[picked].reshape(-1).tolist()]
-        for group in groups:
+            chosen = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()
+        for g in chosen:
+            group = self.groups[g]
             picks = torch.randperm(len(group), generator=gen).numpy()
             rows.append(group[np.resize(picks, self.k)])
         if self.n_fill:

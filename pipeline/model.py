@@ -29,21 +29,17 @@ def contrastive_loss(distance: torch.Tensor, same: torch.Tensor, margin: float, 
 
 
 def batch_all_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float = 0.0,
-                               neg_weight: float = 1.0, different: torch.Tensor | None = None) -> torch.Tensor:
+                               neg_weight: float = 1.0) -> torch.Tensor:
     """Contrastive loss over every pair of a batch's embeddings (B, D) with identity labels (B,).
 
     The same formula as `contrastive_loss`, with the positive term averaged over all same-identity
     pairs and the negative term over the different-identity pairs still inside the margin (the
     informative ones), so easy negatives do not dilute the gradient; `neg_weight` weights the
-    negative term against the positive one. With `different` (B, B) only the different-identity pairs
-    it marks are negatives; the others are left out (their identities are not known to differ).
+    negative term against the positive one.
     """
     d = euclidean_matrix(emb)  # (B, B)
     upper = torch.triu(torch.ones_like(d, dtype=torch.bool), diagonal=1)
-    same = ids[:, None] == ids[None, :]
-    if different is not None:
-        upper &= same | different
-    return _pair_terms(d[upper], same[upper], margin, pos_margin, neg_weight)
+    return _pair_terms(d[upper], (ids[:, None] == ids[None, :])[upper], margin, pos_margin, neg_weight)
 
 
 def cross_contrastive_loss(emb: torch.Tensor, ids: torch.Tensor, memory: torch.Tensor, memory_ids: torch.Tensor,

@@ -137,7 +137,6 @@ class TrainParams:
     identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
     identity_images: Literal["table", "all"]  # sampler identities, unrestricted: the images of the training pairs, or every image of their people
     memory: int  # batch-all mining: earlier training images whose embeddings each batch also meets after the warm-up (0: none)
-    negatives: Literal["classes", "labelled"]  # restricted batch-all mining: any two label classes, or only those a labelled different pair links
     dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
@@ -177,9 +176,6 @@ class TrainParams:
             errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
-        if self.negatives == "labelled" and (self.sampler, self.memory) != ("identities", 0):
-            errors["negatives"] = ("'labelled' needs train.sampler 'identities' and train.memory 0 (its batches are "
-                                   "built from the labelled links)")
         return errors
 
 
@@ -204,9 +200,6 @@ class Params:
     def check(self) -> dict[str, str]:
         if self.seed < 0:
             return {"seed": "must be >= 0"}
-        if self.train.negatives == "labelled" and self.pairs.mode != "restricted":
-            return {"train.negatives": "'labelled' applies to pairs.mode 'restricted' (unrestricted mode knows "
-                                       "every training image's person)"}
         return {}
 
 

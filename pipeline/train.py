@@ -76,8 +76,8 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
     every identity group), or the r-th contiguous share of a pair batch; every rank draws the whole batch."""
     rank, size = distributed.world()
     order = torch.randperm(len(train.label), generator=gen).numpy()
-    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction, p.identity_weight,
-                              labelled=p.negatives == "labelled") if p.sampler == "identities" else None
+    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction, p.identity_weight) \
+        if p.sampler == "identities" else None
     for k in range(len(order) // p.batch_size or 1):
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
         if sampler:
@@ -131,21 +131,6 @@ class CrossBatchMemory:
         self.emb, self.ids, self.next, self.count = state["emb"], state["ids"], state["next"], state["count"]
 
 
-def labelled_links(train: PairSet, device) -> tuple[torch.Tensor, int]:
-    """(keys, n): each labelled different-person link (PairSet.links) as the number a * n + b of its
-    identity numbers a < b, on `device`, for known_different."""
-    n = int(max(train.id1.max(), train.id2.max())) + 1
-    links = torch.from_numpy(train.links())
-    return (links[:, 0] * n + links[:, 1]).to(device), n
-
-
-def known_different(ids: torch.Tensor, keys: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, B): whether a labelled link (labelled_links' keys) says the identities `ids` (B,) of two
-    images differ."""
-    a, b = ids[:, None], ids[None, :]
-    return torch.isin(torch.minimum(a, b) * n + torch.maximum(a, b), keys)
-
-
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
                 device, dtype, embed=None, memory: CrossBatchMemory | None = None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
@@ -162,7 +147,6 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
     total, seen = 0.0, 0
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=True if distributed.world()[0] else None)
-    links = labelled_links(train, device) if p.negatives == "labelled" else None
     for k, (x, ids, labels) in enumerate(batches(train, p, gen, images)):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = embed(x.to(device))
@@ -170,8 +154,7 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
             ids_dev = torch.from_numpy(ids).to(device)
-            different = None if links is None else known_different(ids_dev, *links)
-            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight, different=different)
+            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
             if memory is not None:
                 cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
                 if cross is not None:

@@ -46,19 +46,6 @@ def test_batch_all_loss_hand_computed():
     assert batch_all_contrastive_loss(e, ids, margin=1.0).item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_batch_all_loss_with_known_differences_leaves_the_other_negatives_out():
-    e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [0.5, 0.0]])
-    ids = torch.tensor([0, 0, 1, 2])
-    different = torch.zeros(4, 4, dtype=torch.bool)
-    different[0, 2] = different[2, 0] = True  # only identities 0 and 1 are known to differ: pairs (0,2), (1,2)
-    different[1, 2] = different[2, 1] = True
-    # positive (0,1) d=0.6; negatives in the margin among the known: (0,2) d=0.8 only ((1,2) d=1.0 is not);
-    # image 3 (d 0.5 and 0.1 from images 0 and 1, 0.94 from image 2) is in no known pair, so in no term
-    expected = (0.6 ** 2 + (1 - 0.8) ** 2) / 2
-    assert batch_all_contrastive_loss(e, ids, margin=1.0, different=different).item() == pytest.approx(expected, abs=1e-5)
-    assert batch_all_contrastive_loss(e, ids, margin=1.0).item() > expected + 0.1  # image 3's negatives count without
-
-
 def test_cross_batch_loss_hand_computed():
     e = torch.tensor([[0.0, 0.0], [0.0, 1.2]])
     ids = torch.tensor([0, 1])

@@ -151,16 +151,6 @@ def test_cross_batch_memory_needs_batch_all_mining(tmp_path):
         load_params(write(tmp_path, p))
 
 
-def test_labelled_negatives_need_identity_batches_and_the_restricted_protocol(tmp_path):
-    restricted = {"pairs.mode": "restricted", "train.sampler": "identities", "train.negatives": "labelled"}
-    assert load_params(write(tmp_path, small_params(**restricted))).train.negatives == "labelled"
-    with pytest.raises(ParamsError, match=r"'train.negatives' 'labelled' needs train.sampler 'identities' and "
-                                          r"train.memory 0.*got 'labelled'"):
-        load_params(write(tmp_path, small_params(**{**restricted, "train.memory": 512})))
-    with pytest.raises(ParamsError, match=r"'train.negatives' 'labelled' applies to pairs.mode 'restricted'"):
-        load_params(write(tmp_path, small_params(**{**restricted, "pairs.mode": "unrestricted"})))
-
-
 def test_tta_shift_is_a_count_of_pixels(tmp_path):
     assert load_params(write(tmp_path, small_params(**{"train.tta_shift": 2}))).train.tta_shift == 2
     with pytest.raises(ParamsError, match=r"'train.tta_shift' must be >= 0"):

@@ -263,9 +263,9 @@ def test_fit_passes_the_loss_params_to_every_batch_all_term(tmp_path, prepared, 
     real_batch, real_cross = train.batch_all_contrastive_loss, train.cross_contrastive_loss
 
     def spy(name, real):
-        def wrapped(*args, **kwargs):
+        def wrapped(*args):
             seen[name].append(args[-3:])  # margin, pos_margin, neg_weight
-            return real(*args, **kwargs)
+            return real(*args)
         return wrapped
     monkeypatch.setattr(train, "batch_all_contrastive_loss", spy("batch", real_batch))
     monkeypatch.setattr(train, "cross_contrastive_loss", spy("cross", real_cross))

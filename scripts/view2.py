@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import experiments_table  # noqa: E402
+import queue_repair  # noqa: E402
 from experiments_table import _metrics_file, _node_params, committed_params, git, params_file, plain, same  # noqa: E402
 
 from pipeline import files  # noqa: E402
@@ -65,10 +66,9 @@ ENDED_GRACE_S = 120
 # treeverse/dvc-task#73). It is started again once none has run for this long, this many times at most.
 WORKER_GRACE_S = 60
 WORKER_RESTARTS = 5
-# An idle worker stops about 10 s after its queue empties (dvc-task's TemporaryWorker). A task queued in
-# those seconds can be taken from the queue by the stopping worker and never run: DVC then holds it as
-# active for good, with no info file, and every `dvc exp show` fails on the missing file. So `run` waits
-# this long at most for idle workers to stop before it queues, and puts such a lost task back in the queue.
+# An idle worker stops about 10 s after its queue empties, and a task queued in those seconds can be
+# taken by it and never run (scripts/queue_repair.py). So `run` waits this long at most for idle workers
+# to stop before it queues, and `show` puts such a lost task back in the queue.
 IDLE_WORKER_EXIT_S = 60
 LOST_TASK = re.compile(r"\.dvc/tmp/exps/run/([0-9a-f]{40})/\1\.run")
 _clock = time.monotonic  # seconds, for the waiting
@@ -153,26 +153,12 @@ def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-proces
 
 
 def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    return queue_repair.pid_alive(pid)
 
 
 def worker_alive() -> bool:
-    """Whether a DVC queue worker of this repository is running (the pids DVC keeps in
-    .dvc/tmp/exps/celery/dvc-exp-worker-N.json)."""
-    for info in (ROOT / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.json"):
-        try:
-            pid = json.loads(info.read_text()).get("pid")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if _alive(pid):
-            return True
-    return False
+    """Whether a DVC queue worker of this repository is running."""
+    return queue_repair.worker_alive(ROOT)
 
 
 def start_workers(jobs: int) -> None:
@@ -239,22 +225,9 @@ def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
 
 
 def requeue_lost(rev: str) -> bool:
-    """Put the queue task of stash commit `rev` back in DVC's queue if a worker took it and never ran it
-    (see IDLE_WORKER_EXIT_S): its message is in the broker's processed folder, it has no result and no
-    info file, and no worker is running. Whether it was put back."""
-    if worker_alive() or (ROOT / ".dvc" / "tmp" / "exps" / "run" / rev / f"{rev}.run").exists():
-        return False  # a worker may be setting it up: the info file comes once its temporary copy is made
-    from dvc.repo import Repo
-
-    with Repo(str(ROOT)) as repo:
-        queue = repo.experiments.celery_queue
-        for msg, entry in queue._iter_processed():  # DVC's own walk of the processed folder
-            if entry.stash_rev != rev or queue.celery.AsyncResult(msg.headers["id"]).ready():
-                continue
-            path = Path(queue.celery._processed_msg_path_cache[msg.delivery_tag])
-            os.replace(path, Path(queue.celery.conf.broker_transport_options["data_folder_in"]) / path.name)
-            return True
-    return False
+    """Whether the experiment of stash commit `rev` was one a stopping worker took and never ran, now
+    put back in the queue (scripts/queue_repair.py)."""
+    return bool(queue_repair.requeue_lost(ROOT, rev))
 
 
 def wait_for_idle_workers(shown) -> None:

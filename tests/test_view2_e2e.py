@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, make_repo, run, small_params, stop_queue_workers
 
 sys.path.insert(0, str(ROOT / "scripts"))
+import queue_repair  # noqa: E402
 import view2  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive):
     repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params(**{"train.epochs": 1, "train.patience": 1}))
     (repo / "scripts").mkdir()
-    for name in ("view2.py", "experiments_table.py"):
+    for name in ("view2.py", "experiments_table.py", "queue_repair.py"):
         shutil.copy(ROOT / "scripts" / name, repo / "scripts" / name)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "scripts"], repo, env)
@@ -50,7 +51,7 @@ def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive)
     assert summary[0].data.metrics["view2.test_acc_mean"] == pytest.approx(recs[0]["summary"]["test acc"]["mean"])
 
 
-def test_a_task_that_a_stopping_worker_took_and_never_ran_is_queued_again(tmp_path, monkeypatch):
+def test_a_task_that_a_stopping_worker_took_and_never_ran_is_queued_again(tmp_path, monkeypatch, capsys):
     # A worker stopping as a task arrives can take its message (the filesystem broker moves it to the
     # processed folder) and never run it. DVC then counts it active for good, and `dvc exp show` fails
     # on its missing info file until the message is back in the queue.
@@ -78,3 +79,16 @@ def test_a_task_that_a_stopping_worker_took_and_never_ran_is_queued_again(tmp_pa
     assert [(e["state"], e["params"]["x"]) for e in view2.experiments(shown)] == [("queued", 1)]
     assert [p.name for p in (broker / "in").iterdir()] == [msg.name]
     assert not list((broker / "processed").iterdir())
+
+    # the same by hand, for experiments queued without view2.py
+    msg.rename(broker / "processed" / msg.name)
+    assert "Running" in run(["dvc", "queue", "status"], repo, env).stdout  # with no worker, for good
+    assert run(["dvc", "exp", "show", "--json"], repo, env, check=False).returncode != 0
+    monkeypatch.setattr(queue_repair, "ROOT", repo)
+    assert queue_repair.main([]) == 0
+    out = capsys.readouterr().out
+    assert "1 experiments put back in the queue; `dvc queue start` runs them" in out
+    assert "Queued" in run(["dvc", "queue", "status"], repo, env).stdout
+    assert queue_repair.main([]) == 0 and "0 experiments put back" in capsys.readouterr().out
+    monkeypatch.setattr(queue_repair, "worker_alive", lambda root: True)
+    assert queue_repair.main([]) == 1 and "a DVC queue worker is running" in capsys.readouterr().err

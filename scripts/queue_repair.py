@@ -5,8 +5,8 @@
 A queue worker stops about 10 s after its queue empties (dvc-task's TemporaryWorker). An experiment
 queued in those seconds can be taken by it (the filesystem broker moves the message to its processed
 folder as it is read) and never run. DVC then counts it as active for good, with no info file:
-`dvc queue status` shows it running with no worker, and every `dvc exp show` fails with "No such
-file or directory: .../.dvc/tmp/exps/run/<rev>/<rev>.run". With no queue worker running, this finds such experiments and
+`dvc queue status` shows it running with no worker, and `dvc exp show` of its commit fails with "No
+such file or directory: .../.dvc/tmp/exps/run/<rev>/<rev>.run". With no queue worker running, this finds such experiments and
 moves their messages back to the queue. `scripts/view2.py run` does the same by itself.
 """
 from __future__ import annotations
@@ -45,9 +45,10 @@ def worker_alive(root: Path = ROOT) -> bool:
 
 def requeue_lost(root: Path = ROOT, rev: str | None = None) -> list[tuple[str, str]]:
     """Move back to the queue the message of every experiment a worker took and never ran (only that of
-    stash commit `rev`, if given): in the broker's processed folder, with no result and no info file.
-    Nothing while a worker runs: it may be setting one up (the info file comes once its temporary copy
-    is made). The (stash commit, name) of each one put back."""
+    stash commit `rev`, if given): in the broker's processed folder, with no result, no info file, and
+    its entry still in DVC's queue stash (a worker's setup drops the entry first, so one that began is
+    never put back). Nothing while a worker runs: it may be about to set one up. The (stash commit,
+    name) of each one put back."""
     if worker_alive(root):
         return []
     from dvc.repo import Repo
@@ -56,10 +57,11 @@ def requeue_lost(root: Path = ROOT, rev: str | None = None) -> list[tuple[str, s
     with Repo(str(root)) as repo:
         queue = repo.experiments.celery_queue
         queue_in = Path(queue.celery.conf.broker_transport_options["data_folder_in"])
+        stashed = queue.stash.stash_revs
         for msg, entry in queue._iter_processed():  # DVC's own walk of the processed folder
-            if rev not in (None, entry.stash_rev) or queue.celery.AsyncResult(msg.headers["id"]).ready():
+            if rev not in (None, entry.stash_rev) or entry.stash_rev not in stashed:
                 continue
-            if Path(queue.get_infofile_path(entry.stash_rev)).exists():
+            if queue.celery.AsyncResult(msg.headers["id"]).ready() or Path(queue.get_infofile_path(entry.stash_rev)).exists():
                 continue
             path = Path(queue.celery._processed_msg_path_cache[msg.delivery_tag])
             os.replace(path, queue_in / path.name)

@@ -212,10 +212,10 @@ def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
             if done.returncode == 0:
                 return json.loads(done.stdout)
             why = done.stderr.strip()[:400]
-            lost = LOST_TASK.search(why)
+            lost = LOST_TASK.search(done.stderr)
             if lost and requeue_lost(lost.group(1)):
                 print(f"DVC queue task {lost.group(1)[:7]} was taken from the queue by a worker that stopped "
-                      "before running it; it is queued again", file=sys.stderr, flush=True)
+                      "before running it; it is queued again (`dvc queue start` runs it)", file=sys.stderr, flush=True)
                 continue
         failed += 1
         if failed >= tries:
@@ -226,8 +226,12 @@ def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
 
 def requeue_lost(rev: str) -> bool:
     """Whether the experiment of stash commit `rev` was one a stopping worker took and never ran, now
-    put back in the queue (scripts/queue_repair.py)."""
-    return bool(queue_repair.requeue_lost(ROOT, rev))
+    put back in the queue (scripts/queue_repair.py). A repair that fails says why and counts as not done."""
+    try:
+        return bool(queue_repair.requeue_lost(ROOT, rev))
+    except Exception as exc:  # DVC internals it reads may change: the caller's retries go on
+        print(f"could not check DVC queue task {rev[:7]} ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+        return False
 
 
 def wait_for_idle_workers(shown) -> None:
@@ -237,7 +241,11 @@ def wait_for_idle_workers(shown) -> None:
         return
     print("waiting for the idle DVC queue worker to stop before queueing", flush=True)
     deadline = _clock() + IDLE_WORKER_EXIT_S
-    while worker_alive() and _clock() < deadline:
+    while worker_alive():
+        if _clock() >= deadline:
+            print(f"a DVC queue worker still runs after {IDLE_WORKER_EXIT_S} s (an experiment of another commit?); "
+                  "queueing", flush=True)
+            return
         time.sleep(0.5)
 
 
@@ -299,7 +307,7 @@ def run(args) -> int:
     config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
     code = code_commit(head)
     recs = load_records()  # read once: only report(), after the waiting, writes them
-    shown = show(args.num, head)
+    shown = show(args.num, head, tries=3)  # an experiment being set up fails it for a few seconds
     states = known_states(shown, code, config, recs)
     todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
     done = [k for k in args.folds if states.get(k) == "success"]

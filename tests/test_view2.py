@@ -317,6 +317,14 @@ def test_an_idle_queue_worker_is_let_stop_before_folds_are_queued(monkeypatch, c
     assert [c for c in calls[:first_queued] if isinstance(c, str)] == ["worker alive?", "worker alive?", "sleep 0.5",
                                                                        "worker alive?", "sleep 0.5", "worker alive?"]
 
+    # a worker that does not stop (busy with an experiment of a commit not shown): queued after the wait
+    calls.clear()
+    polls = [shown(), shown((1, "success", 0.9, {}))]
+    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], calls=calls, worker=True,
+                           clock=iter(range(0, 1000, 20))) == 0
+    assert "still runs after 60 s (an experiment of another commit?); queueing" in capsys.readouterr().out
+    assert any(c[:3] == ("exp", "run", "--queue") for c in calls)
+
     # with a fold queued or running the worker is busy, and stays so while more are queued
     polls = [shown((1, "running", None, {})), shown((1, "success", 0.9, {}), (2, "success", 0.8, {}))]
     assert _run_with_polls(monkeypatch, tmp_path, polls, [1, 2], worker=True) == 0
@@ -425,3 +433,9 @@ def test_show_tries_again_and_a_lost_task_put_back_costs_no_try(monkeypatch, cap
     with pytest.raises(SystemExit, match="dvc exp show failed: ERROR: lock"):
         view2.show(5)
     assert slept == [30]
+
+    # a repair that fails (DVC's internals changed, say) says so, and the try counts
+    monkeypatch.undo()
+    monkeypatch.setattr(view2.queue_repair, "requeue_lost", lambda root, rev: {}["gone"])
+    assert not view2.requeue_lost("ab" * 20)
+    assert "could not check DVC queue task abababa (KeyError" in capsys.readouterr().err

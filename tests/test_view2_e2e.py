@@ -85,10 +85,22 @@ def test_a_task_that_a_stopping_worker_took_and_never_ran_is_queued_again(tmp_pa
     assert "Running" in run(["dvc", "queue", "status"], repo, env).stdout  # with no worker, for good
     assert run(["dvc", "exp", "show", "--json"], repo, env, check=False).returncode != 0
     monkeypatch.setattr(queue_repair, "ROOT", repo)
-    assert queue_repair.main([]) == 0
-    out = capsys.readouterr().out
-    assert "1 experiments put back in the queue; `dvc queue start` runs them" in out
-    assert "Queued" in run(["dvc", "queue", "status"], repo, env).stdout
+    rev = view2.LOST_TASK.search(lost.stderr).group(1)
+    info = repo / ".dvc" / "tmp" / "exps" / "run" / rev / f"{rev}.run"
+    info.parent.mkdir(parents=True)
+    info.write_text("{}")  # its info file: a worker is setting it up, it is not lost
     assert queue_repair.main([]) == 0 and "0 experiments put back" in capsys.readouterr().out
+    info.unlink()
+    assert queue_repair.main([]) == 0
+    assert "1 experiments put back in the queue; `dvc queue start` runs them" in capsys.readouterr().out
+    assert "Queued" in run(["dvc", "queue", "status"], repo, env).stdout
+
+    msg.rename(broker / "processed" / msg.name)
     monkeypatch.setattr(queue_repair, "worker_alive", lambda root: True)
     assert queue_repair.main([]) == 1 and "a DVC queue worker is running" in capsys.readouterr().err
+    monkeypatch.setattr(queue_repair, "worker_alive", lambda root: False)
+    from dvc.repo import Repo
+    with Repo(str(repo)) as dvc_repo:  # a worker's setup drops the stash entry first: then it began, and
+        stash = dvc_repo.experiments.celery_queue.stash  # is not put back even with no info file yet
+        stash.drop(stash.stash_revs[rev].stash_index)
+    assert queue_repair.main([]) == 0 and "0 experiments put back" in capsys.readouterr().out

@@ -6,8 +6,9 @@ A queue worker stops about 10 s after its queue empties (dvc-task's TemporaryWor
 queued in those seconds can be taken by it (the filesystem broker moves the message to its processed
 folder as it is read) and never run. DVC then counts it as active for good, with no info file:
 `dvc queue status` shows it running with no worker, and `dvc exp show` of its commit fails with "No
-such file or directory: .../.dvc/tmp/exps/run/<rev>/<rev>.run". With no queue worker running, this finds such experiments and
-moves their messages back to the queue. `scripts/view2.py run` does the same by itself.
+such file or directory: .../.dvc/tmp/exps/run/<rev>/<rev>.run". With no queue worker running, this
+finds such experiments and moves their messages back to the queue. `scripts/view2.py run` does the
+same by itself.
 """
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ def requeue_lost(root: Path = ROOT, rev: str | None = None) -> list[tuple[str, s
         for msg, entry in queue._iter_processed():  # DVC's own walk of the processed folder
             if rev not in (None, entry.stash_rev) or entry.stash_rev not in stashed:
                 continue
-            if queue.celery.AsyncResult(msg.headers["id"]).ready() or Path(queue.get_infofile_path(entry.stash_rev)).exists():
-                continue
+            if queue.celery.AsyncResult(msg.headers["id"]).ready():
+                continue  # it ran
+            if Path(queue.get_infofile_path(entry.stash_rev)).exists():
+                continue  # a worker set it up
             path = Path(queue.celery._processed_msg_path_cache[msg.delivery_tag])
             os.replace(path, queue_in / path.name)
             back.append((entry.stash_rev, entry.name or entry.stash_rev[:7]))

@@ -281,12 +281,12 @@ def fold_states(shown, code: str, config: dict) -> dict[int, str]:
 
 def load_records() -> list[dict]:
     """The configurations docs/view2.json holds, with their folds."""
-    return json.loads(DATA.read_text()) if DATA.exists() else []
+    return experiments_table.load(DATA)
 
 
 def load_fusions() -> list[dict]:
     """The fusions of two configurations docs/view2_fusion.json holds (scripts/view2_fusion.py)."""
-    return json.loads(FUSIONS.read_text()) if FUSIONS.exists() else []
+    return experiments_table.load(FUSIONS)
 
 
 def known_states(shown, code: str, config: dict, recs: list[dict]) -> dict[int, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, committed
 
 STAGES = ("check", "download", "pairs", "prepare", "train", "calibrate", "export", "evaluate")
 RECORD_KEEPING = ("tracking", "registry", "runner", "serving", "pyfunc_model")
@@ -176,8 +176,8 @@ def test_every_stage_module_runs_as_a_script():
 def test_the_committed_lock_has_the_stages_of_dvc_yaml():
     """DVC neither reruns nor rewrites a stage when a dep or param is taken out of dvc.yaml (its status stays
     clean), so a stale dvc.lock would go on listing it: after such an edit, `dvc commit -f` writes the lock anew."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    stages = yaml.safe_load(committed("dvc.yaml"))["stages"]
+    lock = yaml.safe_load(committed("dvc.lock"))["stages"]
     assert set(lock) == set(stages)
     for name, stage in stages.items():
         deps = {d["path"] for d in lock[name].get("deps", [])}

@@ -1,16 +1,18 @@
 """LFW View 2, as the literature reports it: ten DVC experiments, one per fold, and their aggregate.
 
-    python scripts/view2.py run [--folds 1-10] [-S key=value ...]   # queue the missing folds, run them, report
+    python scripts/view2.py run [--folds 1-10] [-S key=value ...]   # run the missing folds, then report
     python scripts/view2.py report                                  # docs/VIEW2.md (and MLflow) from what finished
     python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--a-set k=v] [--b-set k=v]  # two configurations, fold by fold
 
-Fold K is `dvc exp run --queue -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
+Fold K is `dvc exp run --temp -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
 pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
-validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` skips
-every fold that has a finished experiment with the same params and the same pipeline (params.yaml's
-values, dvc.yaml's stages that write outputs and their pipeline/ deps unchanged since), or one queued or running, so after an interruption the
-same command goes on where it stopped. The experiments run
-one at a time in DVC's temporary copies on whatever `train.device: auto` finds (a CUDA GPU too).
+validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` runs the
+missing folds one after the other in the foreground, each in a temporary copy of the workspace (which
+it leaves as it is), on whatever `train.device: auto` finds (a CUDA GPU too), DVC's output on the
+terminal. It skips every fold that has a finished experiment with the same params and the same
+pipeline (params.yaml's values, dvc.yaml's stages that write outputs and their pipeline/ deps
+unchanged since), so after an interruption the same command goes on with the fold it stopped in. A
+fold that fails stops it, naming the fold and its command.
 
 `run` then reports the configuration it ran. `report` adds every finished fold in `dvc exp show`
 (the last --num commits, any configuration and pipeline) to docs/view2.json,
@@ -26,7 +28,7 @@ import hashlib
 import json
 import math
 import os
-import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -40,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import experiments_table  # noqa: E402
-import queue_repair  # noqa: E402
 from experiments_table import _metrics_file, _node_params, committed_params, git, params_file, plain, same  # noqa: E402
 
 from pipeline import files  # noqa: E402
@@ -58,20 +59,6 @@ METRICS = {  # column -> (metrics file, key)
 }
 FUSION_COLUMNS = ("test acc", "test AUC", "test EER", "val AUC", "val AUC A", "val AUC B")
 FOLD_KEYS = ("pairs.protocol", "pairs.fold")
-# A running experiment whose worker process has exited is either being collected into the repository
-# (DVC shows it as running for a few seconds more) or lost with its worker: failed only once it stays so.
-ENDED_GRACE_S = 120
-# DVC's queue worker can exit after an experiment with more still queued: its filesystem message broker
-# (kombu) sometimes reads a half-written control message and stops taking tasks (treeverse/dvc#10428,
-# treeverse/dvc-task#73). It is started again once none has run for this long, this many times at most.
-WORKER_GRACE_S = 60
-WORKER_RESTARTS = 5
-# An idle worker stops about 10 s after its queue empties, and a task queued in those seconds can be
-# taken by it and never run (scripts/queue_repair.py). So `run` waits this long at most for idle workers
-# to stop before it queues, and `show` puts such a lost task back in the queue.
-IDLE_WORKER_EXIT_S = 60
-LOST_TASK = re.compile(r"\.dvc/tmp/exps/run/([0-9a-f]{40})/\1\.run")
-_clock = time.monotonic  # seconds, for the waiting
 
 
 def dvc(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -152,28 +139,6 @@ def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-proces
     return _memo[rev]
 
 
-def _alive(pid) -> bool:
-    return queue_repair.pid_alive(pid)
-
-
-def worker_alive() -> bool:
-    """Whether a DVC queue worker of this repository is running."""
-    return queue_repair.worker_alive(ROOT)
-
-
-def start_workers(jobs: int) -> None:
-    """`dvc queue start --jobs`, which starts only the workers not running already."""
-    # the workers keep the starter's stdout open until the queue is empty: give them a file, not a pipe,
-    # and a session of their own, so that Ctrl-C here stops the waiting and not the folds
-    log = ROOT / ".dvc" / "tmp" / "view2-queue.log"
-    log.parent.mkdir(parents=True, exist_ok=True)  # .dvc/tmp is not in a fresh clone
-    with open(log, "w") as out:
-        started = subprocess.run(["dvc", "queue", "start", "--jobs", str(jobs)], cwd=ROOT, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True, timeout=300)
-    if started.returncode != 0:
-        raise SystemExit(f"dvc queue start failed: {log.read_text()[-400:]}")
-
-
 def experiments(shown) -> list[dict]:
     """Every experiment under every commit of `dvc exp show --json` output: {commit, name, state,
     params (flat, seed included), metrics by column}."""
@@ -188,8 +153,6 @@ def experiments(shown) -> list[dict]:
                 continue
             executor = group.get("executor") or {}
             state = executor.get("state") or "success"
-            if state == "running" and not _alive((executor.get("local") or {}).get("pid")):
-                state = "ended"  # its process exited: being collected, or lost with its worker
             for rev in group.get("revs") or []:
                 params = _node_params(rev.get("data")) if isinstance(rev, dict) else None
                 if params is not None:
@@ -200,10 +163,8 @@ def experiments(shown) -> list[dict]:
 
 
 def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
-    """`dvc exp show --json` of the last `num` commits from `rev`, tried `tries` times 30 s apart (a task
-    put back in the queue by requeue_lost costs no try)."""
-    failed = 0
-    while True:
+    """`dvc exp show --json` of the last `num` commits from `rev`, tried `tries` times 30 s apart."""
+    for attempt in range(1, tries + 1):
         try:
             done = dvc("exp", "show", "--json", "--rev", rev, "--num", str(num), timeout=300)
         except subprocess.TimeoutExpired:
@@ -212,41 +173,10 @@ def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
             if done.returncode == 0:
                 return json.loads(done.stdout)
             why = done.stderr.strip()[:400]
-            lost = LOST_TASK.search(done.stderr)
-            if lost and requeue_lost(lost.group(1)):
-                print(f"DVC queue task {lost.group(1)[:7]} was taken from the queue by a worker that stopped "
-                      "before running it; it is queued again (`dvc queue start` runs it)", file=sys.stderr, flush=True)
-                continue
-        failed += 1
-        if failed >= tries:
-            raise SystemExit(f"dvc exp show failed: {why}")
-        print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
-        time.sleep(30)
-
-
-def requeue_lost(rev: str) -> bool:
-    """Whether the experiment of stash commit `rev` was one a stopping worker took and never ran, now
-    put back in the queue (scripts/queue_repair.py). A repair that fails says why and counts as not done."""
-    try:
-        return bool(queue_repair.requeue_lost(ROOT, rev))
-    except Exception as exc:  # DVC internals it reads may change: the caller's retries go on
-        print(f"could not check DVC queue task {rev[:7]} ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
-        return False
-
-
-def wait_for_idle_workers(shown) -> None:
-    """With no experiment queued or running, wait (IDLE_WORKER_EXIT_S at most) for the DVC queue workers,
-    idle then, to stop, so that none takes a task queued next as it stops."""
-    if any(e["state"] in ("queued", "running") for e in experiments(shown)) or not worker_alive():
-        return
-    print("waiting for the idle DVC queue worker to stop before queueing", flush=True)
-    deadline = _clock() + IDLE_WORKER_EXIT_S
-    while worker_alive():
-        if _clock() >= deadline:
-            print(f"a DVC queue worker still runs after {IDLE_WORKER_EXIT_S} s (an experiment of another commit?); "
-                  "queueing", flush=True)
-            return
-        time.sleep(0.5)
+        if attempt < tries:
+            print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
+            time.sleep(30)
+    raise SystemExit(f"dvc exp show failed: {why}")
 
 
 def config_of(params: dict) -> dict:
@@ -265,8 +195,7 @@ def wanted(base: dict, sets: dict) -> dict:
 
 def fold_states(shown, code: str, config: dict) -> dict[int, str]:
     """{fold: state} of the View 2 experiments of `config` run on pipeline `code` (code_commit), at any
-    commit (success beats queued/running beats failed)."""
-    rank = {"success": 3, "running": 2, "queued": 2, "failed": 0}  # any other state: 1, pending
+    commit; a fold's finished experiment ("success") wins over any other state."""
     states: dict[int, str] = {}
     for e in experiments(shown):
         p = e["params"]
@@ -274,7 +203,7 @@ def fold_states(shown, code: str, config: dict) -> dict[int, str]:
             fold = int(p["pairs.fold"])
             if e["state"] == "success" and e["metrics"]["test acc"] is None:
                 continue
-            if rank.get(e["state"], 1) > rank.get(states.get(fold, ""), -1):
+            if states.get(fold) != "success":
                 states[fold] = e["state"]
     return states
 
@@ -299,71 +228,52 @@ def known_states(shown, code: str, config: dict, recs: list[dict]) -> dict[int, 
     return states
 
 
+def fold_command(fold: int, sets: dict) -> list[str]:
+    """The `dvc exp run` of fold `fold` with the overrides `sets`, in a temporary copy of the workspace."""
+    cmd = ["dvc", "exp", "run", "--temp", "-S", "pairs.protocol=view2", "-S", f"pairs.fold={fold}"]
+    for key, value in sets.items():
+        cmd += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+    return cmd
+
+
+def run_fold(fold: int, cmd: list[str]) -> None:
+    """Fold `fold`'s command `cmd` in the foreground, DVC's output on this terminal; a fold that fails or
+    is interrupted stops `run` with an error naming the fold and its command."""
+    with subprocess.Popen(cmd, cwd=ROOT) as proc:
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached dvc too: let it stop the stage and remove its copy
+            proc.wait()
+            rc = None
+    if rc is None:
+        raise SystemExit(f"fold {fold} interrupted: {shlex.join(cmd)}; rerun this command to run it again")
+    if rc:
+        raise SystemExit(f"fold {fold} failed: {shlex.join(cmd)} exited {rc} (its output above says why); "
+                         "rerun this command to go on from this fold")
+
+
 def run(args) -> int:
     head = git("rev-parse", "HEAD").strip()
     if dvc("status", "--quiet").returncode != 0 or git("status", "--porcelain", "--", "pipeline", "dvc.yaml").strip():
-        print("note: the workspace differs from HEAD; the experiments run on the workspace as it is now", file=sys.stderr)
-    sets = parse_sets(args.set)
-    config = wanted(params_file(), sets)  # what `dvc exp run --queue` runs: the workspace's params.yaml
-    code = code_commit(head)
-    recs = load_records()  # read once: only report(), after the waiting, writes them
-    shown = show(args.num, head, tries=3)  # an experiment being set up fails it for a few seconds
-    states = known_states(shown, code, config, recs)
-    todo = [k for k in args.folds if states.get(k) not in ("success", "queued", "running")]
-    done = [k for k in args.folds if states.get(k) == "success"]
-    print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; queueing {todo or 'none'}",
-          flush=True)
-    if todo:
-        wait_for_idle_workers(shown)
-    for fold in todo:
-        cmd = ["exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", f"pairs.fold={fold}"]
-        for key, value in sets.items():
-            cmd += ["-S", f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
-        queued = dvc(*cmd)
-        if queued.returncode != 0:
-            raise SystemExit(f"dvc {' '.join(cmd)}: {queued.stderr.strip()[:400]}")
-    if todo or (any(states.get(k) == "queued" for k in args.folds) and not any(s == "running" for s in states.values())):
-        start_workers(args.jobs)
-    t0, last, unseen, ended_since, stalled_since, restarts = _clock(), None, 0, {}, None, 0
-    while True:
-        states = known_states(show(args.num, head, tries=5), code, config, recs)  # HEAD may move on meanwhile
-        now = _clock()
-        for k in args.folds:
-            if states.get(k) != "ended":
-                ended_since.pop(k, None)
-            elif now - ended_since.setdefault(k, now) > max(ENDED_GRACE_S, 3 * args.poll):
-                states[k] = "failed"
-        # pending: queued, running, or between states (finished but not collected yet, say), for a few polls
-        pending = [k for k in args.folds if states.get(k) not in ("success", "failed")]
-        unseen = unseen + 1 if pending and all(states.get(k) is None for k in pending) else 0
-        if unseen > 3:
-            break
-        # folds queued, none running, no worker: the worker died (see WORKER_RESTARTS); for a while and two
-        # polls in a row, so that a worker starting or between two experiments is not taken for dead
-        queued = [k for k in pending if states.get(k) == "queued"]
-        idle = queued and not any(s in ("running", "ended") for s in states.values()) and not worker_alive()
-        stalled_since = (now if stalled_since is None else stalled_since) if idle else None
-        if stalled_since is not None and now - stalled_since >= max(WORKER_GRACE_S, args.poll):
-            if restarts >= WORKER_RESTARTS:
-                raise SystemExit(f"folds {queued} stay queued and the DVC queue worker keeps exiting: its logs are "
-                                 ".dvc/tmp/exps/celery/dvc-exp-worker-N.out; rerun this command to go on")
-            print(f"the DVC queue worker exited with folds {queued} still queued; starting it again", flush=True)
-            start_workers(args.jobs)
-            restarts, stalled_since = restarts + 1, None
-        line = (f"[{(now - t0) / 60:.0f} min] done {sorted(k for k in args.folds if states.get(k) == 'success')}"
-                f", running/queued {pending}, failed {sorted(k for k in args.folds if states.get(k) == 'failed')}")
-        if line.split("] ", 1)[1] != last:
-            print(line, flush=True)
-            last = line.split("] ", 1)[1]
-        if not pending:
-            break
-        time.sleep(args.poll)
-    failed = [k for k in args.folds if states.get(k) != "success"]
-    report(argparse.Namespace(num=20, rev=head, no_mlflow=args.no_mlflow, only=(code, config)))
-    if failed:
-        print(f"folds {failed} did not finish: `dvc queue logs <name>` says why; rerun this command to retry them",
+        print("note: the workspace differs from HEAD; each fold runs on the workspace as it is when the fold starts",
               file=sys.stderr)
-        return 1
+    sets = parse_sets(args.set)
+    config = wanted(params_file(), sets)  # what `dvc exp run` runs: the workspace's params.yaml, with the -S
+    code = code_commit(head)
+    shown = show(args.num, head, tries=3)  # another experiment being set up fails it for a few seconds
+    states = known_states(shown, code, config, load_records())
+    todo = [k for k in args.folds if states.get(k) != "success"]
+    done = [k for k in args.folds if states.get(k) == "success"]
+    print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; running {todo or 'none'}",
+          flush=True)
+    for n, fold in enumerate(todo, 1):
+        if code_commit(git("rev-parse", "HEAD").strip()) != code or not same(wanted(params_file(), sets), config):
+            raise SystemExit(f"the pipeline or params.yaml changed while the folds ran: fold {fold} not run; rerun "
+                             "this command to run the missing folds of the new configuration")
+        cmd = fold_command(fold, sets)
+        print(f"View 2 fold {fold} ({n} of {len(todo)}): {shlex.join(cmd)}", flush=True)
+        run_fold(fold, cmd)
+    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, only=(code, config)))
     return 0
 
 
@@ -556,7 +466,8 @@ def refresh_readme() -> None:
     readme = ROOT / "README.md"
     if readme.exists() and (ROOT / "metrics" / "evaluate.json").exists():
         text = readme.read_text(encoding="utf-8")
-        block = experiments_table.readme_block_from_files(ROOT)
+        block = experiments_table.readme_block_from_files(
+            lambda rel: (ROOT / rel).read_text(encoding="utf-8"))
         if experiments_table.current_block(text) != block:
             files.write_text(readme, experiments_table.with_block(text, block))
             print("README results block rewritten")
@@ -599,11 +510,9 @@ def paired(recs: list[dict], a: tuple[str, dict], b: tuple[str, dict],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="queue the missing folds, run them one at a time, then report")
+    r = sub.add_parser("run", help="run the missing folds one after the other, then report")
     r.add_argument("--folds", type=parse_folds, default=list(range(1, FOLDS + 1)), help="e.g. 1-10 (default), 1,4-6")
     r.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as dvc exp run -S")
-    r.add_argument("--jobs", type=int, default=1, help="experiments at once (dvc queue start --jobs)")
-    r.add_argument("--poll", type=float, default=60, help="seconds between progress checks")
     r.add_argument("--num", type=int, default=20, help="look for finished folds in the experiments of the last N commits")
     r.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
     p = sub.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")

@@ -1,6 +1,5 @@
 """LFW View 2: its files, the fold tables, the params, and scripts/view2.py's bookkeeping."""
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -142,16 +141,14 @@ def shown(*exps):
 
 def test_fold_states_prefer_success_and_match_the_configuration(monkeypatch):
     monkeypatch.setattr(view2, "code_commit", lambda rev: {"aaaaaaa": "pipe1"}.get(rev, rev))
-    data = shown((1, "success", 0.9, {}), (2, "failed", None, {}), (2, "queued", None, {}), (3, "success", 0.8, {"train.lr": 0.01}))
+    data = shown((1, "success", 0.9, {}), (1, "failed", None, {}), (2, "failed", None, {}),
+                 (3, "success", 0.8, {"train.lr": 0.01}))
     config = view2.config_of(BASE)
-    assert view2.fold_states(data, "pipe1", config) == {1: "success", 2: "queued"}  # any commit of that pipeline
+    assert view2.fold_states(data, "pipe1", config) == {1: "success", 2: "failed"}  # any commit of that pipeline
     assert view2.fold_states(data, "pipe2", config) == {}
-    running = shown((4, "running", None, {}))
-    running[0]["experiments"][0]["executor"]["local"] = {"pid": os.getpid()}
+    running = shown((4, "running", None, {}))  # a fold whose dvc was killed stays "running" in `dvc exp show`
     assert view2.fold_states(running, "pipe1", config) == {4: "running"}
     assert view2.merge([], view2.experiments(running)) == []  # the baseline's metrics are not fold 4's
-    running[0]["experiments"][0]["executor"]["local"] = {"pid": 2 ** 22 + 12345}  # collected now, or its worker lost
-    assert view2.fold_states(running, "pipe1", config) == {4: "ended"}
 
 
 def test_a_pipeline_is_named_by_its_oldest_commit_with_the_same_files(tmp_path, monkeypatch):
@@ -244,145 +241,102 @@ def test_fold_lists_and_overrides_are_checked():
         view2.wanted(BASE, {"train.lrr": 1})
 
 
-def _run_with_polls(monkeypatch, tmp_path, polls, folds, alive=True, clock=None, calls=None, worker=True,
-                    report=lambda args: 0):
-    """view2.run over `folds` with `dvc exp show` answering `polls` in turn, every dvc command only
-    noted in `calls`, the clock reading `clock` in turn (else the real one), and a queue worker running as
-    `worker` says (a bool, or a function called each time)."""
+class FakeDvc:
+    """subprocess.Popen for `dvc exp run`: notes each command and its keyword arguments, and exits with
+    the next of `codes` (0 once they run out), or raises KeyboardInterrupt where that is the code."""
+
+    def __init__(self, codes=()):
+        self.calls, self.codes = [], list(codes)
+
+    def __call__(self, cmd, **kwargs):
+        self.calls.append((cmd, kwargs))
+        self.code, self.interrupted = (self.codes.pop(0) if self.codes else 0), False
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def wait(self):
+        if self.code is KeyboardInterrupt and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return 130 if self.interrupted else self.code
+
+
+def _run(monkeypatch, tmp_path, shown_data, folds, sets=(), popen=None, report=lambda args: 0, heads=None):
+    """view2.run over `folds` with `dvc exp show` answering `shown_data`, `dvc exp run` by `popen` (a
+    FakeDvc), HEAD's pipeline each time it is asked the next of `heads` (else always "pipe1")."""
     import argparse
     import subprocess
-    polls, calls = iter(polls), [] if calls is None else calls
-    monkeypatch.setattr(view2, "show", lambda num, rev="HEAD", tries=1: next(polls))
-    monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
+    heads = iter(heads or [])
+    monkeypatch.setattr(view2, "show", lambda num, rev="HEAD", tries=1: shown_data)
+    monkeypatch.setattr(view2, "code_commit", lambda rev: next(heads, "pipe1"))
     monkeypatch.setattr(view2, "git", lambda *a: "a" * 40 if a[0] == "rev-parse" else "")
     monkeypatch.setattr(view2, "params_file", lambda: dict(BASE))
-    monkeypatch.setattr(view2, "dvc", lambda *a, **k: calls.append(a) or subprocess.CompletedProcess(a, 0, "", ""))
-    monkeypatch.setattr(view2.subprocess, "run", lambda cmd, **k: calls.append(tuple(cmd)) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(view2, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    monkeypatch.setattr(view2.subprocess, "Popen", popen or FakeDvc())
     monkeypatch.setattr(view2, "report", report)
-    monkeypatch.setattr(view2, "_alive", lambda pid: alive)
-    monkeypatch.setattr(view2, "worker_alive", worker if callable(worker) else lambda: worker)
-    if clock is not None:
-        monkeypatch.setattr(view2, "_clock", lambda: next(clock))
-    monkeypatch.setattr(view2, "ROOT", tmp_path)  # a fresh clone: no .dvc/tmp yet
     monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")
-    return view2.run(argparse.Namespace(folds=folds, set=[], jobs=1, poll=0, num=20, no_mlflow=True))
+    return view2.run(argparse.Namespace(folds=folds, set=list(sets), num=20, no_mlflow=True))
 
 
-def test_run_queues_only_the_missing_folds_and_waits_for_them(monkeypatch, capsys, tmp_path):
-    polls = [shown((1, "success", 0.9, {}), (2, "queued", None, {})),
-             shown((1, "success", 0.9, {}), (2, "running", None, {}), (3, "queued", None, {})),
-             shown((1, "success", 0.9, {}), (2, "success", 0.8, {}), (3, "success", 0.7, {}))]
-    calls = []
-    # fold 4 done in another clone, recorded
+def test_run_runs_only_the_missing_folds_one_after_the_other_in_the_foreground(monkeypatch, capsys, tmp_path):
+    # fold 1 finished here, fold 2 failed before, fold 4 done in another clone (recorded)
     (tmp_path / "view2.json").write_text(json.dumps([{"commit": "pipe1", "params": {**BASE, "pairs.fold": 4},
                                                        "folds": {"4": {"metrics": {"test acc": 0.9}}}}]))
-    assert _run_with_polls(monkeypatch, tmp_path, polls, [1, 2, 3, 4], calls=calls) == 0
-    queued = [c for c in calls if c[:3] == ("exp", "run", "--queue")]
-    assert queued == [("exp", "run", "--queue", "-S", "pairs.protocol=view2", "-S", "pairs.fold=3")]
-    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1
-    out = capsys.readouterr().out
-    assert "folds done [1, 4]; queueing [3]" in out and "done [1, 2, 3, 4]" in out
+    dvc = FakeDvc()
+    data = shown((1, "success", 0.9, {}), (2, "failed", None, {}))
+    assert _run(monkeypatch, tmp_path, data, [1, 2, 3, 4], popen=dvc) == 0
+    fold = ["dvc", "exp", "run", "--temp", "-S", "pairs.protocol=view2", "-S"]
+    assert dvc.calls == [(fold + ["pairs.fold=2"], {"cwd": view2.ROOT}), (fold + ["pairs.fold=3"], {"cwd": view2.ROOT})]
+    out = capsys.readouterr().out  # no output captured: DVC's goes to the terminal
+    assert "folds done [1, 4]; running [2, 3]" in out
+    assert "View 2 fold 3 (2 of 2): dvc exp run --temp -S pairs.protocol=view2 -S pairs.fold=3" in out
 
 
-def test_run_reports_the_configuration_it_ran(monkeypatch, capsys, tmp_path):
+def test_run_passes_the_overrides_to_each_fold(monkeypatch, tmp_path):
+    dvc = FakeDvc()
+    _run(monkeypatch, tmp_path, shown(), [5], sets=["train.lr=0.01"], popen=dvc)
+    assert dvc.calls[0][0][-4:] == ["-S", "pairs.fold=5", "-S", "train.lr=0.01"]
+    assert view2.fold_command(5, {"train.stage_convs": [1, 2, 1]})[-2:] == ["-S", "train.stage_convs=[1, 2, 1]"]
+
+
+def test_run_reports_the_configuration_it_ran(monkeypatch, tmp_path):
     seen = []
-    polls = [shown((1, "success", 0.9, {}))] * 2
 
     def report(args):
         seen.append(args.only)
         return 0
-    _run_with_polls(monkeypatch, tmp_path, polls, [1], report=report)
-    assert seen == [("pipe1", view2.config_of(BASE))]
+    dvc = FakeDvc()
+    _run(monkeypatch, tmp_path, shown((1, "success", 0.9, {})), [1], popen=dvc, report=report)
+    assert seen == [("pipe1", view2.config_of(BASE))] and dvc.calls == []
 
 
-def started():
-    """worker_alive for a queue with no worker until `dvc queue start` (the first call is before it)."""
-    answers = iter([False])
-    return lambda: next(answers, True)
+def test_a_failing_fold_stops_run_naming_the_fold_and_its_command(monkeypatch, tmp_path):
+    dvc = FakeDvc([0, 2])
+    reported = []
+    with pytest.raises(SystemExit, match=r"fold 2 failed: dvc exp run --temp -S pairs.protocol=view2 -S pairs.fold=2 "
+                                         r"-S train.lr=0.01 exited 2 .*rerun this command"):
+        _run(monkeypatch, tmp_path, shown(), [1, 2, 3], sets=["train.lr=0.01"], popen=dvc, report=reported.append)
+    assert [c[0][7] for c in dvc.calls] == ["pairs.fold=1", "pairs.fold=2"] and reported == []  # fold 3 not begun
 
 
-def test_an_idle_queue_worker_is_let_stop_before_folds_are_queued(monkeypatch, capsys, tmp_path):
-    """An idle worker stops about 10 s after its queue empties; one queued in that moment can be taken by
-    it and never run. So with nothing queued or running, run waits for such a worker to stop."""
-    calls, answers = [], iter([True, True, True, False])
-
-    def worker():
-        calls.append("worker alive?")
-        return next(answers, True)
-    monkeypatch.setattr(view2.time, "sleep", lambda s: calls.append(f"sleep {s}"))
-    polls = [shown(), shown((1, "success", 0.9, {}))]
-    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], calls=calls, worker=worker, clock=iter(range(100))) == 0
-    assert "waiting for the idle DVC queue worker to stop before queueing" in capsys.readouterr().out
-    first_queued = next(i for i, c in enumerate(calls) if c[:3] == ("exp", "run", "--queue"))
-    assert [c for c in calls[:first_queued] if isinstance(c, str)] == ["worker alive?", "worker alive?", "sleep 0.5",
-                                                                       "worker alive?", "sleep 0.5", "worker alive?"]
-
-    # a worker that does not stop (busy with an experiment of a commit not shown): queued after the wait
-    calls.clear()
-    polls = [shown(), shown((1, "success", 0.9, {}))]
-    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], calls=calls, worker=True,
-                           clock=iter(range(0, 1000, 20))) == 0
-    assert "still runs after 60 s (an experiment of another commit?); queueing" in capsys.readouterr().out
-    assert any(c[:3] == ("exp", "run", "--queue") for c in calls)
-
-    # with a fold queued or running the worker is busy, and stays so while more are queued
-    polls = [shown((1, "running", None, {})), shown((1, "success", 0.9, {}), (2, "success", 0.8, {}))]
-    assert _run_with_polls(monkeypatch, tmp_path, polls, [1, 2], worker=True) == 0
-    assert "waiting" not in capsys.readouterr().out
+def test_an_interrupted_fold_waits_for_dvc_to_stop_and_names_the_fold(monkeypatch, tmp_path):
+    dvc = FakeDvc([KeyboardInterrupt])
+    with pytest.raises(SystemExit, match=r"fold 1 interrupted: dvc exp run --temp .* rerun this command"):
+        _run(monkeypatch, tmp_path, shown(), [1, 2], popen=dvc)
+    assert len(dvc.calls) == 1 and dvc.interrupted  # dvc was waited for once Ctrl-C reached it too
 
 
-def test_a_fold_whose_process_exited_is_waited_for_while_dvc_collects_it(monkeypatch, capsys, tmp_path):
-    """DVC shows an experiment as running, its process gone, while it copies the results back."""
-    ended = shown((1, "running", None, {}))
-    polls = [shown(), ended, ended, shown((1, "success", 0.9, {}))]
-    assert _run_with_polls(monkeypatch, tmp_path, polls, [1], alive=False, clock=iter([0, 1, 60, 119, 121]),
-                           worker=started()) == 0
-    out = capsys.readouterr().out
-    assert "failed [1]" not in out and "done [1], running/queued [], failed []" in out
-
-
-def test_a_fold_whose_process_exited_and_stays_so_is_failed_after_the_grace(monkeypatch, capsys, tmp_path):
-    ended = shown((1, "running", None, {}))
-    clock = iter([0, 1, 60, view2.ENDED_GRACE_S + 2])
-    assert _run_with_polls(monkeypatch, tmp_path, [shown(), ended, ended, ended], [1], alive=False, clock=clock,
-                           worker=started()) == 1
-    out = capsys.readouterr()
-    assert "running/queued [1], failed []" in out.out and "running/queued [], failed [1]" in out.out
-    assert "folds [1] did not finish" in out.err
-
-
-def test_a_queue_worker_that_died_with_folds_queued_is_started_again(monkeypatch, capsys, tmp_path):
-    """DVC's worker can exit with experiments still queued (a kombu race); the folds then wait on no one."""
-    queued = shown((1, "queued", None, {}))
-    calls = []
-    clock = iter([0, 1, 30, 61, 62])  # no worker from the poll at 1 s: started again at 61 s, not at 30 s
-    assert _run_with_polls(monkeypatch, tmp_path, [queued, queued, queued, queued, shown((1, "success", 0.9, {}))],
-                           [1], calls=calls, worker=False, clock=clock) == 0
-    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 2  # at the start, and once
-    out = capsys.readouterr().out
-    assert "the DVC queue worker exited with folds [1] still queued; starting it again" in out
-    assert "done [1], running/queued [], failed []" in out
-
-
-def test_a_queue_worker_that_keeps_dying_is_one_clear_error(monkeypatch, tmp_path):
-    queued = shown((1, "queued", None, {}))
-    calls = []
-    with pytest.raises(SystemExit, match=r"folds \[1\] stay queued and the DVC queue worker keeps exiting"):
-        _run_with_polls(monkeypatch, tmp_path, [queued] * 40, [1], calls=calls, worker=False,
-                        clock=iter(range(0, 40 * view2.WORKER_GRACE_S, view2.WORKER_GRACE_S)))
-    assert sum(c[:3] == ("dvc", "queue", "start") for c in calls) == 1 + view2.WORKER_RESTARTS
-
-
-def test_worker_alive_reads_the_pids_dvc_keeps(monkeypatch, tmp_path):
-    monkeypatch.setattr(view2, "ROOT", tmp_path)
-    celery = tmp_path / ".dvc" / "tmp" / "exps" / "celery"
-    assert not view2.worker_alive()  # a fresh clone: no .dvc/tmp
-    celery.mkdir(parents=True)
-    (celery / "dvc-exp-worker-1.json").write_text(json.dumps({"pid": 2 ** 22 + 1, "returncode": None}))
-    (celery / "dvc-exp-worker-2.json").write_text("{")  # half written
-    assert not view2.worker_alive()
-    (celery / "dvc-exp-worker-2.json").write_text(json.dumps({"pid": os.getpid(), "returncode": None}))
-    assert view2.worker_alive()
+def test_run_stops_before_a_fold_once_the_pipeline_changed(monkeypatch, tmp_path):
+    dvc = FakeDvc()
+    # HEAD's pipeline: pipe1 at the start and before fold 1, another commit's before fold 2
+    with pytest.raises(SystemExit, match=r"the pipeline or params.yaml changed while the folds ran: fold 2 not run"):
+        _run(monkeypatch, tmp_path, shown(), [1, 2], popen=dvc, heads=["pipe1", "pipe1", "pipe2"])
+    assert [c[0][7] for c in dvc.calls] == ["pairs.fold=1"]
 
 
 def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, capsys):
@@ -416,26 +370,15 @@ def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, 
         view2.main(["paired", "aaa", "bbb", "--b-set", "erase"])
 
 
-def test_show_tries_again_and_a_lost_task_put_back_costs_no_try(monkeypatch, capsys):
+def test_show_tries_again_30_s_later_and_then_fails_with_dvcs_error(monkeypatch):
     import subprocess
-    lost = ("ERROR: unexpected error - [Errno 2] No such file or directory: '/r/.dvc/tmp/exps/run/"
-            + "ab" * 20 + "/" + "ab" * 20 + ".run'")
-    replies = iter([(1, "", lost), (1, "", "ERROR: lock"), (0, "[]", "")])
+    replies = iter([(1, "", "ERROR: lock"), (0, "[]", "")])
     monkeypatch.setattr(view2, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, *next(replies)))
-    requeued, slept = [], []
-    monkeypatch.setattr(view2, "requeue_lost", lambda rev: requeued.append(rev) or True)
+    slept = []
     monkeypatch.setattr(view2.time, "sleep", slept.append)
-    assert view2.show(5, tries=2) == []
-    assert requeued == ["ab" * 20] and slept == [30]
-    assert "queued again" in capsys.readouterr().err
+    assert view2.show(5, tries=2) == [] and slept == [30]
 
     replies = iter([(1, "", "ERROR: lock")])  # one try: no waiting
     with pytest.raises(SystemExit, match="dvc exp show failed: ERROR: lock"):
         view2.show(5)
     assert slept == [30]
-
-    # a repair that fails (DVC's internals changed, say) says so, and the try counts
-    monkeypatch.undo()
-    monkeypatch.setattr(view2.queue_repair, "requeue_lost", lambda root, rev: {}["gone"])
-    assert not view2.requeue_lost("ab" * 20)
-    assert "could not check DVC queue task abababa (KeyError" in capsys.readouterr().err

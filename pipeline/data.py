@@ -22,12 +22,25 @@ class PairSet:
     id2: np.ndarray
     # (rows, identity numbers) of the images an identity batch draws from, by row; None: the table's images
     pool: tuple[np.ndarray, np.ndarray] | None = None
+    # restricted mode: the pairs of label classes a labelled different pair joins, each as lo * n + hi with
+    # n = the number of classes; None: identities by name, any two of which are different people
+    links: np.ndarray | None = None
+
+    def different(self, ids: np.ndarray) -> np.ndarray:
+        """(B, B) bool: which two of a batch's images (identity numbers `ids`) are known to show different
+        people. By name, any two identities; from labels alone, only classes a labelled different pair
+        joins (what the labels imply), never two classes no label relates."""
+        if self.links is None:
+            return ids[:, None] != ids[None, :]
+        n = int(max(self.id1.max(), self.id2.max())) + 1
+        lo, hi = np.minimum(ids[:, None], ids[None, :]), np.maximum(ids[:, None], ids[None, :])
+        return np.isin(lo * n + hi, self.links) & (lo != hi)
 
 
 def label_identities(idx1: np.ndarray, idx2: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pseudo-identities from pair labels alone (no names): the classes of the equivalence closure
-    of "same image" and "labelled same pair", which LFW's restricted protocol allows. Images in
-    different classes are taken as different people when pairs are mined inside a batch."""
+    of "same image" and "labelled same pair", which LFW's image-restricted protocol allows. Two
+    classes count as different people only where a labelled different pair joins them (`label_links`)."""
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -45,6 +58,14 @@ def label_identities(idx1: np.ndarray, idx2: np.ndarray, label: np.ndarray) -> t
     ids = [roots.setdefault(find(r), len(roots)) for r in np.concatenate([idx1, idx2]).tolist()]
     ids = np.asarray(ids, dtype=np.int64)
     return ids[:len(idx1)], ids[len(idx1):]
+
+
+def label_links(id1: np.ndarray, id2: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """The class pairs (lo * n + hi, sorted) that a labelled different pair joins: every image of one
+    class differs from every image of the other, and nothing more is implied."""
+    n = int(max(id1.max(), id2.max())) + 1
+    lo, hi = np.minimum(id1, id2)[label == 0], np.maximum(id1, id2)[label == 0]
+    return np.unique(lo * n + hi)
 
 
 def load_images(prepared: str | Path) -> tuple[torch.Tensor, dict[tuple[str, int], int]]:
@@ -85,22 +106,14 @@ def load_pairs(table: str | Path, rows: dict[tuple[str, int], int], by_name: boo
             found = sorted((row, names[name]) for (name, _), row in rows.items() if name in names)
             pool = (as_array([r for r, _ in found]), as_array([i for _, i in found]))
         return PairSet(idx1, idx2, label, as_array(id1), as_array(id2), pool)
-    return PairSet(idx1, idx2, label, *label_identities(idx1, idx2, label))
+    id1, id2 = label_identities(idx1, idx2, label)
+    return PairSet(idx1, idx2, label, id1, id2, links=label_links(id1, id2, label))
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: float, max_shift: float,
-            max_scale: float, max_contrast: float = 0.0, max_brightness: float = 0.0,
-            erase: float = 0.0) -> torch.Tensor:
-    """Random mirror and small affine jitter of float images (B, 1, H, W) in 0..255, drawn from `gen`;
-    then, where asked, photometric jitter and random erasing.
-
-    - `max_contrast` c: each image's deviation from its mean scaled by a factor in [1 - c, 1 + c];
-      `max_brightness` b: b * 255 at most added or taken away; the result clipped to 0..255.
-    - `erase` p: with probability p, one rectangle of 2% to 25% of the image, of aspect 0.3 to 3.3,
-      replaced by uniform noise (random erasing, Zhong et al., AAAI 2020).
-
-    The draws come from `gen` on the CPU wherever `x` lives, so a GPU sees the same augmentation. A
-    lever at 0 draws nothing: with these three at 0, the images are the same bit for bit as without them."""
+            max_scale: float) -> torch.Tensor:
+    """Random mirror and small affine jitter of float images (B, 1, H, W) in 0..255, drawn from `gen`
+    on the CPU wherever `x` lives, so a GPU sees the same augmentation."""
     b = x.shape[0]
     u = torch.rand(b, 5, generator=gen) * 2 - 1  # (B, 5) uniform in [-1, 1]
     angle = u[:, 0] * math.radians(max_rotate_deg)
@@ -112,54 +125,22 @@ def augment(x: torch.Tensor, gen: torch.Generator, flip: bool, max_rotate_deg: f
         torch.stack([sin * mirror, cos, u[:, 3] * max_shift * 2], dim=1),
     ], dim=1)  # (B, 2, 3); shifts in grid units, where the image spans [-1, 1]
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    if max_contrast > 0 or max_brightness > 0:
-        v = (torch.rand(b, 2, generator=gen) * 2 - 1).to(x.device, x.dtype)[:, :, None, None]  # (B, 2, 1, 1)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * (1 + v[:, :1] * max_contrast) + mean + v[:, 1:] * max_brightness * 255).clamp(0, 255)
-    if erase > 0:
-        x = random_erase(x, gen, erase)
-    return x
-
-
-def random_erase(x: torch.Tensor, gen: torch.Generator, p: float, area: tuple[float, float] = (0.02, 0.25),
-                 aspect: float = 0.3) -> torch.Tensor:
-    """With probability p per image, one rectangle of `area` (share of the image) and aspect ratio in
-    [aspect, 1 / aspect] filled with uniform noise in 0..255; the rest of the images untouched."""
-    b, _, h, w = x.shape
-    u = torch.rand(b, 5, generator=gen)  # (B, 5) uniform in [0, 1]
-    noise = (torch.rand(b, 1, h, w, generator=gen) * 255).to(x.device, x.dtype)
-    size = h * w * (area[0] + u[:, 1] * (area[1] - area[0]))
-    ratio = torch.exp(math.log(aspect) * (1 - 2 * u[:, 2]))
-    eh = (size * ratio).sqrt().round().clamp(1, h)
-    ew = (size / ratio).sqrt().round().clamp(1, w)
-    top = (u[:, 3] * (h - eh + 1)).floor()
-    left = (u[:, 4] * (w - ew + 1)).floor()
-    rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
-    inside_r = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (B, H)
-    inside_c = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (B, W)
-    mask = (inside_r[:, :, None] & inside_c[:, None, :]) & (u[:, 0] < p)[:, None, None]  # (B, H, W)
-    return torch.where(mask[:, None].to(x.device), noise, x)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class IdentitySampler:
     """Batches of images built from identities ("PxK"), for batch-all mining.
 
-    Each batch of `batch_images` holds `per_identity` (K) images of each of P identities, P =
-    round(identity_fraction * batch_images / K), drawn from the identities with at least two images;
-    the rest of the batch is images drawn uniformly from every training image, singletons included,
-    so that people with one photo still serve as negatives. Filler images are taken in reshuffled
-    rounds, so each appears as often as the others. Identities too with `identity_weight` "equal";
-    with "sqrt" or "linear" each batch's P identities are drawn without replacement with probability
-    in proportion to the square root of their image count, or to the count itself, so a person with
-    many photos, and the variation between them, comes back more often (one with 100 images about 7
-    times as often as one with 2 under "sqrt", about 50 times under "linear", at most once a batch
-    either way). An identity with fewer than K images repeats them (with different augmentation).
-    Everything is drawn from `gen`.
+    Each batch of `batch_images` holds `per_identity` (K) images of each of P = batch_images // K
+    identities, drawn from the identities with at least two images without replacement, with
+    probability in proportion to their image count: a person with many photos, and the variation
+    between them, comes back more often (one with 100 images about 50 times as often as one with 2,
+    at most once a batch). An identity with fewer than K images repeats them (with different
+    augmentation). Where K does not divide the batch, the rest is images drawn uniformly from every
+    training image in reshuffled rounds. Everything is drawn from `gen`.
     """
 
-    def __init__(self, pairs: PairSet, batch_images: int, per_identity: int, identity_fraction: float,
-                 identity_weight: str = "equal"):
+    def __init__(self, pairs: PairSet, batch_images: int, per_identity: int):
         if pairs.pool is not None:
             self.rows, self.ids = pairs.pool
         else:
@@ -172,21 +153,17 @@ class IdentitySampler:
             raise ValueError("train.sampler 'identities' needs an identity with at least two training images; "
                              "the training pairs have none")
         self.k = per_identity
-        self.p = min(len(self.groups), max(1, round(identity_fraction * batch_images / per_identity)))
+        self.p = min(len(self.groups), max(1, batch_images // per_identity))
         self.n_fill = batch_images - self.p * self.k
         if self.n_fill < 0:
             raise ValueError(f"train.per_identity {per_identity} is more than a batch holds ({batch_images} images)")
-        sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.float64)
-        weights = {"equal": None, "sqrt": sizes.sqrt(), "linear": sizes}
-        if identity_weight not in weights:
-            raise ValueError(f"train.identity_weight must be one of {list(weights)}, got {identity_weight!r}")
-        self.weights = weights[identity_weight]
-        self._queues: dict[str, list[int]] = {"groups": [], "fill": []}
+        self.weights = torch.tensor([len(g) for g in self.groups], dtype=torch.float64)
+        self._queue: list[int] = []
 
-    def _take(self, queue: str, n: int, size: int, gen: torch.Generator) -> np.ndarray:
+    def _take(self, n: int, size: int, gen: torch.Generator) -> np.ndarray:
         """n indices into range(size), in reshuffled rounds. An index a new round would repeat within the
         batch waits for the next batch while the round has others left."""
-        q = self._queues[queue]
+        q = self._queue
         out: list[int] = []
         while len(out) < n:
             if not q:
@@ -201,15 +178,11 @@ class IdentitySampler:
     def batch(self, gen: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(rows of the image array, identity numbers) of one batch."""
         rows = []
-        if self.weights is None:
-            chosen = self._take("groups", self.p, len(self.groups), gen)
-        else:
-            chosen = torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist()
-        for g in chosen:
+        for g in torch.multinomial(self.weights, self.p, replacement=False, generator=gen).tolist():
             group = self.groups[g]
             picks = torch.randperm(len(group), generator=gen).numpy()
             rows.append(group[np.resize(picks, self.k)])
         if self.n_fill:
-            rows.append(self.rows[self._take("fill", self.n_fill, len(self.rows), gen)])
+            rows.append(self.rows[self._take(self.n_fill, len(self.rows), gen)])
         rows = np.concatenate(rows)
         return rows, self.ids[np.searchsorted(self.rows, rows)]

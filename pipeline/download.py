@@ -31,6 +31,8 @@ from pipeline import files, lfw, runner, views
 from pipeline.params import flatten, load_params
 
 log = logging.getLogger("pipeline.download")
+TIMEOUT_S = 60  # per request
+RETRIES = 3  # after the first try, with growing pauses
 
 
 class DataError(files.StageError):
@@ -244,6 +246,15 @@ def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
     return report
 
 
+def protocol_md5() -> dict[str, str] | None:
+    """The official protocol files' MD5s, or None where LFW_A_PROTOCOL_MD5=skip (an archive whose pair
+    files are not LFW's own, such as the tests' synthetic one)."""
+    value = os.environ.get("LFW_A_PROTOCOL_MD5", "check")
+    if value not in ("check", "skip"):
+        raise DataError(f"LFW_A_PROTOCOL_MD5={value!r}: expected 'check' or 'skip'")
+    return lfw.PROTOCOL_MD5 if value == "check" else None
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -260,9 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         p = params.download
         rec.params({"seed": params.seed, **flatten(p, "download.")})
         rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
-        report = run(args.out, p.url, p.checksum, p.protocol_url, p.timeout_s, p.retries,
-                     os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"),
-                     lfw.PROTOCOL_MD5 if p.verify_protocol_md5 else None)
+        report = run(args.out, p.url, p.checksum, p.protocol_url, TIMEOUT_S, RETRIES,
+                     os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"), protocol_md5())
         files.write_metrics(args.report, report, rec)
         log.info("dataset ready in %s: %s", args.out, report)
 

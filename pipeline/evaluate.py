@@ -1,12 +1,14 @@
 """Stage `evaluate`: score the official test pairs at the calibrated threshold.
 
 Reads:  MODEL (models/model.pt); THRESHOLD (metrics/calibrate.json); TEST_PAIRS (data/pairs/test.tsv: the
-        official pairsDevTest.txt, or a View 2 fold of pairs.txt) against IMAGES (data/lfw-a/lfw2); for the
-        model card, params.yaml, metrics/pairs.json and metrics/train.json.
+        official pairsDevTest.txt, or a View 2 fold of pairs.txt) against IMAGES (data/lfw-a/lfw2); the test
+        people (PEOPLE: peopleDevTest.txt, or the fold's people of people.txt) and every image of theirs; for
+        the model card, params.yaml, metrics/pairs.json and metrics/train.json.
 Writes: METRICS (metrics/evaluate.json): accuracy with its 95% interval, ROC AUC, EER, TAR at 1% FAR,
-        confusion counts; PREDICTIONS (results/predictions.csv): one row per pair; PLOTS folder:
-        roc.csv (threshold -1 marks the "accept nothing" point), distances.csv (histogram of same and
-        different distances) and their PNG renderings; CARD (reports/model_card.md).
+        confusion counts, and one-shot identification of the test people (`id_*`, pipeline/identification.py);
+        PREDICTIONS (results/predictions.csv): one row per pair; PLOTS folder: roc.csv (threshold -1 marks
+        the "accept nothing" point), distances.csv (histogram of same and different distances), cmc.csv
+        (identification rate by rank) and their PNG renderings; CARD (reports/model_card.md).
 In MLflow: the same metrics, these files as artifacts, and the model as a registered pyfunc
 (pipeline/registry.py).
 """
@@ -21,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files, lfw, registry, runner
+from pipeline import files, lfw, registry, runner, views
 from pipeline.card import model_card
+from pipeline.identification import identification
 from pipeline.metrics import roc
 from pipeline.params import load_params
-from pipeline.scoring import image_path, score_labelled
+from pipeline.scoring import image_path, read_images, score_labelled
 from pipeline.tables import read_table
 from pipeline.verifier import Verifier
 
@@ -73,11 +76,43 @@ def write_pngs(plots: Path, fpr, tpr, auc: float, distances, labels, threshold: 
     plt.close(fig)
 
 
+def write_cmc_png(plots: Path, curve: np.ndarray, people: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ranks = np.arange(1, len(curve) + 1)
+    ax.plot(ranks, curve, marker=".", label=f"rank 1: {curve[0]:.3f}")
+    ax.set(xlabel="rank", ylabel="identification rate", ylim=(0, 1),
+           title=f"One-shot identification (CMC), {people} test people")
+    ax.legend(loc="lower right")
+    with files.atomic_path(plots / "cmc.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def test_people(data: Path, protocol: str, fold: int) -> dict[str, int]:
+    """{name: image count} of the people the test pairs come from: peopleDevTest.txt, or fold `fold` of people.txt."""
+    if protocol == "view2":
+        return views.people_folds(data / "people.txt")[fold - 1]
+    return lfw.parse_people(data / "peopleDevTest.txt")
+
+
+def identify(verifier: Verifier, images_dir: Path, people: dict[str, int]) -> tuple[dict, np.ndarray]:
+    """One-shot identification figures and CMC curve of every image of `people`."""
+    keys = [(name, i) for name in sorted(people) for i in range(1, people[name] + 1)]
+    emb = verifier.embed(read_images(verifier, images_dir, keys))
+    number = {name: k for k, name in enumerate(sorted(people))}
+    return identification(emb, np.array([number[name] for name, _ in keys]))
+
+
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    for name in ("model", "threshold", "test-pairs", "images", "metrics", "predictions", "plots", "pairs-report",
-                 "train-report", "card"):
+    # --people: the folder of peopleDevTest.txt and people.txt (data/lfw-a)
+    for name in ("model", "threshold", "test-pairs", "images", "people", "metrics", "predictions", "plots",
+                 "pairs-report", "train-report", "card"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     return parser
 
@@ -97,6 +132,8 @@ def run(args, rec) -> None:
     pairs = [lfw.Pair(n1, i1, n2, i2) for n1, i1, n2, i2, _ in read_table(args.test_pairs)]
     d, y, metrics = score_labelled(verifier, args.images, pairs)
     metrics.pop("threshold")  # calibrate.json holds it
+    ident, curve = identify(verifier, args.images, test_people(args.people, params.pairs.protocol, params.pairs.fold))
+    metrics.update(ident)
     try:
         card = model_card(params, verifier.ckpt["config"], pairs_report, train_report, calibration, metrics)
     except KeyError as e:
@@ -112,18 +149,24 @@ def run(args, rec) -> None:
     files.write_text(args.plots / "roc.csv", to_csv([{"fpr": round(float(a), 6), "tpr": round(float(b), 6), "threshold": round(float(t), 6)}
                                                      for a, b, t in zip(fpr, tpr, np.where(np.isfinite(thr), thr, -1.0))]))
     files.write_text(args.plots / "distances.csv", to_csv(histogram(d, y)))
+    files.write_text(args.plots / "cmc.csv", to_csv([{"rank": k + 1, "identification_rate": round(float(v), 6)}
+                                                     for k, v in enumerate(curve)]))
     write_pngs(args.plots, fpr, tpr, metrics["roc_auc"], d, y, threshold)
+    write_cmc_png(args.plots, curve, ident["id_people"])
     files.write_metrics(args.metrics, metrics, rec)
     files.write_text(args.card, card)
-    for path in (args.threshold, args.predictions, args.plots / "roc.csv", args.plots / "distances.csv"):
+    for path in (args.threshold, args.predictions, args.plots / "roc.csv", args.plots / "distances.csv",
+                 args.plots / "cmc.csv"):
         rec.artifact(path)
-    for path in (args.plots / "roc.png", args.plots / "distances.png", args.card):  # what a reader of the parent wants
+    for path in (args.plots / "roc.png", args.plots / "distances.png", args.plots / "cmc.png", args.card):  # what a reader of the parent wants
         rec.artifact(path, parent_too=True)
     first = pairs[0]
     example = (image_path(args.images, first.name1, first.i1), image_path(args.images, first.name2, first.i2))
     registry.register(rec, args.model, args.threshold, example, calibration["val_roc_auc"], registry.val_pairs_key(params))
     log.info("test accuracy %.4f [%.4f, %.4f], AUC %.4f, EER %.4f on %d pairs", metrics["accuracy"],
              metrics["accuracy_ci95_low"], metrics["accuracy_ci95_high"], metrics["roc_auc"], metrics["eer"], metrics["n_pairs"])
+    log.info("one-shot identification of %d people: rank-1 %.4f, rank-5 %.4f, %s", ident["id_people"], ident["id_rank1"],
+             ident["id_rank5"], ", ".join(f"{k[3:]} {v:.4f}" for k, v in ident.items() if k.endswith("way")))
 
 
 if __name__ == "__main__":

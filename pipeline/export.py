@@ -50,9 +50,6 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
             if layer.stride[0] != 1:  # only when set: bundles of stride-1 networks stay as they were
                 op["stride"] = int(layer.stride[0])
             ops.append(op)
-        elif isinstance(layer, nn.BatchNorm2d):  # one left after a max-pool: a per-channel affine map
-            scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
-            ops.append({"op": "affine", "w": add(scale), "b": add(layer.bias - layer.running_mean * scale)})
         elif isinstance(layer, nn.ReLU):
             ops.append({"op": "relu"})
         elif isinstance(layer, nn.MaxPool2d):
@@ -63,12 +60,10 @@ def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.nd
             ops.append({"op": "flatten"})
         elif isinstance(layer, nn.Linear):
             ops.append({"op": "linear", "w": add(layer.weight), "b": add(layer.bias)})
-        elif isinstance(layer, nn.Dropout):
-            continue  # identity at inference
         else:
             raise ValueError(f"cannot export layer {layer}")
     meta = {"format": FORMAT, "ops": ops, "threshold": verifier.threshold, "preprocess": verifier.preprocess,
-            "tta_flip": verifier.tta.flip, "tta_shift": verifier.tta.shift, "normalize": bool(model.normalize),
+            "tta_flip": verifier.tta.flip, "tta_shift": verifier.tta.shift, "normalize": True,
             "config": verifier.ckpt["config"], "checkpoint_sha256": checkpoint_sha256}
     return {"meta": np.array(json.dumps(meta)), **arrays}
 

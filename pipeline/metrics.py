@@ -19,7 +19,7 @@ def choose_threshold(distances: np.ndarray, labels: np.ndarray, criterion: str =
     "eer": the equal-error threshold, where the false-accept and false-reject rates are closest
     (ties go to the smallest). It does not depend on how the pairs are split between the classes,
     and it moves less than the maximum-accuracy one when the validation people change
-    (scripts/threshold_split.py).
+    (docs/DECISIONS.md).
     """
     d = np.asarray(distances, dtype=np.float64)
     y = np.asarray(labels).astype(bool)

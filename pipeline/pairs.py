@@ -13,9 +13,6 @@ Writes: OUT/train.tsv, OUT/val.tsv, OUT/test.tsv (columns name1 i1 name2 i2 labe
   from the names, as an audit that nothing learns from).
 - unrestricted: a `val_fraction` of peopleDevTrain identities is held out; balanced pairs are
   drawn from the images of each side's identities. Validation and training people are disjoint.
-  `val_keep` < 1 keeps only that share of the held-out identities (a seeded draw of its own) and
-  trains on the rest: its validation people are a subset of those of `val_keep` 1, so a model
-  trained on more people and one trained on fewer are scored on the same people, neither seen.
 The test table is exactly pairsDevTest.txt; its people never appear in training or validation.
 
 The validation side (which identities or components are held out, and their pairs) is drawn from
@@ -111,16 +108,6 @@ def split_unrestricted(people: dict[str, int], p: PairsParams, split_rng: np.ran
     training pairs from `train_rng`, so the validation side does not move with the training draws."""
     names = sorted(people)
     val_ids = set(split_rng.choice(names, size=max(2, round(p.val_fraction * len(names))), replace=False).tolist())
-    if p.val_keep < 1:  # from a stream of its own, so the pairs below come from split_rng as they do at 1
-        held = sorted(val_ids)
-        size = max(2, round(p.val_keep * len(held)))
-        if size >= len(held):
-            raise ValueError(f"pairs.val_keep={p.val_keep} keeps all {len(held)} held-out people: raise pairs.val_fraction "
-                             "or lower pairs.val_keep")
-        val_ids = set(np.random.default_rng([p.split_seed, 2]).choice(held, size=size, replace=False).tolist())
-        if all(people[n] < 2 for n in val_ids):
-            raise ValueError(f"pairs.val_keep={p.val_keep} keeps {size} held-out people, none with two images: "
-                             "no same-person validation pair can be drawn")
     train_people = {n: c for n, c in people.items() if n not in val_ids}
     val_people = {n: c for n, c in people.items() if n in val_ids}
     val = sample_pairs(val_people, p.n_val_pairs, split_rng)

@@ -25,18 +25,11 @@ class DownloadParams:
     url: str
     checksum: str  # "<algo>:<hex>" of the archive at `url`, or "" where unknown
     protocol_url: str  # base URL of the official LFW protocol files, used when the archive lacks them
-    verify_protocol_md5: bool  # check the protocol files against the official MD5s
-    timeout_s: float
-    retries: int
 
     def check(self) -> dict[str, str]:
         errors = {}
         if self.checksum and self.checksum.split(":")[0] not in ("md5", "sha1", "sha256"):
             errors["checksum"] = "must be '<md5|sha1|sha256>:<hex>' or empty"
-        if self.timeout_s <= 0:
-            errors["timeout_s"] = "must be > 0"
-        if self.retries < 0:
-            errors["retries"] = "must be >= 0"
         return errors
 
 
@@ -49,7 +42,6 @@ class PairsParams:
     protocol: Literal["view1", "view2"]  # view1: test on pairsDevTest; view2: test on fold `fold` of pairs.txt
     fold: int  # view2: the fold scored (1-10), trained without; view1 reads it not
     split_seed: int  # draws the validation side (held-out identities and their pairs); `seed` draws the rest
-    val_keep: float  # unrestricted: share of the held-out identities kept for validation; the rest join training
 
     def check(self) -> dict[str, str]:
         errors = {}
@@ -59,10 +51,6 @@ class PairsParams:
             errors["split_seed"] = "must be >= 0"
         if not 0 < self.val_fraction < 1:
             errors["val_fraction"] = "must be in (0, 1)"
-        if not 0 < self.val_keep <= 1:
-            errors["val_keep"] = "must be in (0, 1]"
-        elif self.mode == "restricted" and self.val_keep != 1:
-            errors["val_keep"] = "must be 1 in restricted mode (it splits the official pairs, not people)"
         if self.n_train_pairs < 2 or self.n_train_pairs % 2:
             errors["n_train_pairs"] = "must be an even number >= 2"
         if self.n_val_pairs < 2 or self.n_val_pairs % 2:
@@ -92,58 +80,35 @@ class AugmentParams:
     max_rotate_deg: float
     max_shift: float  # fraction of the image side
     max_scale: float  # relative zoom, e.g. 0.1 for 0.9x..1.1x
-    max_contrast: float  # deviation from the image mean scaled by 1 +- this at most
-    max_brightness: float  # share of 255 added or taken away at most
-    erase: float  # probability of one rectangle of noise per image (random erasing)
 
     def check(self) -> dict[str, str]:
-        errors = {}
-        for key in ("max_rotate_deg", "max_shift", "max_scale", "max_brightness"):
-            if getattr(self, key) < 0:
-                errors[key] = "must be >= 0"
-        if not 0 <= self.max_contrast < 1:
-            errors["max_contrast"] = "must be in [0, 1) (at 1 or more an image could lose or invert its contrast)"
-        if not 0 <= self.erase <= 1:
-            errors["erase"] = "must be a probability in [0, 1]"
-        return errors
+        return {key: "must be >= 0" for key in ("max_rotate_deg", "max_shift", "max_scale") if getattr(self, key) < 0}
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    arch: Literal["compact", "koch2015"]
-    width: int  # channels of the first conv block (compact); doubles per block
-    pool_first: bool  # compact: each stage's max-pool before its last BN and ReLU (faster; see pipeline/model.py)
-    stem: Literal["pool", "stride"]  # compact: first stage conv3x3 + max-pool, or one 4x4 conv of stride 2
-    stage_convs: list[int]  # compact: conv3x3-BN-ReLU blocks in each of the three stages after the first
+    width: int  # channels of the first stage; doubles at each of the three after it
+    stage_convs: list[int]  # conv3x3-BN-ReLU blocks in each of the three stages after the first
     embedding_dim: int
-    normalize: bool  # L2-normalise embeddings (distances then lie in [0, 2])
     margin: float  # different-person pairs closer than this are pushed apart
     pos_margin: float  # same-person pairs farther than this are pulled together (0: all the way)
     neg_weight: float  # weight of the different-person term against the same-person term (1: the two alike)
     optimizer: Literal["adam", "sgd"]
     lr: float
-    momentum: float
+    momentum: float  # sgd only
     weight_decay: float
     batch_size: int  # pairs per step
     epochs: int
-    schedule: Literal["constant", "cosine", "onecycle"]
-    warmup_epochs: int
-    patience: int
-    min_delta: float
+    warmup_epochs: int  # linear warm-up of the learning rate, then cosine annealing
+    patience: int  # early stopping: epochs without a better validation AUC
     mining: Literal["auto", "pairs", "batch_all"]  # auto = batch_all: every pair of images in a batch
     sampler: Literal["pairs", "identities"]  # batches of the table's pairs, or of K images per identity (PxK)
     per_identity: int  # sampler identities: images of each identity in a batch (K)
-    identity_fraction: float  # sampler identities: share of a batch's images in PxK groups; the rest uniform
-    identity_weight: Literal["equal", "sqrt", "linear"]  # sampler identities: each as often, or in proportion to sqrt(images) or images
-    identity_images: Literal["table", "all"]  # sampler identities, unrestricted: the images of the training pairs, or every image of their people
-    memory: int  # batch-all mining: earlier training images whose embeddings each batch also meets after the warm-up (0: none)
-    dropout: float
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
     tta_shift: int  # > 0: embed an image as the mean of it moved by (+s, +s) and (-s, -s) pixels (pipeline.tta.TTA)
     precision: Literal["auto", "bf16", "fp32"]
     device: Literal["auto", "cpu", "cuda"]
-    threads: int  # torch intra-op threads; 0 = all cores
 
     def check(self) -> dict[str, str]:
         errors = {}
@@ -151,29 +116,17 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "min_delta", "warmup_epochs", "threads", "dropout", "tta_shift", "memory"):
+        for key in ("momentum", "weight_decay", "warmup_epochs", "tta_shift"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:
             errors["momentum"] = "must be < 1"
-        if self.dropout >= 1:
-            errors["dropout"] = "must be < 1"
         if not 0 <= self.pos_margin < self.margin:
             errors["pos_margin"] = "must be in [0, train.margin)"
         if self.per_identity < 2 or self.per_identity > 2 * self.batch_size:
             errors["per_identity"] = "must be in [2, 2 * train.batch_size] (a batch holds 2 * batch_size images)"
-        if not 0 < self.identity_fraction <= 1:
-            errors["identity_fraction"] = "must be in (0, 1]"
-        if self.pool_first and self.arch != "compact":
-            errors["pool_first"] = "applies to arch 'compact' only; set it to false for 'koch2015'"
-        if self.stem != "pool" and self.arch != "compact":
-            errors["stem"] = "applies to arch 'compact' only; set it to 'pool' for 'koch2015'"
         if len(self.stage_convs) != 3 or min(self.stage_convs, default=0) < 1:
             errors["stage_convs"] = "must be three numbers >= 1 (the stages after the first)"
-        elif self.stage_convs != [2, 2, 2] and self.arch != "compact":
-            errors["stage_convs"] = "applies to arch 'compact' only; set it to [2, 2, 2] for 'koch2015'"
-        if self.memory and self.mining == "pairs":
-            errors["memory"] = "needs train.mining 'auto' or 'batch_all' (the pair loss has no identities to compare)"
         if self.sampler == "identities" and self.mining == "pairs":
             errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors
@@ -247,6 +200,12 @@ def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
 
 
 RENAMED = {"prepare.size": "prepare.image_size"}  # old key -> new key, named in the error
+# keys taken out of params.yaml: the error names the commit that still has them (docs/DECISIONS.md)
+REMOVED = {f"{section}.{key}": "ea681be" for section, keys in {
+    "download": ("verify_protocol_md5", "timeout_s", "retries"), "pairs": ("val_keep",),
+    "train": ("arch", "pool_first", "stem", "normalize", "dropout", "memory", "identity_fraction", "identity_images",
+              "identity_weight", "schedule", "min_delta", "threads"),
+    "train.augment": ("max_contrast", "max_brightness", "erase")}.items() for key in keys}
 
 
 def _build(cls: type, section: dict, prefix: str, file: str) -> Any:
@@ -256,7 +215,8 @@ def _build(cls: type, section: dict, prefix: str, file: str) -> Any:
     unknown = [k for k in section if k not in names]
     if unknown:
         key = dotted(unknown[0])
-        hint = f"; renamed '{RENAMED[key]}'" if key in RENAMED else ""
+        hint = (f"; renamed '{RENAMED[key]}'" if key in RENAMED else
+                f"; taken out (commit {REMOVED[key]} has it, docs/DECISIONS.md)" if key in REMOVED else "")
         raise ParamsError(f"{file}: unknown key '{key}' (expected one of: {', '.join(names)}){hint}")
     missing = [k for k in names if k not in section]
     if missing:

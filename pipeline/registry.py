@@ -15,7 +15,7 @@ log = logging.getLogger("pipeline.registry")
 # pairs.* params that do not move the validation pairs: restricted mode splits the official pairs, and
 # unrestricted mode draws its training pairs from another random stream than its validation pairs
 NOT_VALIDATION = ("n_train_pairs",)
-RESTRICTED_UNREAD = ("n_val_pairs", "val_keep")
+RESTRICTED_UNREAD = ("n_val_pairs",)
 
 
 def val_pairs_key(params: Params) -> str:
@@ -27,8 +27,6 @@ def val_pairs_key(params: Params) -> str:
     unread = (*NOT_VALIDATION, *(RESTRICTED_UNREAD if params.pairs.mode == "restricted" else ()))
     if params.pairs.protocol == "view1":  # View 1 reads no fold
         unread = (*unread, "protocol", "fold")
-    if getattr(params.pairs, "val_keep", 1.0) == 1.0:  # all held-out people kept: the pairs of before val_keep
-        unread = (*unread, "val_keep")
     # restricted validation pairs are whole components of the pair graph (they were name-based before)
     split = ["pairs.split=components"] if params.pairs.mode == "restricted" else []
     return " ".join([f"pairs.{k}={v}" for k, v in sorted(pairs.items()) if k not in unread] + split)

@@ -19,13 +19,18 @@ def image_path(images_dir: Path, name: str, i: int) -> Path:
 
 
 def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> tuple[list[tuple[str, int]], np.ndarray]:
-    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once,
-    on a thread a core (Pillow lets go of the GIL while it decodes and resizes)."""
+    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once."""
     keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
+    return keys, read_images(scorer, images_dir, keys)
+
+
+def read_images(scorer: Scorer, images_dir: Path, keys: list[tuple[str, int]]) -> np.ndarray:
+    """uint8 images (N, size, size) of the (name, number) `keys`, preprocessed as `scorer` wants them, on a
+    thread a core (Pillow lets go of the GIL while it decodes and resizes)."""
     crop, size = scorer.preprocess["crop"], scorer.preprocess["size"]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         arrays = list(pool.map(lambda key: load_image(image_path(images_dir, *key), crop, size, strict=False), keys))
-    return keys, np.stack(arrays)
+    return np.stack(arrays)
 
 
 def pair_rows(keys: list[tuple[str, int]], pairs: list[lfw.Pair]) -> tuple[list[int], list[int]]:

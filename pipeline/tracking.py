@@ -151,14 +151,17 @@ def stage_datasets(stage: str, params: Path = Path("params.yaml"), lock: Path = 
 
 
 def protocol_tags(params: Path) -> dict[str, str]:
-    """{"protocol": "view1"} or {"protocol": "view2", "fold": "K"}: what the run is scored on, for the
-    UI's search (`tags.protocol = 'view2'`) and scripts/view2.py; {} where the file does not validate."""
+    """{"protocol": "view1", "lfw_category": ...} or {"protocol": "view2", "fold": "K", ...}: what the run is
+    scored on and the LFW category it reports in, for the UI's search (`tags.protocol = 'view2'`) and
+    scripts/view2.py; {} where the file does not validate."""
+    from pipeline.card import CATEGORIES
     from pipeline.params import ParamsError, load_params
     try:
         pairs = load_params(params).pairs
     except ParamsError:
         return {}
-    return {"protocol": pairs.protocol, **({"fold": str(pairs.fold)} if pairs.protocol == "view2" else {})}
+    return {"protocol": pairs.protocol, "lfw_category": CATEGORIES[pairs.mode],
+            **({"fold": str(pairs.fold)} if pairs.protocol == "view2" else {})}
 
 
 def _download_url(params: Path) -> str:

@@ -32,25 +32,22 @@ from tqdm import tqdm
 from pipeline import distributed, files, runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
-from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean
+from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean
 from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
 log = logging.getLogger("pipeline.train")
+MIN_DELTA = 0.001  # a validation AUC this much above the best so far counts as better (early stopping)
 
 
 def lr_factor(step: int, steps_per_epoch: int, p: TrainParams) -> float:
-    """Learning-rate multiplier at an optimiser step: linear warm-up, then the schedule."""
+    """Learning-rate multiplier at an optimiser step: linear warm-up, then cosine annealing to 0."""
     total = p.epochs * steps_per_epoch
     warm = p.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
-    if p.schedule == "constant":
-        return 1.0
     t = (step - warm) / max(1, total - warm)
-    if p.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    return max(0.0, 1 - t) ** 2 if t > 0 else 1.0  # onecycle's annealing half after the warm-up
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def make_optimizer(model: torch.nn.Module, p: TrainParams) -> torch.optim.Optimizer:
@@ -76,8 +73,7 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
     every identity group), or the r-th contiguous share of a pair batch; every rank draws the whole batch."""
     rank, size = distributed.world()
     order = torch.randperm(len(train.label), generator=gen).numpy()
-    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity, p.identity_fraction, p.identity_weight) \
-        if p.sampler == "identities" else None
+    sampler = IdentitySampler(train, 2 * p.batch_size, p.per_identity) if p.sampler == "identities" else None
     for k in range(len(order) // p.batch_size or 1):
         b = order[k * p.batch_size:(k + 1) * p.batch_size]
         if sampler:
@@ -95,53 +91,17 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
             yield x, ids, train.label[b][mine]
 
 
-class CrossBatchMemory:
-    """The embeddings and identities of the last `size` training images, the newest replacing the oldest
-    (Wang et al. 2020, cross-batch memory): each batch is also scored against them with the contrastive
-    loss, so its images meet many more other people than one batch holds, for a (B, size) distance matrix
-    a step. The stored embeddings are detached: no gradient flows into earlier batches."""
-
-    def __init__(self, size: int, dim: int, device):
-        self.emb = torch.zeros(size, dim, device=device)
-        self.ids = torch.zeros(size, dtype=torch.long, device=device)
-        self.next = 0  # the row the next image replaces
-        self.count = 0  # rows filled: they fill from row 0, so always the first `count`
-
-    def loss(self, emb: torch.Tensor, ids: torch.Tensor, margin: float, pos_margin: float,
-             neg_weight: float = 1.0) -> torch.Tensor | None:
-        if not self.count:
-            return None
-        # a copy: the push that follows overwrites rows the backward pass still needs
-        return cross_contrastive_loss(emb, ids, self.emb[:self.count].clone(), self.ids[:self.count], margin, pos_margin,
-                                      neg_weight)
-
-    def push(self, emb: torch.Tensor, ids: torch.Tensor) -> None:
-        size, n = len(self.ids), len(ids)
-        emb, ids = emb[-size:], ids[-size:]  # a batch larger than the memory: only its newest images stay
-        rows = (self.next + n - len(ids) + torch.arange(len(ids), device=self.ids.device)) % size
-        self.emb[rows] = emb.detach().float()
-        self.ids[rows] = ids
-        self.next = (self.next + n) % size
-        self.count = min(size, self.count + n)
-
-    def state_dict(self) -> dict:
-        return {"emb": self.emb, "ids": self.ids, "next": self.next, "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.emb, self.ids, self.next, self.count = state["emb"], state["ids"], state["next"], state["count"]
-
-
 def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype, embed=None, memory: CrossBatchMemory | None = None) -> float:
+                device, dtype, embed=None) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
-    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. With `memory` (batch-all
-    mining after the warm-up) each batch's loss, and so the mean returned, adds its cross-batch term, and
-    the batch then joins it."""
+    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. Batch-all mining scores
+    every two images of a batch that are the same person, or known to be different people
+    (`PairSet.different`: in restricted mode only what the pair labels imply)."""
     model.train()
     embed = embed or model.embed
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    torch.manual_seed(seed * 100_003 + epoch)  # dropout
+    torch.manual_seed(seed * 100_003 + epoch)
     n_batches = len(train.label) // p.batch_size or 1
     progress = runner.Progress(f"epoch {epoch}", 2 * n_batches * p.batch_size, "images")
     total, seen = 0.0, 0
@@ -153,13 +113,9 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
         if mining == "batch_all":
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
-            ids_dev = torch.from_numpy(ids).to(device)
-            loss = batch_all_contrastive_loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
-            if memory is not None:
-                cross = memory.loss(emb, ids_dev, p.margin, p.pos_margin, p.neg_weight)
-                if cross is not None:
-                    loss = loss + cross
-                memory.push(emb, ids_dev)
+            different = None if train.links is None else torch.from_numpy(train.different(ids)).to(device)
+            loss = batch_all_contrastive_loss(emb, torch.from_numpy(ids).to(device), p.margin, p.pos_margin,
+                                              p.neg_weight, different)
         else:  # each rank's mean over its pairs; DDP averages the gradients over the ranks' equal shares
             e1, e2 = emb.chunk(2)
             loss = contrastive_loss(euclidean(e1, e2), torch.from_numpy(labels).to(device), p.margin, p.pos_margin,
@@ -205,32 +161,28 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
     state = {"epoch": 0, "history": [], "best": None, "best_auc": -1.0, "bad_epochs": 0}
-    memory = CrossBatchMemory(p.memory, p.embedding_dim, device) if p.memory and mining == "batch_all" else None
     if resume_path is not None and resume_path.exists():
         saved = torch.load(resume_path, map_location=device, weights_only=True)
         if saved.get("key") == key:
             model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"]); sched.load_state_dict(saved["sched"])
             state = saved["state"]
-            if memory is not None:
-                memory.load_state_dict(saved["memory"])
             log.info("resuming after epoch %d from %s", state["epoch"], resume_path)
         else:
             log.info("ignoring %s: it belongs to other inputs or params", resume_path)
     images_dev = images.to(device) if device.type == "cuda" else images
-    log.info("training %s on %s (%s), %d train / %d val pairs, mining=%s%s", p.arch, device,
+    log.info("training on %s (%s), %d train / %d val pairs, mining=%s%s", device,
              "bf16" if dtype else "fp32", len(train.label), len(val.label), mining,
              f", {size} processes" if size > 1 else "")
     while state["epoch"] < p.epochs and state["bad_epochs"] < p.patience:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed,
-                                 memory if epoch > p.warmup_epochs else None)
+        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed)
         seconds = time.perf_counter() - t0
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
         row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),
                "lr": opt.param_groups[0]["lr"]}
         state["history"].append(row)
-        if row["val_auc"] > state["best_auc"] + p.min_delta:
+        if row["val_auc"] > state["best_auc"] + MIN_DELTA:
             state.update(best_auc=row["val_auc"], bad_epochs=0, best={"epoch": epoch, **row},
                          best_weights={k: v.detach().clone() for k, v in model.state_dict().items()})
         else:
@@ -243,7 +195,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
             on_epoch(row, seconds)
         if resume_path is not None and rank == 0:
             save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                  "state": state, **({"memory": memory.state_dict()} if memory is not None else {})}, resume_path)
+                  "state": state}, resume_path)
     model.load_state_dict(state["best_weights"])
     summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
                "early_stopped": state["epoch"] < p.epochs, "mining": mining,
@@ -314,13 +266,11 @@ def run(args, rec) -> None:
     params = load_params(args.params)
     rec.params({"seed": params.seed, "pairs.mode": params.pairs.mode, **flatten(params.prepare, "prepare."),
                 **flatten(params.train, "train.")})
-    if params.train.threads:
-        torch.set_num_threads(params.train.threads)
     images, rows = load_images(args.prepared)
-    # restricted: in-batch identities from the pair labels only, never from the names, and only the pairs' images
+    # restricted: in-batch identities and their relations from the pair labels only, never from the names,
+    # and only the pairs' images; unrestricted: identity batches draw from every image of the training people
     unrestricted = params.pairs.mode == "unrestricted"
-    train = load_pairs(args.pairs / "train.tsv", rows, by_name=unrestricted,
-                       every_image=unrestricted and params.train.identity_images == "all")
+    train = load_pairs(args.pairs / "train.tsv", rows, by_name=unrestricted, every_image=unrestricted)
     val = load_pairs(args.pairs / "val.tsv", rows)
     key = fingerprint(repr(params.seed).encode(), repr(params.pairs).encode(), repr(params.prepare).encode(),
                       repr(params.train).encode(), (args.pairs / "train.tsv").read_bytes(),

@@ -22,10 +22,7 @@ BATCH = 64
 
 
 def fold_batchnorm(model: Siamese) -> Siamese:
-    """A copy of `model` (eval mode) whose every Conv2d -> BatchNorm2d is one Conv2d.
-
-    A batch norm after a max-pool (`pool_first`) stays: it cannot be folded into the conv before
-    the pool where its scale is negative, and at the pooled size it is cheap."""
+    """A copy of `model` (eval mode) whose every Conv2d -> BatchNorm2d is one Conv2d."""
     folded = copy.deepcopy(model).eval()
     layers, out = list(folded.features), []
     while layers:

@@ -101,11 +101,9 @@ def lfw_archive(lfw_dir, tmp_path_factory) -> Path:
 def small_params(**overrides) -> dict:
     """The real params.yaml, shrunk for CPU tests on the synthetic data."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["download"]["verify_protocol_md5"] = False
     p["pairs"].update(mode="unrestricted", val_fraction=0.3, n_train_pairs=64, n_val_pairs=32)
     p["prepare"].update(crop=list(FACE_BOX), image_size=32)  # the box `face` draws the synthetic faces in
-    p["train"].update(width=8, embedding_dim=16, batch_size=16, epochs=3, warmup_epochs=0, patience=3,
-                      threads=1, device="cpu")
+    p["train"].update(width=8, embedding_dim=16, batch_size=16, epochs=3, warmup_epochs=0, patience=3, device="cpu")
     for key, value in overrides.items():
         set_dotted(p, key, value)
     return p
@@ -232,6 +230,19 @@ def make_repo(dest: Path, archive: Path, params: dict) -> tuple[Path, dict]:
     return dest, env
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _synthetic_protocol_files():
+    """The synthetic archive's pair files are not LFW's: the download stage skips their official MD5s."""
+    import os
+    old = os.environ.get("LFW_A_PROTOCOL_MD5")
+    os.environ["LFW_A_PROTOCOL_MD5"] = "skip"
+    yield
+    if old is None:
+        os.environ.pop("LFW_A_PROTOCOL_MD5", None)
+    else:
+        os.environ["LFW_A_PROTOCOL_MD5"] = old
+
+
 @pytest.fixture(autouse=True)
 def _same_store_for_every_test(_mlflow_store, monkeypatch):
     """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI; undo whatever a test left there."""
@@ -285,3 +296,22 @@ def start_mlflow_server(backend_uri: str, artifacts: Path):
             os.killpg(proc.pid, 9)
         proc.wait()
         log.close()
+
+
+def committed(rel: str) -> str:
+    """The text of `rel` (a path from the repository root) as the checked-out commit holds it.
+
+    A test of committed docs reads committed files: `dvc repro` on another CPU, `dvc exp run` and
+    `dvc exp apply` rewrite the workspace's metrics and params.yaml, never the committed README.
+    Outside a git checkout (an unpacked release) the files are the committed ones."""
+    import subprocess
+    try:
+        done = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, text=True)
+    except FileNotFoundError:  # no git
+        return (ROOT / rel).read_text(encoding="utf-8")
+    if done.returncode == 0:
+        return done.stdout
+    inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True, text=True)
+    if inside.returncode:
+        return (ROOT / rel).read_text(encoding="utf-8")
+    raise FileNotFoundError(f"{rel}: not in the commit HEAD")

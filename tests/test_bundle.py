@@ -17,18 +17,15 @@ from pipeline.tta import TTA
 from pipeline.verifier import Verifier, fold_batchnorm
 
 
-def random_checkpoint(path, arch="compact", size=32, tta_flip=True, normalize=True, seed=0, pool_first=False,
-                      stem="pool", stage_convs=(2, 2, 2), tta_shift=0):
-    """A checkpoint of an untrained model whose batch norms have non-trivial statistics (with
-    `pool_first`, scales of both signs: a batch norm after a max-pool must not be folded before it)."""
+def random_checkpoint(path, size=32, tta_flip=True, seed=0, stage_convs=(2, 2, 2), tta_shift=0):
+    """A checkpoint of an untrained model whose batch norms have non-trivial statistics."""
     torch.manual_seed(seed)
-    model = Siamese(arch=arch, in_size=size, width=4, embedding_dim=8, normalize=normalize, pool_first=pool_first,
-                    stem=stem, stage_convs=stage_convs)
+    model = Siamese(in_size=size, width=4, embedding_dim=8, stage_convs=stage_convs)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(-1.5 if pool_first else 0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
     torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": tta_flip, "tta_shift": tta_shift, "margin": 1.0,
                 "preprocess": {"crop": [65, 70, 185, 190], "size": size}}, path)
@@ -39,22 +36,18 @@ def images(n, size, seed=1):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("arch, size, tta, normalize, pool_first, stem, stage_convs", [
-    ("compact", 32, TTA(True), True, False, "pool", (2, 2, 2)),
-    ("compact", 32, TTA(False), False, False, "pool", (2, 2, 2)),
-    ("koch2015", 105, TTA(True), True, False, "pool", (2, 2, 2)),
-    ("compact", 32, TTA(True), True, True, "pool", (2, 2, 2)),
-    ("compact", 33, TTA(True), True, False, "stride", (2, 2, 2)),
-    ("compact", 32, TTA(True), True, True, "stride", (1, 2, 2)),
-    ("compact", 32, TTA(True), True, False, "stride", (1, 1, 3)),
-    ("compact", 33, TTA(True, 2), True, False, "stride", (1, 2, 2)),
-    ("compact", 32, TTA(False, 1), False, False, "pool", (2, 2, 2))])
-def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normalize, pool_first, stem, stage_convs):
-    ckpt = random_checkpoint(tmp_path / "model.pt", arch, size, tta.flip, normalize, pool_first=pool_first, stem=stem,
-                             stage_convs=stage_convs, tta_shift=tta.shift)
+@pytest.mark.parametrize("size, tta, stage_convs", [
+    (32, TTA(True), (2, 2, 2)),
+    (32, TTA(False), (2, 2, 2)),
+    (33, TTA(True), (1, 2, 2)),
+    (32, TTA(True), (1, 1, 3)),
+    (33, TTA(True, 2), (1, 2, 2)),
+    (32, TTA(False, 1), (1, 1, 1))])
+def test_bundle_embeds_as_the_checkpoint_does(tmp_path, size, tta, stage_convs):
+    ckpt = random_checkpoint(tmp_path / "model.pt", size, tta.flip, stage_convs=stage_convs, tta_shift=tta.shift)
     export.export(ckpt, 0.7, tmp_path / "fv.npz")
     bundle, verifier = Bundle(tmp_path / "fv.npz"), Verifier(ckpt, 0.7)
-    assert [op.get("stride", 1) for op in bundle.ops if op["op"] == "conv"][0] == (2 if stem == "stride" else 1)
+    assert [op.get("stride", 1) for op in bundle.ops if op["op"] == "conv"][0] == 2  # the strided first convolution
     x = images(6, size)
     expected = verifier.embed(x)
     assert bundle.embed(x) == pytest.approx(expected, abs=1e-5)
@@ -63,11 +56,7 @@ def test_bundle_embeds_as_the_checkpoint_does(tmp_path, arch, size, tta, normali
     from pipeline.model import embed_all
     plain = embed_all(verifier.model, torch.from_numpy(x).unsqueeze(1), tta).numpy()
     assert expected == pytest.approx(plain, abs=1e-5)
-    folded = list(fold_batchnorm(verifier.model).features)
-    # every batch norm folded, but those after a max-pool, which stay (the bundle's affine op)
-    assert all(isinstance(folded[k - 1], torch.nn.MaxPool2d) for k, m in enumerate(folded) if isinstance(m, torch.nn.BatchNorm2d))
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in folded) == pool_first
-    assert any(op["op"] == "affine" for op in bundle.ops) == pool_first
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fold_batchnorm(verifier.model).features)
 
 
 def test_pairs_score_alike_from_image_files(tmp_path):

@@ -25,14 +25,12 @@ def card(tmp_path, **overrides) -> str:
 
 
 @pytest.mark.parametrize("overrides, says, not_says", [
-    ({"train.stem": "stride", "train.neg_weight": 1.0}, ["4x4 stride-2 first convolution", "margin 0.8."], ["weighted"]),
-    ({"train.stem": "pool", "train.stage_convs": [2, 2, 2], "train.neg_weight": 2.0, "train.identity_images": "table"},
-     ["different-person term weighted 2.0."], ["stride-2", "convolutions per later stage", "every image"]),
-    ({"train.sampler": "identities", "train.identity_images": "all"},
-     ["Identity batches drew from every image of the training people"], []),
+    ({"train.neg_weight": 1.0}, ["4x4 stride-2 first convolution", "[1, 1, 1] conv3x3 blocks", "margin 0.8."], ["weighted"]),
+    ({"train.stage_convs": [2, 2, 2], "train.neg_weight": 2.0}, ["[2, 2, 2] conv3x3", "different-person term weighted 2.0."],
+     []),
 ])
 def test_the_card_describes_the_network_and_loss_that_trained(tmp_path, overrides, says, not_says):
-    text = card(tmp_path, **{"train.margin": 0.8, "train.pos_margin": 0.0, **overrides})
+    text = card(tmp_path, **{"train.margin": 0.8, "train.pos_margin": 0.0, "train.stage_convs": [1, 1, 1], **overrides})
     for phrase in says:
         assert phrase in text
     for phrase in not_says:
@@ -40,13 +38,31 @@ def test_the_card_describes_the_network_and_loss_that_trained(tmp_path, override
     assert "Threshold 0.7500" in text and "| official test | 20 | 85.0% (70.0%-95.0%) | 0.9000 |" in text
 
 
-@pytest.mark.parametrize("mining, assumed", [("auto", True), ("batch_all", True), ("pairs", False)])
-def test_a_restricted_card_states_what_training_took_from_the_labels_and_what_it_assumed(tmp_path, mining, assumed):
+@pytest.mark.parametrize("mode, category", [("unrestricted", "unrestricted, label-free outside data"),
+                                            ("restricted", "image-restricted, label-free outside data")])
+def test_the_card_names_the_lfw_category_and_the_outside_data(tmp_path, mode, category):
     path = tmp_path / "params.yaml"
-    sampler = "pairs" if mining == "pairs" else "identities"
-    path.write_text(yaml.safe_dump(small_params(**{"pairs.mode": "restricted", "train.mining": mining, "train.sampler": sampler})))
+    path.write_text(yaml.safe_dump(small_params(**{"pairs.mode": mode})))
     params = load_params(path)
-    text = model_card(params, Siamese.from_params(params).config, {**PAIRS, "mode": "restricted"}, TRAIN, CALIBRATION, TEST)
-    assert "their labels and what follows from them; no person names" in text
-    assert ("images of classes no label joins counted as different people" in text) == assumed
-    assert "Identity batches drew from every image" not in text
+    text = model_card(params, Siamese.from_params(params).config, {**PAIRS, "mode": mode}, TRAIN, CALIBRATION, TEST)
+    assert f"LFW category: **{category}**" in text
+    assert "commercial face aligner" in text and "no outside data" not in text
+    assert ("what their labels imply" in text) == (mode == "restricted")
+    assert ("by name" in text) == (mode == "unrestricted")
+
+
+def test_the_card_shows_one_shot_identification_where_the_metrics_hold_it(tmp_path):
+    ident = {"id_people": 6, "id_probes": 9, "id_rank1": 0.5, "id_rank5": 0.9, "id_5way": 0.8,
+             "id_dir_at_far_1pct": 0.25}
+    text = model_card(load_params(_params(tmp_path)), Siamese(32, 8, 16, [1, 1, 1]).config, PAIRS, TRAIN,
+                      CALIBRATION, {**TEST, **ident})
+    assert "## One-shot identification" in text and "6 test people" in text
+    assert "| all-way rank-1 | all-way rank-5 | 5-way | DIR @ FAR 1% (open set) |" in text
+    assert "| 50.0% | 90.0% | 80.0% | 25.0% |" in text
+    assert "One-shot identification" not in card(tmp_path)  # a run without the figures: no section
+
+
+def _params(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(small_params()))
+    return path

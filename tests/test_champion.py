@@ -57,15 +57,6 @@ def test_restricted_mode_keys_only_the_params_it_reads():
 
 
 
-def test_val_keep_names_other_pairs_only_below_one():
-    """val_keep 1 keeps the key of the models registered before it existed; a smaller share is other pairs."""
-    pairs = {"mode": "unrestricted", "val_fraction": 0.15, "n_val_pairs": 20000}
-    before = val_pairs_key(typed(0, pairs))
-    assert val_pairs_key(typed(0, {**pairs, "val_keep": 1.0})) == before
-    assert val_pairs_key(typed(0, {**pairs, "val_keep": 0.5})) == before + " pairs.val_keep=0.5"
-    restricted = {**pairs, "mode": "restricted"}
-    assert val_pairs_key(typed(0, {**restricted, "val_keep": 0.5})) == val_pairs_key(typed(0, restricted))
-
 def test_every_seed_and_training_draw_validates_on_the_same_pairs():
     """`seed` and n_train_pairs draw only the training pairs (pipeline.pairs), so they leave the key alone."""
     pairs = {"mode": "unrestricted", "val_fraction": 0.15, "n_val_pairs": 20000}

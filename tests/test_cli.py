@@ -152,7 +152,7 @@ def test_evaluate_stage_reads_every_input_before_writing_any_output(workspace, l
     outs = {"--metrics": tmp_path / "out" / "evaluate.json", "--predictions": tmp_path / "out" / "predictions.csv",
             "--plots": tmp_path / "out" / "plots", "--card": tmp_path / "out" / "card.md"}
     argv = ["--model", str(workspace / "models" / "model.pt"), "--threshold", str(workspace / "metrics" / "calibrate.json"),
-            "--test-pairs", str(tmp_path / "test.tsv"), "--images", str(lfw_dir / "lfw2"),
+            "--test-pairs", str(tmp_path / "test.tsv"), "--images", str(lfw_dir / "lfw2"), "--people", str(lfw_dir),
             "--params", str(workspace / "params.yaml"), "--pairs-report", str(tmp_path / "pairs.json"),
             "--train-report", str(tmp_path / "train.json")] + [str(a) for kv in outs.items() for a in kv]
     assert evaluate.main(argv) == 1  # no train report

@@ -6,8 +6,8 @@ import torch
 import yaml
 
 from conftest import small_params
-from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, cross_contrastive_loss, euclidean,
-                            euclidean_matrix, load_checkpoint)
+from pipeline.model import (Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean, euclidean_matrix,
+                            load_checkpoint)
 from pipeline.params import load_params
 
 
@@ -46,15 +46,17 @@ def test_batch_all_loss_hand_computed():
     assert batch_all_contrastive_loss(e, ids, margin=1.0).item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_cross_batch_loss_hand_computed():
-    e = torch.tensor([[0.0, 0.0], [0.0, 1.2]])
-    ids = torch.tensor([0, 1])
-    mem = torch.tensor([[0.6, 0.0], [0.0, 0.3], [3.0, 0.0]])
-    mem_ids = torch.tensor([0, 2, 3])
-    # positive: e0-m0 d=0.6 (0.2 past pos_margin 0.4); negatives inside margin 1: e0-m1 d=0.3, e1-m1 d=0.9;
-    # e1-m0 d=sqrt(1.8) and both pairs with m2 are outside it
-    expected = (0.2 ** 2 + ((1 - 0.3) ** 2 + (1 - 0.9) ** 2) / 2) / 2
-    assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, pos_margin=0.4).item() == pytest.approx(expected, abs=1e-5)
+def test_batch_all_loss_scores_only_pairs_known_to_differ():
+    """`different` marks the pairs known to be different people; a pair neither the same nor known to
+    differ (two label classes no label relates) adds nothing, however close."""
+    e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [0.0, 0.1]])
+    ids = torch.tensor([0, 0, 1, 2])
+    different = torch.zeros(4, 4, dtype=torch.bool)
+    different[0, 2] = different[2, 0] = True  # only (0, 2) d=0.8; (0, 3) d=0.1 is unknown
+    expected = (0.6 ** 2 + (1 - 0.8) ** 2) / 2
+    assert batch_all_contrastive_loss(e, ids, margin=1.0, different=different).item() == pytest.approx(expected, abs=1e-5)
+    everything = batch_all_contrastive_loss(e, ids, margin=1.0).item()
+    assert everything > expected + 0.1  # by default (3, 0), (3, 1), (3, 2) push too
 
 
 def test_distance_matrix_holds_every_row_pair_distance():
@@ -87,19 +89,14 @@ def test_negative_weight_scales_the_different_person_term_alone():
         pytest.approx((pos + 2 * neg) / 2 / 3)
     e = torch.tensor([[0.0, 0.0], [0.6, 0.0], [0.0, 0.8], [3.0, 0.0]])
     ids = torch.tensor([0, 0, 1, 2])
-    mem, mem_ids = torch.tensor([[0.0, 0.3]]), torch.tensor([3])
     for w in (0.5, 3.0):  # the batch's one positive (0,1) d=0.6 and one active negative (0,2) d=0.8, as above
         assert batch_all_contrastive_loss(e, ids, margin=1.0, neg_weight=w).item() == \
             pytest.approx((0.6 ** 2 + w * (1 - 0.8) ** 2) / 2, abs=1e-5)
-        # no positive against the memory: only the negatives inside the margin, weighted
-        unweighted = cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0).item()
-        assert cross_contrastive_loss(e, ids, mem, mem_ids, margin=1.0, neg_weight=w).item() == \
-            pytest.approx(w * unweighted, abs=1e-6)
 
 
 def model(**kw):
     torch.manual_seed(0)
-    return Siamese("compact", **{"in_size": 32, "width": 8, "embedding_dim": 16, **kw}).eval()
+    return Siamese(**{"in_size": 32, "width": 8, "embedding_dim": 16, "stage_convs": [2, 2, 2], **kw}).eval()
 
 
 def test_distance_is_symmetric_and_zero_on_itself():
@@ -131,23 +128,11 @@ def test_normalised_embeddings_have_unit_length():
     assert torch.allclose(euclidean(e, -e), torch.full((3,), 2.0), atol=1e-5)
 
 
-def test_koch2015_builds_at_105_and_refuses_small_inputs():
-    m = Siamese("koch2015", in_size=105, embedding_dim=32).eval()
-    with torch.no_grad():
-        assert m.embed(torch.zeros(2, 1, 105, 105)).shape == (2, 32)
-    convs = [l for l in m.features if isinstance(l, torch.nn.Conv2d)]
-    assert [(c.out_channels, c.kernel_size[0]) for c in convs] == [(64, 10), (128, 7), (128, 4), (256, 4)]
-    with pytest.raises(ValueError, match="needs a larger input"):
-        Siamese("koch2015", in_size=32)
-
-
-@pytest.mark.parametrize("arch, size", [("compact", 32), ("koch2015", 105)])
-def test_pooling_before_relu_trains_exactly_as_pooling_after_it(arch, size):
+def test_pooling_before_relu_trains_exactly_as_pooling_after_it():
     """Each max-pool sits between its BN and ReLU; the textbook order conv-BN-ReLU-pool gives the same
     embeddings and the same gradients bit for bit in training (max and ReLU commute, and each value gets
-    its window's gradient or zero either way), and the same state dict keys, so older checkpoints load."""
-    torch.manual_seed(0)
-    m = Siamese(arch, in_size=size, width=8, embedding_dim=16).train()
+    its window's gradient or zero either way), and the same state dict keys."""
+    m = model().train()
     layers = list(m.features)
     pools = [k for k, l in enumerate(layers) if isinstance(l, torch.nn.MaxPool2d)]
     assert pools and all(isinstance(layers[k - 1], torch.nn.BatchNorm2d) and isinstance(layers[k + 1], torch.nn.ReLU)
@@ -157,7 +142,7 @@ def test_pooling_before_relu_trains_exactly_as_pooling_after_it(arch, size):
         layers[k], layers[k + 1] = layers[k + 1], layers[k]
     textbook.features = torch.nn.Sequential(*[copy.deepcopy(l) for l in layers])
     assert list(textbook.state_dict()) == list(m.state_dict())
-    x = torch.randint(0, 256, (8, 1, size, size), dtype=torch.uint8)
+    x = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
     ids = torch.arange(8) // 2
     outputs = []
     for net in (m, textbook):
@@ -170,58 +155,24 @@ def test_pooling_before_relu_trains_exactly_as_pooling_after_it(arch, size):
     assert any(g.abs().sum() > 0 for g in g1)
 
 
-def test_pool_first_is_the_same_function_where_batch_norm_scales_are_positive():
-    """Max-pooling commutes with an increasing per-channel map: with every BN scale > 0 the two layer
-    orders compute the same embedding in eval mode; a negative scale is where they differ."""
-    plain, early = model(), model(pool_first=True)
-    assert early.config["pool_first"] is True and "pool_first" not in plain.config  # old checkpoints unchanged
-    for m in plain.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    # the same tensors in the same order; only the layer indices in the state dict differ
-    early.load_state_dict(dict(zip(early.state_dict(), plain.state_dict().values())))
-    x = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
-    with torch.no_grad():
-        assert torch.allclose(early.embed(x), plain.embed(x), atol=1e-5)
-        for m in plain.features:  # negative scales: max-pooling after the BN takes the other extreme
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.neg_()
-        early.load_state_dict(dict(zip(early.state_dict(), plain.state_dict().values())))
-        assert (early.embed(x) - plain.embed(x)).abs().max() > 0.05
-    pools = [k for k, m in enumerate(early.features) if isinstance(m, torch.nn.MaxPool2d)]
-    assert all(isinstance(early.features[k - 1], torch.nn.Conv2d) and isinstance(early.features[k + 1], torch.nn.BatchNorm2d)
-               for k in pools) and len(pools) == 4
-    with pytest.raises(ValueError, match="compact"):
-        Siamese("koch2015", in_size=105, pool_first=True)
-
-
-def test_stride_stem_runs_nothing_at_full_resolution():
-    """stem "stride": the first stage is one 4x4 conv of stride 2, BN, ReLU (no max-pool), and every
-    later layer sees the same sizes as in the default network, for even and odd inputs."""
+def test_the_first_stage_is_one_strided_convolution_and_nothing_runs_at_full_resolution():
     for size in (32, 33, 80):
-        plain, strided = model(in_size=size), model(in_size=size, stem="stride")
-        assert strided.config["stem"] == "stride" and "stem" not in plain.config  # old checkpoints unchanged
-        first = list(strided.features)[:3]
-        assert [type(m) for m in first] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU]
+        m = model(in_size=size)
+        first = list(m.features)[:3]
+        assert [type(l) for l in first] == [torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.ReLU]
         assert first[0].kernel_size == (4, 4) and first[0].stride == (2, 2)
-        assert sum(isinstance(m, torch.nn.MaxPool2d) for m in strided.features) == 3
+        assert sum(isinstance(l, torch.nn.MaxPool2d) for l in m.features) == 3
         x = torch.randint(0, 256, (2, 1, size, size), dtype=torch.uint8).float()
-        assert strided.features[0](x).shape[-1] == size // 2
-        assert strided.features(x).shape == plain.features(x).shape
-        assert strided.embed(x).shape == (2, 16)
-    with pytest.raises(ValueError, match="compact"):
-        Siamese("koch2015", in_size=105, stem="stride")
-    with pytest.raises(ValueError, match="unknown stem 'conv'"):
-        model(stem="conv")
+        assert m.features[0](x).shape[-1] == size // 2
+        assert m.embed(x).shape == (2, 16)
+    with pytest.raises(ValueError, match="at least 16x16"):
+        model(in_size=12)
 
 
 def test_stage_convs_sets_the_convolutions_of_each_later_stage():
-    """stage_convs [1, 1, 3]: one conv3x3 in the second and third stages, three in the fourth, the
-    channels and output sizes as in the default [2, 2, 2]; old checkpoints (no key) rebuild as [2, 2, 2]."""
-    plain, custom = model(stem="stride"), model(stem="stride", stage_convs=[1, 1, 3])
-    assert "stage_convs" not in plain.config and custom.config["stage_convs"] == [1, 1, 3]
+    """stage_convs [1, 1, 3]: one conv3x3 in the second and third stages, three in the fourth."""
+    plain, custom = model(), model(stage_convs=[1, 1, 3])
+    assert custom.config["stage_convs"] == [1, 1, 3]
 
     def convs(m):
         return [(c.in_channels, c.out_channels) for c in m.features if isinstance(c, torch.nn.Conv2d)]
@@ -230,12 +181,9 @@ def test_stage_convs_sets_the_convolutions_of_each_later_stage():
     x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8).float()
     assert custom.features(x).shape == plain.features(x).shape
     assert Siamese(**custom.config).config == custom.config
-    with pytest.raises(ValueError, match="compact"):
-        Siamese("koch2015", in_size=105, stage_convs=[1, 2, 2])
     for bad in ([0, 2, 2], [2, 2]):
         with pytest.raises(ValueError, match="three numbers >= 1"):
             model(stage_convs=bad)
-    # the default builds the layers of before the option, in their order (the state dict's keys)
     assert [type(m).__name__ for m in plain.features] == ["Conv2d", "BatchNorm2d", "ReLU"] + 3 * (
         ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "MaxPool2d", "ReLU"])
 
@@ -243,17 +191,14 @@ def test_stage_convs_sets_the_convolutions_of_each_later_stage():
 def test_from_params_builds_the_model_that_params_yaml_describes(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(small_params(**{"prepare.image_size": 48, "train.width": 6, "train.embedding_dim": 24,
-                                                   "train.normalize": False, "train.dropout": 0.1,
-                                                   "train.pool_first": True, "train.stem": "stride",
                                                    "train.stage_convs": [1, 2, 3]})))
     m = Siamese.from_params(load_params(path))
-    assert m.config == dict(arch="compact", in_size=48, width=6, embedding_dim=24, normalize=False, dropout=0.1,
-                            pool_first=True, stem="stride", stage_convs=[1, 2, 3])
+    assert m.config == dict(in_size=48, width=6, embedding_dim=24, stage_convs=[1, 2, 3])
     assert m.head[-1].out_features == 24 and m.embed(torch.zeros(2, 1, 48, 48)).shape == (2, 24)
 
 
 def test_checkpoint_rebuilds_model_from_its_own_config(tmp_path):
-    m = model(normalize=False)
+    m = model()
     path = tmp_path / "m.pt"
     torch.save({"config": m.config, "state_dict": m.state_dict()}, path)
     m2, ckpt = load_checkpoint(path)
@@ -262,7 +207,24 @@ def test_checkpoint_rebuilds_model_from_its_own_config(tmp_path):
         assert torch.allclose(m.embed(x), m2.embed(x), atol=1e-5)
     conv = next(c for c in m2.features if isinstance(c, torch.nn.Conv2d) and c.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # the fast layout for inference
-    assert ckpt["config"]["normalize"] is False and not math.isnan(m2(x, x).sum().item())
+    assert ckpt["config"] == m.config and not math.isnan(m2(x, x).sum().item())
+
+
+def test_a_checkpoint_of_the_fixed_architecture_in_the_older_config_form_loads(tmp_path):
+    """Checkpoints that still name arch, normalize, dropout, stem (and a head behind a dropout) load
+    where they describe today's network; any other value is an error naming the setting."""
+    m = model()
+    old_config = {"arch": "compact", "normalize": True, "dropout": 0.0, "stem": "stride", **m.config}
+    old_state = {k.replace("head.1.", "head.2."): v for k, v in m.state_dict().items()}
+    torch.save({"config": old_config, "state_dict": old_state}, tmp_path / "old.pt")
+    m2, _ = load_checkpoint(tmp_path / "old.pt")
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(m.embed(x), m2.embed(x), atol=1e-5)
+    for key, value in (("arch", "koch2015"), ("normalize", False), ("dropout", 0.1), ("stem", "pool")):
+        torch.save({"config": {**old_config, key: value}, "state_dict": old_state}, tmp_path / "other.pt")
+        with pytest.raises(ValueError, match=f"{key}="):
+            load_checkpoint(tmp_path / "other.pt")
 
 
 class Evil:

@@ -95,6 +95,9 @@ def test_every_stage_writes_its_declared_outputs(runs):
     assert evaluate["tp"] + evaluate["fp"] + evaluate["tn"] + evaluate["fn"] == evaluate["n_pairs"]
     card = (ws / "reports/model_card.md").read_text()
     assert f"Threshold {calibrate['threshold']:.4f}" in card and train["device"] in card
+    assert evaluate["id_people"] == 10 and 0 <= evaluate["id_rank1"] <= evaluate["id_rank5"] <= 1
+    assert "id_20way" not in evaluate  # 10 test people: no 20-way trial
+    assert (ws / "plots/cmc.csv").read_text().startswith("rank,identification_rate\n1,")
 
 
 def test_record_keeping_changes_no_output_and_writes_none(runs):
@@ -129,10 +132,13 @@ def test_the_record_groups_the_stages_under_one_parent_and_registers_a_champion(
     assert {c.data.tags["stage"] for c in children} >= {"download", "pairs", "prepare", "train", "calibrate", "export", "evaluate"}
     assert all(c.info.status == "FINISHED" for c in children)
     assert "train.best_val_auc" in parent.data.metrics and "pairs.train_pairs" in parent.data.metrics
+    assert "evaluate.id_rank1" in parent.data.metrics and "evaluate.id_5way" in parent.data.metrics
+    assert {r.data.tags.get("lfw_category") for r in [parent, *children]} == {"unrestricted, label-free outside data"}
     # the parent spans the execution, from its first stage's start to its last stage's end
     assert parent.info.start_time <= min(c.info.start_time for c in children)
     assert parent.info.end_time >= max(c.info.end_time for c in children) and parent.info.status == "FINISHED"
-    assert {p.path for p in client.list_artifacts(parent.info.run_id)} >= {"roc.png", "distances.png", "model_card.md"}
+    assert {p.path for p in client.list_artifacts(parent.info.run_id)} >= {"roc.png", "distances.png", "cmc.png",
+                                                                         "model_card.md"}
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
     version = parent.data.tags["registered_model"].split("/")[1]
     registered = client.get_model_version("faceverify", version)

@@ -35,7 +35,7 @@ def test_a_checkpoint_without_a_shift_reads_as_shift_zero():
 
 def test_embed_all_averages_the_views_and_renormalises():
     torch.manual_seed(0)
-    model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8, normalize=True).eval()
+    model = Siamese(in_size=32, width=4, embedding_dim=8, stage_convs=[2, 2, 2]).eval()
     x = torch.randint(0, 256, (5, 1, 32, 32), dtype=torch.uint8)
     tta = TTA(True, 2)
     with torch.no_grad():

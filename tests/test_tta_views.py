@@ -28,7 +28,7 @@ def write_set(tmp_path):
 def write_model(path, seed: int = 0):
     """An untrained tiny checkpoint with the mirror view, for the scripts that score checkpoints."""
     torch.manual_seed(seed)
-    model = Siamese(arch="compact", in_size=32, width=4, embedding_dim=8)
+    model = Siamese(in_size=32, width=4, embedding_dim=8, stage_convs=[2, 2, 2])
     torch.save({"config": model.config, "state_dict": model.state_dict(), "tta_flip": True}, path)
     return path
 

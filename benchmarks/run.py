@@ -18,7 +18,6 @@ committed model bit for bit).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import resource
@@ -250,7 +249,7 @@ def main() -> None:
     model = Siamese.from_params(params).eval()
     with FlopCounterMode(display=False) as fc:
         model.embed(torch.zeros(1, 1, params.prepare.image_size, params.prepare.image_size))
-    print(f"model: {p.arch} width {p.width}, input {params.prepare.image_size}x{params.prepare.image_size}: "
+    print(f"model: width {p.width}, stage_convs {p.stage_convs}, input {params.prepare.image_size}x{params.prepare.image_size}: "
           f"{fc.get_total_flops() / 1e6:.1f} MFLOPs forward per image, {sum(q.numel() for q in model.parameters()) / 1e6:.2f} M parameters")
 
     peaks = {}
@@ -258,12 +257,6 @@ def main() -> None:
         rounds = training_vs_peak(params, dtype)
         report_training(name, rounds)
         peaks[name] = statistics.median(peak for peak, _, _ in rounds)
-    if p.arch == "compact":  # the other layer order: the same convolutions, each stage's last BN before or after its pool
-        other = dataclasses.replace(params, train=dataclasses.replace(p, pool_first=not p.pool_first))
-        report_training(f"{used_name} with train.pool_first={str(not p.pool_first).lower()}", training_vs_peak(other, used))
-        stem = "pool" if p.stem == "stride" else "stride"  # the other first stage
-        other = dataclasses.replace(params, train=dataclasses.replace(p, stem=stem))
-        report_training(f"{used_name} with train.stem={stem}", training_vs_peak(other, used))
 
     if not args.archive.exists():
         print(f"no archive at {args.archive}: data, evaluation and repro figures skipped")

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import files  # noqa: E402
+from pipeline.card import CATEGORIES  # noqa: E402
 from pipeline.params import PairsParams  # noqa: E402
 from pipeline.registry import NOT_VALIDATION  # noqa: E402
 
@@ -70,6 +71,12 @@ BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem
                 "train.id_scale": 16.0, "train.identity_images": "table",
                 "train.neighbours": 0, "prepare.equalize": False, "pairs.val_keep": 1.0,
                 "train.negatives": "classes"}
+# params taken out of params.yaml, at the value the code runs without them (ea681be has their code)
+TAKEN_OUT = {"train.arch": "compact", "train.pool_first": False, "train.stem": "stride", "train.normalize": True,
+             "train.dropout": 0.0, "train.memory": 0, "train.identity_fraction": 1.0, "train.identity_images": "all",
+             "train.identity_weight": "linear", "train.schedule": "cosine", "train.min_delta": 0.001, "train.threads": 0,
+             "train.augment.max_contrast": 0.0, "train.augment.max_brightness": 0.0, "train.augment.erase": 0.0,
+             "pairs.val_keep": 1.0, "download.verify_protocol_md5": True, "download.timeout_s": 60, "download.retries": 3}
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them;
 # [1, 2, 1] is its network (lower on validation with the unrestricted default's [1, 1, 1]: docs/DECISIONS.md)
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
@@ -125,10 +132,10 @@ def committed_params(rev: str) -> dict:
     return plain(flatten(yaml.safe_load(git("show", f"{rev}:params.yaml"))))
 
 
-def filled(params: dict) -> dict:
+def filled(params: dict, current: bool = False) -> dict:
     """A record's params with the params added since at the value that reproduces the code before them;
-    params.yaml's with the params taken out since at the value that reproduces the code without them."""
-    return {**BEFORE_ADDED, **params}
+    params.yaml's (`current`) also with the params taken out since at the value the code now runs."""
+    return {**BEFORE_ADDED, **(TAKEN_OUT if current else {}), **params}
 
 
 # --- `dvc exp show --json` -------------------------------------------------------------------
@@ -343,7 +350,7 @@ def _config(rec: dict, keys: list[str], names: dict[str, str]) -> str:
 
 
 def _rows(recs: list[dict], keys: list[str], names: dict[str, str], commit_column: bool = False) -> list[str]:
-    head = (["commit"] if commit_column else []) + ["configuration", "seeds", *METRICS, "trained in"]
+    head = (["commit"] if commit_column else []) + ["configuration", "LFW category", "seeds", *METRICS, "trained in"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for rec in recs:
         trained = ", ".join(dict.fromkeys(r["trained"] for r in rec.get("runs") or [] if r.get("trained")))
@@ -352,7 +359,10 @@ def _rows(recs: list[dict], keys: list[str], names: dict[str, str], commit_colum
             config += " (not in docs/experiments.json yet: `--record`)"
         seeds = ", ".join(str(s) for s in rec["seeds"])
         cells = [cell(rec["metrics"].get(IDS[col])) for col in METRICS]
-        lines.append("| " + " | ".join(([rec["commit"]] if commit_column else []) + [config, seeds, *cells, trained]) + " |")
+        category = ("none (an unlabelled in-batch assumption)" if rec.get("superseded") and "restricted" in rec["superseded"]
+                    else CATEGORIES[rec["params"].get("pairs.mode", "unrestricted")])
+        lines.append("| " + " | ".join(([rec["commit"]] if commit_column else []) + [config, category, seeds, *cells, trained])
+                     + " |")
     return lines
 
 
@@ -366,7 +376,8 @@ def experiments_md(recs: list[dict]) -> str:
         "Each row is one configuration over the seeds listed: the mean ± standard deviation of each metric",
         "(one seed: its value). Configurations are chosen on the validation columns (held-out training",
         "identities, `metrics/calibrate.json`); the test columns are the official 1,000 pairsDevTest pairs",
-        "(`metrics/evaluate.json`), reported, never selected on. Rows are grouped by the commit whose code",
+        "(`metrics/evaluate.json`), reported (docs/DECISIONS.md names the few decisions a test figure took",
+        "part in). Each row names its LFW category. Rows are grouped by the commit whose code",
         "and `params.yaml` they ran on and named by the absolute values of the params that differ between",
         "rows: those that differ within a commit in the configuration column, the rest on the line above",
         "its table. A param is named by the end of its key (`width` is `train.width`); `–` means it did not",
@@ -412,7 +423,7 @@ def _same_value(a, b) -> bool:
 
 
 def _agrees(params: dict, current: dict, free=frozenset()) -> bool:
-    p, current = filled(params), filled(current)
+    p, current = filled(params), filled(current, current=True)
     return all(_same_value(p[k], current[k]) for k in p.keys() & current.keys() if k not in free and k != "seed")
 
 
@@ -434,7 +445,7 @@ def headline_records(recs: list[dict], current: dict) -> tuple[dict | None, dict
 
 def changed(params: dict, current: dict, free=frozenset()) -> dict:
     """The params of a record that differ from `current` (sorted by key), `free` keys and the seed aside."""
-    p, current = filled(params), filled(current)
+    p, current = filled(params), filled(current, current=True)
     return {k: p[k] for k in sorted(p.keys() & current.keys())
             if k not in free and k != "seed" and not _same_value(p[k], current[k])}
 
@@ -468,8 +479,10 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     protocol = protocol or {}
     want = {**current, **protocol}
     mode = want.get("pairs.mode", "unrestricted")
-    label = "restricted protocol, **LFW View 2**" if protocol else f"`params.yaml` ({mode}), **LFW View 2**"
+    label = (f"restricted recipe, **LFW View 2** ({CATEGORIES[mode]})" if protocol else
+             f"`params.yaml`, **LFW View 2** ({CATEGORIES[mode]})")
     free = {"pairs.protocol", "pairs.fold"} | (RESTRICTED_UNREAD if mode == "restricted" else set())
+    view2 = [r for r in view2 if not r.get("superseded")]
     live = [(i, r) for i, r in enumerate(view2) if _agrees(r["params"], want, free)]
     other = not live
     if other:  # the last View 2 of this mode, run with other params
@@ -480,7 +493,7 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
                                    c[0]))[1] if live else None
     changes = changed(rec["params"], want, free) if rec is not None and other else {}
     if changes:
-        label = f"**LFW View 2** ({mode}), other params (below)"
+        label = f"**LFW View 2**, other params (below) ({CATEGORIES[mode]})"
     # the command at the record's commit: a record of the current params, its own overrides there (it may have
     # run with -S at a commit whose params.yaml differed); another's, the changes that commit knows
     given = dict(protocol)
@@ -504,63 +517,45 @@ def _view2_cells(rec: dict) -> str:
     return f"{span} | {se('test acc')} | {se('test AUC')} | {se('test EER')} | | {se('val AUC')}"
 
 
-def fusion_row(view2: list[dict], fusions: list[dict], current: dict) -> tuple[str, str] | None:
-    """(a README row, how it came) for the fusion of two restricted View 2 configurations of the committed
-    restricted recipe with different seeds (docs/view2_fusion.json, scripts/view2_fusion.py) whose fused
-    validation AUC beats each network's, over the most folds, the newest of those; None where there is none."""
-    want = {**current, **RESTRICTED}
-    free = {"pairs.protocol", "pairs.fold"} | RESTRICTED_UNREAD
-
-    def config(side: dict) -> dict | None:
-        return next((r for r in view2 if r["commit"] == side["commit"] and same(r["overrides"], side["overrides"])), None)
-    def wins(f: dict) -> bool:  # fused validation AUC above each network's, on the mean over the folds
-        s = f["summary"]
-        return all(s.get(c) and s["val AUC"]["mean"] > s[c]["mean"] for c in ("val AUC A", "val AUC B"))
-
-    live = []
-    for i, f in enumerate(fusions):
-        recs = [config(f[x]) for x in ("a", "b")]
-        if (all(r is not None and _agrees(r["params"], want, free) for r in recs) and wins(f)
-                and not _same_value(recs[0]["params"].get("seed", 0), recs[1]["params"].get("seed", 0))):
-            live.append((i, f))
-    if not live:
-        return None
-    rec = max(live, key=lambda c: (len(c[1]["folds"]), c[0]))[1]
-    seeds = " and ".join(str(config(rec[x])["params"].get("seed", 0)) for x in ("a", "b"))
-    commits = f"{rec['a']['commit']}+{rec['b']['commit']}"
-    return (f"| restricted protocol, **LFW View 2**, two networks fused | {commits} | {_view2_cells(rec)} |",
-            f"- two networks fused: seeds {seeds}'s fold models, `scripts/view2_fusion.py` (docs/VIEW2.md)")
+def identification_table(evaluate: dict) -> list[str]:
+    """The README's one-shot identification lines from the committed metrics/evaluate.json; none where it has no `id_*`."""
+    if "id_rank1" not in evaluate:
+        return []
+    ways = sorted((int(k[3:-3]), v) for k, v in evaluate.items() if k.startswith("id_") and k.endswith("way"))
+    return ["", f"One-shot identification of the run behind `dvc.lock` on the {evaluate['id_people']:,} test people "
+            f"(one gallery photo each, their other {evaluate['id_probes']:,} photos as probes; `evaluate` stage):", "",
+            "| all-way rank-1 | all-way rank-5 | " + " | ".join(f"{n}-way rank-1" for n, _ in ways)
+            + " | open set: DIR at FAR 1% |",
+            "|---|---|" + "---|" * len(ways) + "---|",
+            f"| {evaluate['id_rank1']:.4f} | {evaluate['id_rank5']:.4f} | " + " | ".join(f"{v:.4f}" for _, v in ways)
+            + f" | {evaluate['id_dir_at_far_1pct']:.4f} |"]
 
 
-def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = (),
-                 fusions: list[dict] = ()) -> str:
+def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:
     """The README's results block (markers included) from the records and the committed metrics."""
     default, restricted = headline_records(recs, current)
     mode = current.get("pairs.mode", "unrestricted")
     cols = ["test acc", "test AUC", "test EER", "val acc", "val AUC"]
     lines = [START,
              "<!-- generated by `python scripts/experiments_table.py` (tests/test_readme.py checks it): do not edit -->", "",
-             "| configuration | commit | seeds | test accuracy | test AUC | test EER | validation accuracy | validation AUC |",
+             "| configuration (LFW category) | commit | seeds | test accuracy | test AUC | test EER | validation accuracy | "
+             "validation AUC |",
              "|---|---|---|---|---|---|---|---|"]
-    rows = [(f"`params.yaml` ({mode})", default, {})]
+    rows = [(f"`params.yaml` ({CATEGORIES[mode]})", default, {})]
     if mode != "restricted":
-        rows.append(("restricted protocol", restricted, RESTRICTED))
+        rows.append((f"restricted recipe ({CATEGORIES['restricted']})", restricted, RESTRICTED))
     how = []
     for label, rec, overrides in rows:
-        if rec is None and overrides:  # the restricted protocol run with other params: named by their overrides
-            rec, changes = earlier_record(recs, current, overrides)
-            if rec is not None:
-                label = f"{label}, other params (below)"
-                rec = {**rec, "overrides": {**overrides, **settable(changes, rec["params"])}}
         if rec is None:
             lines.append(f"| {label} | | | no current result | | | | |")
-            how.append(f"- {label}: {_command(overrides, README_SEEDS)}, then `python scripts/experiments_table.py --record`")
+            how.append(f"- {label.split(' (')[0]}: {_command(overrides, README_SEEDS)}, then "
+                       "`python scripts/experiments_table.py --record`")
             continue
         seeds = ", ".join(str(s) for s in rec["seeds"])
         lines.append(f"| {label} | {rec['commit']} | {seeds} | " + " | ".join(cell(rec["metrics"].get(IDS[c])) for c in cols) + " |")
-        how.append(f"- {label}: {_command(rec.get('overrides') or {}, rec['seeds'])} at commit {rec['commit']}")
+        how.append(f"- {label.split(' (')[0]}: {_command(rec.get('overrides') or {}, rec['seeds'])} at commit {rec['commit']}")
     acc = f"{evaluate['accuracy']:.4f} [{evaluate['accuracy_ci95_low']:.4f}, {evaluate['accuracy_ci95_high']:.4f}]"
-    lines.append(f"| `params.yaml` ({mode}), the run behind `dvc.lock` | this commit | {current.get('seed')} | {acc} | "
+    lines.append(f"| `params.yaml`, the run behind `dvc.lock` ({CATEGORIES[mode]}) | this commit | {current.get('seed')} | {acc} | "
                  f"{evaluate['roc_auc']:.4f} | {evaluate['eer']:.4f} | {calibrate['val_accuracy']:.4f} | {calibrate['val_roc_auc']:.4f} |")
     how.append("- the run behind `dvc.lock`: `dvc repro` (`dvc metrics show` prints it; [95% interval] of its test accuracy)")
     if mode != "restricted":
@@ -568,23 +563,27 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
             row, came = view2_row(list(view2), current, protocol)
             lines.append(row)
             how.append(came)
-        fused = fusion_row(list(view2), list(fusions), current)
-        if fused:
-            lines.append(fused[0])
-            how.append(fused[1])
     lines += ["", "Mean ± standard deviation over the seeds (View 2: ± standard error over the folds). Each row came from:",
-              *how, END]
+              *how, *identification_table(evaluate), END]
     return "\n".join(lines)
 
 
-def readme_block_from_files(root: Path = ROOT, recs: list[dict] | None = None) -> str:
-    """The README results block from the committed files under `root` (`recs` in place of its
-    docs/experiments.json)."""
-    return readme_block(load(root / "docs" / "experiments.json") if recs is None else recs,
-                        files.read_json(root / "metrics" / "evaluate.json"),
-                        files.read_json(root / "metrics" / "calibrate.json"),
-                        params_file(root / "params.yaml"), load(root / "docs" / "view2.json"),
-                        load(root / "docs" / "view2_fusion.json"))
+def readme_block_from_files(read=None, recs: list[dict] | None = None) -> str:
+    """The README results block from the files it is generated from, each read as text by `read`
+    (a path relative to the repository root; default: the workspace's file). A test of the committed
+    README passes a reader of the committed files: a `dvc repro` or `dvc exp apply` rewrites the
+    workspace's metrics and params, never the committed README."""
+    read = read or (lambda rel: (ROOT / rel).read_text(encoding="utf-8"))
+
+    def records(rel: str) -> list[dict]:
+        try:
+            return json.loads(read(rel))
+        except FileNotFoundError:
+            return []
+
+    return readme_block(records("docs/experiments.json") if recs is None else recs,
+                        json.loads(read("metrics/evaluate.json")), json.loads(read("metrics/calibrate.json")),
+                        plain(flatten(yaml.safe_load(read("params.yaml")))), records("docs/view2.json"))
 
 
 def current_block(text: str) -> str:
@@ -777,7 +776,7 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
     every recorded run of either: per seed and metric A, B and B - A, then per metric the mean paired
     difference, its standard error, t (mean / SE) and on how many seeds B is higher."""
     base = base or {}
-    current = filled(current)  # a param taken out of params.yaml can still be compared at another value
+    current = filled(current, current=True)  # a param taken out of params.yaml can still be compared at another value
     unknown = sorted((base.keys() | other.keys()) - current.keys())
     if unknown:
         raise SystemExit(f"--paired/--base: no such param in params.yaml: {', '.join(unknown)}")
@@ -788,7 +787,7 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
     moving = sorted(k for k, v in other.items() if k in VALIDATION_KEYS and not _same_value(a_want[k], v))
     if moving:
         raise SystemExit(f"--paired {', '.join(moving)}: B would validate on other pairs than A, so their validation "
-                         "AUCs do not compare (pairs.val_keep: scripts/nested_val.py scores both on B's)")
+                         "AUCs do not compare")
     free = RESTRICTED_UNREAD if a_want.get("pairs.mode") == "restricted" else set()
     a, b = seed_runs(recs, a_want, free), seed_runs(recs, b_want, free)
     seeds = sorted(a.keys() & b.keys())
@@ -868,7 +867,7 @@ def main() -> int:
         print(f"{changed} runs recorded in {DATA.relative_to(ROOT)}")
     files.write_text(OUT, experiments_md(merged))
     readme = README.read_text(encoding="utf-8")
-    block = readme_block_from_files(ROOT, recs)
+    block = readme_block_from_files(recs=recs)
     if current_block(readme) != block:
         files.write_text(README, with_block(readme, block))
     print(f"{len(merged)} configurations written to {OUT.relative_to(ROOT)}; README results block "

@@ -345,7 +345,9 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         "and their pipeline/ deps) before its folds ran: folds run at later commits with the same pipeline",
         "count as the same configuration. Two configurations compare fold by fold (each fold's B - A, their",
         "mean, standard error and wins): `python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v]",
-        "[--a-set k=v] [--b-set k=v]`, -S for what both ran with.",
+        "[--a-set k=v] [--b-set k=v]`, -S for what both ran with. Every configuration here took part in",
+        "choosing the recipe or was scored on the test folds more than once: none is an untouched final",
+        "evaluation (docs/DECISIONS.md).",
         "",
     ]
     for rec in recs:
@@ -354,6 +356,7 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         overrides = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items()) or "params.yaml as committed"
         sets = _sets_text(rec["overrides"])
         lines += [f"## {mode}, pipeline of commit {rec['commit']}: {overrides}", "",
+                  *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
                   f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this pipeline, "
                   f"`python scripts/view2.py run{' ' + sets if sets else ''}`.", "",
                   "| fold | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
@@ -397,6 +400,7 @@ def fusion_md(rec: dict) -> list[str]:
     name = lambda r: f"pipeline of commit {r['commit']}" + (f" ({_sets_text(r['overrides'])})" if r["overrides"] else "")  # noqa: E731
     folds = list(rec["folds"])
     lines = [f"## {rec['mode']}, two networks fused: A, {name(a)}; B, {name(b)}", "",
+             *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
              f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Each fold's two networks (each unit embedding with "
              "its own test-time views, concatenated and scaled by 1/sqrt(2)), the threshold chosen on the fold's "
              f"fused validation pairs ({rec['criterion']}); val AUC A and B: each network alone. Reproduce: once both "

@@ -1,6 +1,6 @@
 """Benchmark: training minutes on this CPU against recorded accuracy, per recipe. Not a test.
 
-    python benchmarks/recipes.py [--rounds 3] [--steps 12] [--data data/lfw-a] RECIPE [RECIPE ...]
+    python -m benchmarks.recipes [--rounds 3] [--steps 12] [--data data/lfw-a] RECIPE [RECIPE ...]
 
 A RECIPE is params.yaml with overrides, each written as `dvc exp run -S` takes it, separated by spaces
 ("train.width=16 prepare.image_size=64"; "default" for params.yaml as it is). Prints a markdown table,
@@ -25,23 +25,21 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from benchmarks.run import train_throughput
+from pipeline.embedding import autocast_dtype
+from pipeline.lab import records
+from pipeline.model import Siamese
+from pipeline.pairs import make_tables
+from pipeline.params import Params, ParamsError, flatten, load_params, set_dotted
 
-import experiments_table as et  # noqa: E402
-from run import train_throughput  # noqa: E402
-from pipeline.embedding import autocast_dtype  # noqa: E402
-from pipeline.model import Siamese  # noqa: E402
-from pipeline.pairs import make_tables  # noqa: E402
-from pipeline.params import Params, ParamsError, flatten, load_params, set_dotted  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def overrides(recipe: str) -> dict:
     """{'train.width': 16, ...} of "train.width=16 prepare.image_size=64"; {} of "default". Values are
-    read as DVC reads `-S` values (experiments_table.parse_sets: `3e-3` a number, `no` a string)."""
+    read as DVC reads `-S` values (records.parse_sets: `3e-3` a number, `no` a string)."""
     items = [] if recipe.strip() in ("", "default") else shlex.split(recipe)
-    return et.parse_sets(items, option=f"recipe {recipe!r}:")
+    return records.parse_sets(items, option=f"recipe {recipe!r}:")
 
 
 def recipe_params(sets: dict, base: Path = ROOT / "params.yaml") -> Params:
@@ -75,14 +73,14 @@ def images_per_run(params: Params, data: Path | None = None) -> int | None:
 
 def recorded(params: Params, recs: list[dict]) -> str:
     """'val AUC | test acc | seeds (commit)' cells of the record of `params` (seed aside), or 'not run'."""
-    want = et.plain(flatten(params))  # typed as the pipeline reads them: 1 -> 1.0 for a float key
-    free = et.RESTRICTED_FREE - set(et.RESTRICTED) if params.pairs.mode == "restricted" else frozenset()
-    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and et._agrees(r["params"], want, free)]
-    rec = et._best(live)
+    want = records.plain(flatten(params))  # typed as the pipeline reads them: 1 -> 1.0 for a float key
+    free = records.RESTRICTED_UNREAD if params.pairs.mode == "restricted" else frozenset()
+    live = [(i, r) for i, r in enumerate(recs) if not r.get("superseded") and records.agrees(r["params"], want, free)]
+    rec = records.best(live)
     if rec is None:
         return " | | | not run"
     m = rec["metrics"]
-    return f" | {et.cell(m.get('calibrate.val_roc_auc'))} | {et.cell(m.get('evaluate.accuracy'))} | " \
+    return f" | {records.cell(m.get('calibrate.val_roc_auc'))} | {records.cell(m.get('evaluate.accuracy'))} | " \
            f"{', '.join(str(s) for s in rec['seeds'])} ({rec['commit']})"
 
 
@@ -93,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per round")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "lfw-a", help="the extracted archive (restricted recipes)")
     args = parser.parse_args(argv)
-    recs = et.load()
+    recs = records.load()
     dtype = None
     print("| recipe | MFLOPs fwd | images per run | images/s | training min | val AUC | test acc | seeds (commit) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Benchmark: prints the pipeline's speed and memory figures on this machine. Not a test.
 
-    python benchmarks/run.py [--archive PATH] [--full-repro]
+    python -m benchmarks.run [--archive PATH] [--full-repro]
 
 Measures, in one run: model FLOPs and parameters; training throughput (images/s) in fp32 and
 bf16 (bf16 only on a CPU that runs it natively; elsewhere the pipeline trains in fp32) and the
@@ -32,14 +32,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from pipeline.data import augment
+from pipeline.embedding import autocast_dtype
+from pipeline.model import Siamese, batch_all_contrastive_loss
+from pipeline.params import load_params
+from pipeline.train import make_optimizer
 
-from pipeline.data import augment  # noqa: E402
-from pipeline.model import Siamese, batch_all_contrastive_loss  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.embedding import autocast_dtype  # noqa: E402
-from pipeline.train import make_optimizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 4096, seconds: float = 3.0) -> float:

@@ -1,6 +1,6 @@
 """Load figures of the served model: requests/s and latency at several concurrency levels.
 
-    python benchmarks/serve_load.py [--model models:/faceverify@champion] [--requests 300] [--concurrency 1 4 16]
+    python -m benchmarks.serve_load [--model models:/faceverify@champion] [--requests 300] [--concurrency 1 4 16]
 
 Starts `mlflow models serve` on the pipeline's registered model (the store of MLFLOW_TRACKING_URI,
 else the repository's mlflow.db) on a free local port, sends a bounded number of one-pair requests

@@ -153,7 +153,7 @@ def stage_datasets(stage: str, params: Path = Path("params.yaml"), lock: Path = 
 def protocol_tags(params: Path) -> dict[str, str]:
     """{"protocol": "view1", "lfw_category": ...} or {"protocol": "view2", "fold": "K", ...}: what the run is
     scored on and the LFW category it reports in, for the UI's search (`tags.protocol = 'view2'`) and
-    scripts/view2.py; {} where the file does not validate."""
+    the lab's View 2 runner; {} where the file does not validate."""
     from pipeline.card import CATEGORIES
     from pipeline.params import ParamsError, load_params
     try:

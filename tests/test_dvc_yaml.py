@@ -67,6 +67,20 @@ def test_no_stage_imports_another_stage_and_no_library_imports_upward():
                 f"library pipeline/{name}.py imports record keeping {sorted(found & set(RECORD_KEEPING))}"
 
 
+def test_nothing_outside_the_lab_imports_it():
+    """pipeline/lab/ (records, View 2, fusion) may import any module of pipeline/; none of them imports it,
+    so no stage's output and no stage's deps depend on the lab."""
+    for module in (ROOT / "pipeline").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            lab = [n for n in names if n == "pipeline.lab" or n.startswith("pipeline.lab.")]
+            assert not lab, f"pipeline/{module.name} imports {lab[0]}"
+
+
 def test_stage_deps_are_exactly_the_code_that_can_change_its_outputs():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():

@@ -1,24 +1,20 @@
-"""README.md's results block is generated: it must equal what scripts/experiments_table.py renders from
-docs/experiments.json and the committed metrics files. Fast, no network, no DVC."""
-import importlib.util
+"""README.md's results block is generated: it must equal what `python -m pipeline.lab tables` renders from
+docs/experiments.json, docs/view2.json and the committed metrics files. Fast, no network, no DVC."""
 import json
 import re
 
 from conftest import ROOT, committed
-
-spec = importlib.util.spec_from_file_location("experiments_table", ROOT / "scripts" / "experiments_table.py")
-table_mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(table_mod)
+from pipeline.lab import records
 
 README = ROOT / "README.md"
 
 
 def test_readme_results_block_matches_the_files_it_is_generated_from():
     """The committed README against the committed files: a run in the workspace changes neither."""
-    held = table_mod.current_block(committed("README.md"))
-    assert held == table_mod.readme_block_from_files(committed), (
+    held = records.current_block(committed("README.md"))
+    assert held == records.readme_block_from_files(committed), (
         "the committed README.md's results block differs from the committed docs/experiments.json, "
-        "metrics/*.json and params.yaml: run `python scripts/experiments_table.py` and commit")
+        "metrics/*.json and params.yaml: run `python -m pipeline.lab tables` and commit")
 
 
 def test_the_two_commands_and_the_results_come_before_any_other_section():
@@ -33,7 +29,7 @@ def test_every_figure_in_the_readme_is_in_the_generated_block():
     """No hand-written metric: a number with a decimal point in the prose outside the block (commands and
     code aside) is a figure nobody checks."""
     text = committed("README.md")
-    prose = text.replace(table_mod.current_block(text), "")
+    prose = text.replace(records.current_block(text), "")
     prose = re.sub(r"(?s)```.*?```", "", prose)  # code blocks
     prose = re.sub(r"`[^`]*`", "", prose)  # inline code: commands, params, file names
     prose = re.sub(r"Python \d+\.\d+", "", prose)
@@ -51,53 +47,53 @@ def test_readme_links_point_to_files_that_exist():
 
 
 def test_experiments_json_records_are_complete():
-    recs = table_mod.load(ROOT / "docs" / "experiments.json")
+    recs = records.load(ROOT / "docs" / "experiments.json")
     assert recs
     for rec in recs:
         assert {"commit", "params", "overrides", "seeds", "metrics"} <= rec.keys(), rec.get("commit")
         assert "seed" not in rec["params"] and rec["seeds"]
-        assert set(rec["metrics"]) == set(table_mod.IDS.values())
+        assert set(rec["metrics"]) == set(records.IDS.values())
         for key, value in rec["overrides"].items():
-            assert table_mod.same(rec["params"][key], value), (rec["commit"], key)
+            assert records.same(rec["params"][key], value), (rec["commit"], key)
 
 
 def record(commit, seeds, acc, **params):
-    base = {**table_mod.TAKEN_OUT, "pairs.mode": "unrestricted", "pairs.val_fraction": 0.15, "train.width": 24, "train.epochs": 3,
+    base = {**records.TAKEN_OUT, "pairs.mode": "unrestricted", "pairs.val_fraction": 0.15, "train.width": 24, "train.epochs": 3,
             "train.patience": 3, "train.warmup_epochs": 1}
     metric = {"mean": acc, "sd": 0.01 if len(seeds) > 1 else None}
     return {"commit": commit, "params": {**base, **params}, "overrides": dict(params), "seeds": seeds,
-            "metrics": {i: metric for i in table_mod.IDS.values()}}
+            "metrics": {i: metric for i in records.IDS.values()}}
 
 
 EVALUATE = {"accuracy": 0.9, "accuracy_ci95_low": 0.88, "accuracy_ci95_high": 0.92, "roc_auc": 0.96, "eer": 0.1}
 CALIBRATE = {"val_accuracy": 0.91, "val_roc_auc": 0.97}
 CURRENT = {"seed": 0, "pairs.mode": "unrestricted", "pairs.val_fraction": 0.15, "train.width": 24,
            "train.epochs": 3, "train.patience": 3, "train.warmup_epochs": 1}
-RAN = {**table_mod.TAKEN_OUT, **CURRENT}  # a record's params: it ran with the params since taken out
+RAN = {**records.TAKEN_OUT, **CURRENT}  # a record's params: it ran with the params since taken out
 
 
 def test_the_block_takes_the_default_over_most_seeds_and_never_a_superseded_row():
-    restricted = dict(table_mod.RESTRICTED)
+    restricted = dict(records.RESTRICTED)
     recs = [record("aaaaaaa", [0, 1, 2], 0.80),
             {**record("bbbbbbb", [0, 1, 2], 0.70, **restricted), "superseded": "a bug"},
             record("ccccccc", [0], 0.85),                     # a newer single run: fewer seeds
             record("ddddddd", [0, 1, 2], 0.60, **{"train.width": 16})]  # other params
-    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, CURRENT)
+    block = records.readme_block(recs, EVALUATE, CALIBRATE, CURRENT)
     assert "| aaaaaaa | 0, 1, 2 | 0.8000 ± 0.0100 |" in block
     assert "bbbbbbb" not in block and "ccccccc" not in block and "ddddddd" not in block
     assert "| restricted recipe (image-restricted, label-free outside data) | | | no current result |" in block
     assert "| this commit | 0 | 0.9000 [0.8800, 0.9200] | 0.9600 | 0.1000 | 0.9100 | 0.9700 |" in block
 
     recs.append(record("eeeeeee", [0, 1, 2], 0.75, **restricted))  # rerun with fixed code
-    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, CURRENT)
+    block = records.readme_block(recs, EVALUATE, CALIBRATE, CURRENT)
     assert "| restricted recipe (image-restricted, label-free outside data) | eeeeeee | 0, 1, 2 | 0.7500 ± 0.0100 |" in block
     assert "-S pairs.mode=restricted" in block and "at commit eeeeeee" in block
 
 
 def test_with_block_replaces_only_the_block():
-    text = f"intro\n{table_mod.START}\nold\n{table_mod.END}\noutro\n"
-    new = table_mod.with_block(text, f"{table_mod.START}\nnew\n{table_mod.END}")
-    assert new == f"intro\n{table_mod.START}\nnew\n{table_mod.END}\noutro\n"
+    text = f"intro\n{records.START}\nold\n{records.END}\noutro\n"
+    new = records.with_block(text, f"{records.START}\nnew\n{records.END}")
+    assert new == f"intro\n{records.START}\nnew\n{records.END}\noutro\n"
 
 
 def exp(name, seed, width, acc):
@@ -115,24 +111,24 @@ def test_record_groups_live_runs_per_seed_and_is_idempotent():
                  {"revs": [exp("s1", 1, 24, 0.90)], "executor": {"state": "success"}},
                  {"revs": [exp("w16", 0, 16, 0.70)], "executor": {"state": "success"}},
                  {"revs": [exp("queued", 2, 24, 0.10)], "executor": {"state": "queued"}}]}]
-    runs = table_mod.live_runs(json.loads(json.dumps(shown)))
-    recs, changed = table_mod.merge([], runs)
+    runs = records.live_runs(json.loads(json.dumps(shown)))
+    recs, changed = records.merge([], runs)
     assert changed == 3 and len(recs) == 2
     default, w16 = recs
     assert default["commit"] == "c0ffee1" and default["seeds"] == [0, 1] and default["overrides"] == {}
-    assert table_mod.cell(default["metrics"]["evaluate.accuracy"]) == "0.8500 ± 0.0707"
+    assert records.cell(default["metrics"]["evaluate.accuracy"]) == "0.8500 ± 0.0707"
     assert w16["overrides"] == {"train.width": 16} and w16["params"]["train.width"] == 16
     assert [r["trained"] for r in default["runs"]] == ["bf16 on AMD EPYC"] * 2
-    assert "| 0, 1 | 0.8500 ± 0.0707 |" in table_mod.experiments_md(recs)
-    assert table_mod.experiments_md(recs).count("| bf16 on AMD EPYC |") == 2  # each configuration's row says it once
-    again, changed = table_mod.merge(table_mod.recorded(recs), runs)
-    assert changed == 0 and table_mod.recorded(again) == table_mod.recorded(recs)
+    assert "| 0, 1 | 0.8500 ± 0.0707 |" in records.experiments_md(recs)
+    assert records.experiments_md(recs).count("| bf16 on AMD EPYC |") == 2  # each configuration's row says it once
+    again, changed = records.merge(records.recorded(recs), runs)
+    assert changed == 0 and records.recorded(again) == records.recorded(recs)
 
 
 def test_experiments_md_names_rows_by_absolute_params():
     recs = [record("aaaaaaa", [0, 1, 2], 0.80), record("aaaaaaa", [0], 0.70, **{"train.width": 16}),
             record("bbbbbbb", [0, 1, 2], 0.75, **{"train.epochs": 4})]
-    text = table_mod.experiments_md(recs)
+    text = records.experiments_md(recs)
     assert "| width=24 | unrestricted, label-free outside data | 0, 1, 2 | 0.8000 ± 0.0100 |" in text
     assert "| width=16 | unrestricted, label-free outside data | 0 | 0.7000 |" in text
     assert "Every row: epochs=3." in text and "Every row: width=24, epochs=4." in text
@@ -142,10 +138,10 @@ def test_experiments_md_names_rows_by_absolute_params():
 def test_the_restricted_row_is_the_protocols_network_not_the_defaults():
     """The restricted protocol sets its own network (RESTRICTED): a newer restricted record trained with
     the unrestricted default's network is not the protocol's row."""
-    restricted = dict(table_mod.RESTRICTED)
+    restricted = dict(records.RESTRICTED)
     recs = [record("aaaaaaa", [0, 1, 2], 0.87, **restricted),
             record("bbbbbbb", [0, 1, 2], 0.85, **{**restricted, "train.stage_convs": [1, 1, 1]})]
-    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, {**CURRENT, "train.stage_convs": [1, 1, 1]})
+    block = records.readme_block(recs, EVALUATE, CALIBRATE, {**CURRENT, "train.stage_convs": [1, 1, 1]})
     assert "| restricted recipe (image-restricted, label-free outside data) | aaaaaaa | 0, 1, 2 | 0.8700 ± 0.0100 |" \
         in block and "bbbbbbb" not in block
 
@@ -153,20 +149,20 @@ def test_the_restricted_row_is_the_protocols_network_not_the_defaults():
 def test_a_row_without_a_current_record_says_so_and_a_view2_row_shows_the_last_one_with_its_overrides():
     """After a default changes, the restricted row says it has no current result (with the command that
     makes one); the View 2 row keeps its last result, labelled with the `-S` overrides that reproduce it."""
-    restricted = dict(table_mod.RESTRICTED)
+    restricted = dict(records.RESTRICTED)
     recs = [record("aaaaaaa", [0, 1, 2], 0.75, **restricted)]
     view2 = [{"commit": "ccccccc", "params": {**RAN, "train.width": 24, "pairs.protocol": "view2"},
               "overrides": {}, "folds": {str(k): {} for k in range(1, 11)},
               "summary": {"test acc": {"mean": 0.9, "se": 0.005}}}]
     current = {**CURRENT, "train.width": 16}
-    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, current, view2)
+    block = records.readme_block(recs, EVALUATE, CALIBRATE, current, view2)
     assert "| restricted recipe (image-restricted, label-free outside data) | | | no current result |" in block
-    assert "-S 'train.stage_convs=[1,2,1]'" in block and "then `python scripts/experiments_table.py --record`" in block
+    assert "-S 'train.stage_convs=[1,2,1]'" in block and "then `python -m pipeline.lab record`" in block
     assert ("| **LFW View 2**, other params (below) (unrestricted, label-free outside data) | ccccccc | folds 1-10 | "
             "0.9000 ± 0.0050 |") in block
-    assert "`python scripts/view2.py run -S train.width=24`" in block
+    assert "`python -m pipeline.lab view2 run -S train.width=24`" in block
     # once the current params have their own, those show, unlabelled
-    block = table_mod.readme_block(recs, EVALUATE, CALIBRATE, {**CURRENT, "train.width": 24}, view2)
+    block = records.readme_block(recs, EVALUATE, CALIBRATE, {**CURRENT, "train.width": 24}, view2)
     assert "| `params.yaml`, **LFW View 2** (unrestricted, label-free outside data) | ccccccc |" in block
     assert "other params" not in block
 
@@ -174,56 +170,57 @@ def test_a_row_without_a_current_record_says_so_and_a_view2_row_shows_the_last_o
 def test_the_restricted_protocol_has_its_own_view2_row():
     """The restricted protocol's View 2 (a goal of its own) shows beside the unrestricted one, from its
     record in docs/view2.json, with the protocol's `-S` overrides in its command."""
-    restricted = {**RAN, **table_mod.RESTRICTED, "pairs.protocol": "view2", "pairs.n_train_pairs": 1}
+    restricted = {**RAN, **records.RESTRICTED, "pairs.protocol": "view2", "pairs.n_train_pairs": 1}
 
     def view2_rec(commit, params, acc, folds=10):
         return {"commit": commit, "params": params, "overrides": {}, "folds": {str(k): {} for k in range(1, folds + 1)},
                 "summary": {"test acc": {"mean": acc, "se": 0.004}}}
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [view2_rec("ccccccc", {**RAN, "pairs.protocol": "view2"}, 0.9)])
+    block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, [view2_rec("ccccccc", {**RAN, "pairs.protocol": "view2"}, 0.9)])
     assert "| restricted recipe, **LFW View 2** (image-restricted, label-free outside data) | | | no View 2 result yet |" in block
     view2 = [view2_rec("ccccccc", {**RAN, "pairs.protocol": "view2"}, 0.9),
              view2_rec("ddddddd", {**restricted, "train.width": 16}, 0.88, folds=3),
              view2_rec("eeeeeee", restricted, 0.86)]  # n_train_pairs is not read in restricted mode
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2)
+    block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2)
     assert ("| `params.yaml`, **LFW View 2** (unrestricted, label-free outside data) | ccccccc | folds 1-10 | "
             "0.9000 ± 0.0040 |") in block
     assert ("| restricted recipe, **LFW View 2** (image-restricted, label-free outside data) | eeeeeee | folds 1-10 | "
             "0.8600 ± 0.0040 |") in block
-    assert ("- LFW View 2 (restricted): `python scripts/view2.py run " + " ".join(
-        f"-S {table_mod.override(k, v)}" for k, v in table_mod.RESTRICTED.items()) + "` on the pipeline of commit eeeeeee") in block
+    assert ("- LFW View 2 (restricted): `python -m pipeline.lab view2 run " + " ".join(
+        f"-S {records.override(k, v)}" for k, v in records.RESTRICTED.items()) + "` on the pipeline of commit eeeeeee") in block
     # a record of the current params run with -S at a commit whose params.yaml differed: that -S, at that commit
     view2[0] = {**view2[0], "overrides": {"train.width": 16}}
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2)
-    assert "- LFW View 2: `python scripts/view2.py run -S train.width=16` on the pipeline of commit ccccccc" in block
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2[:2])  # only other params: labelled so
+    block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2)
+    assert "- LFW View 2: `python -m pipeline.lab view2 run -S train.width=16` on the pipeline of commit ccccccc" in block
+    block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, view2[:2])  # only other params: labelled so
     assert ("| **LFW View 2**, other params (below) (image-restricted, label-free outside data) | ddddddd | folds 1-3 | "
             "0.8800 ± 0.0040 |") in block
     assert "-S train.width=16` on" in block
     # a param added after a record ran is not in its command: that commit's params.yaml has no such key
-    added = next(iter(table_mod.BEFORE_ADDED))
+    added = next(iter(records.BEFORE_ADDED))
     view2[1]["params"] = {k: v for k, v in view2[1]["params"].items() if k != added}
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, {**CURRENT, added: "a later value"}, view2[:2])
-    assert "other params (below) | ddddddd |" in block and f"-S {added}=" not in block
+    block = records.readme_block([], EVALUATE, CALIBRATE, {**CURRENT, added: "a later value"}, view2[:2])
+    assert "other params (below) (image-restricted, label-free outside data) | ddddddd |" in block
+    assert f"-S {added}=" not in block
 
 
 def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_committed_seeds_row():
-    restricted = {**RAN, **table_mod.RESTRICTED, "pairs.protocol": "view2"}
+    restricted = {**RAN, **records.RESTRICTED, "pairs.protocol": "view2"}
     folds = {str(k): {} for k in range(1, 11)}
     seed0 = {"commit": "eeeeeee", "params": restricted, "overrides": {}, "folds": folds,
              "summary": {"test acc": {"mean": 0.86, "se": 0.004}}}
     seed1 = {"commit": "fffffff", "params": {**restricted, "seed": 1}, "overrides": {"seed": 1}, "folds": folds,
              "summary": {"test acc": {"mean": 0.87, "se": 0.004}}}
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1])
+    block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, [seed0, seed1])
     assert "| eeeeeee | folds 1-10 | 0.8600 ± 0.0040 |" in block and "fffffff" not in block
 
 
 def test_a_superseded_view2_record_never_shows():
     """A record whose numbers no longer describe the code (restricted runs of the in-batch rule) is kept
     in docs/view2.json, marked, and never shown in the README."""
-    restricted = {**RAN, **table_mod.RESTRICTED, "pairs.protocol": "view2"}
+    restricted = {**RAN, **records.RESTRICTED, "pairs.protocol": "view2"}
     folds = {str(k): {} for k in range(1, 11)}
     old = {"commit": "eeeeeee", "params": restricted, "overrides": {}, "folds": folds,
            "summary": {"test acc": {"mean": 0.9, "se": 0.004}}, "superseded": "not image-restricted"}
-    block = table_mod.readme_block([], EVALUATE, CALIBRATE, CURRENT, [old])
+    block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, [old])
     assert "eeeeeee" not in block and "no View 2 result yet" in block
 

@@ -1,13 +1,8 @@
 """benchmarks/recipes.py: recipes parse like `dvc exp run -S`, are validated, and find their records."""
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import recipes  # noqa: E402
+from benchmarks import recipes
+from pipeline.lab import records
 
 
 def test_a_recipe_is_params_yaml_with_its_overrides():
@@ -37,8 +32,8 @@ def test_a_bad_recipe_is_one_clear_error(recipe, message, capsys):
 
 
 def test_the_recorded_accuracy_is_that_of_the_same_configuration():
-    base = recipes.et.params_file()
-    ran = recipes.et.TAKEN_OUT | {k: v for k, v in base.items() if k != "seed"}  # it ran with the params since taken out
+    base = records.params_file()
+    ran = records.TAKEN_OUT | {k: v for k, v in base.items() if k != "seed"}  # it ran with the params since taken out
     rec = {"commit": "abc1234", "params": ran | {"train.width": 16},
            "seeds": [0, 1], "metrics": {"calibrate.val_roc_auc": {"mean": 0.96, "sd": 0.001},
                                         "evaluate.accuracy": {"mean": 0.9, "sd": 0.002}}}

@@ -1,19 +1,15 @@
-"""LFW View 2: its files, the fold tables, the params, and scripts/view2.py's bookkeeping."""
+"""LFW View 2: its files, the fold tables, the params, and pipeline/lab/view2.py's bookkeeping."""
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, small_params
+from conftest import small_params
 from pipeline import download, lfw, pairs, registry, views
+from pipeline.lab import records, view2
+from pipeline.lab.__main__ import main as lab
 from pipeline.params import ParamsError, PairsParams, load_params
 from pipeline.tables import as_row
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import experiments_table  # noqa: E402
-import view2  # noqa: E402
 
 
 def params(**kw):
@@ -115,7 +111,7 @@ def test_download_check_refuses_a_fold_pair_outside_the_folds_people(tmp_path, l
         download.check_dataset(broken, None)
 
 
-# --- scripts/view2.py -----------------------------------------------------------------------------
+# --- pipeline/lab/view2.py ------------------------------------------------------------------------
 
 BASE = {"seed": 0, "pairs.mode": "unrestricted", "pairs.protocol": "view1", "pairs.fold": 1, "train.lr": 0.003}
 
@@ -222,12 +218,26 @@ def test_the_reproduce_command_quotes_a_list_override_for_the_shell():
     rec = {"commit": "pipe1", "params": {"pairs.mode": "unrestricted"}, "folds": folds,
            "overrides": {"train.stage_convs": [1, 1, 1], "train.epochs": 6},
            "summary": {c: view2.mean_se([0.9]) if c == "test acc" else None for c in view2.METRICS}}
-    assert "`python scripts/view2.py run -S 'train.stage_convs=[1,1,1]' -S train.epochs=6`" in view2.view2_md([rec])
+    assert "`python -m pipeline.lab view2 run -S 'train.stage_convs=[1,1,1]' -S train.epochs=6`" in view2.view2_md([rec])
+
+
+def test_report_without_dvc_writes_view2_md_from_the_records_as_they_are(tmp_path, monkeypatch):
+    rec = {"commit": "pipe1", "params": {"pairs.mode": "unrestricted"}, "overrides": {},
+           "folds": {"1": {"name": "e1", "metrics": {"test acc": 0.9}}},
+           "summary": {c: view2.mean_se([0.9]) if c == "test acc" else None for c in view2.METRICS}}
+    (tmp_path / "view2.json").write_text(json.dumps([rec]))
+    for name, file in (("DATA", "view2.json"), ("FUSIONS", "none.json"), ("OUT", "VIEW2.md")):
+        monkeypatch.setattr(view2, name, tmp_path / file)
+    monkeypatch.setattr(view2, "show", lambda *a, **k: pytest.fail("ran dvc exp show"))
+    monkeypatch.setattr(view2, "refresh_readme", lambda: False)
+    before = (tmp_path / "view2.json").read_text()
+    assert lab(["view2", "report", "--no-live", "--no-mlflow"]) == 0
+    assert "Folds 1 (1 of 10)" in (tmp_path / "VIEW2.md").read_text() and (tmp_path / "view2.json").read_text() == before
 
 
 def test_view2_runs_stay_out_of_the_experiments_table():
     data = shown((1, "success", 0.9, {}))
-    assert experiments_table.live_runs(data) == []
+    assert records.live_runs(data) == []
 
 
 def test_fold_lists_and_overrides_are_checked():
@@ -235,7 +245,7 @@ def test_fold_lists_and_overrides_are_checked():
     with pytest.raises(SystemExit, match="outside 1..10"):
         view2.parse_folds("0-3")
     assert view2.parse_sets(["train.lr=1e-3", "train.augment.flip=false"]) == {"train.lr": 0.001, "train.augment.flip": False}
-    with pytest.raises(SystemExit, match="set by this script"):
+    with pytest.raises(SystemExit, match="set by `view2 run`"):
         view2.parse_sets(["pairs.fold=3"])
     with pytest.raises(SystemExit, match="no such key"):
         view2.wanted(BASE, {"train.lrr": 1})
@@ -352,7 +362,7 @@ def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, 
     path.write_text(json.dumps(recs))
     monkeypatch.setattr(view2, "DATA", path)
     sets = ["-S", "pairs.mode=restricted", "-S", "train.epochs=60"]
-    assert view2.main(["paired", "aaa", "bbb", *sets, "--b-set", "train.augment.erase=0.5"]) == 0
+    assert lab(["view2", "paired", "aaa", "bbb", *sets, "--b-set", "train.augment.erase=0.5"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("A: aaaaaaa -S pairs.mode=restricted -S train.epochs=60; "
                       "B: bbbbbbb -S pairs.mode=restricted -S train.epochs=60 -S train.augment.erase=0.5")
@@ -362,23 +372,23 @@ def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, 
             "B higher on 2 of 2") in out
     with pytest.raises(SystemExit, match=r"B: no View 2 configuration of commit bbb with overrides -S pairs.mode=restricted "
                                          r"-S train.epochs=60 in .*that commit has: bbbbbbb -S pairs.mode=restricted"):
-        view2.main(["paired", "aaa", "bbb", *sets])
-    assert view2.main(["paired", "aaaaaaa" + "0" * 33, "aaa", *sets[:2], "--a-set", "train.epochs=60.0",
+        lab(["view2", "paired", "aaa", "bbb", *sets])
+    assert lab(["view2", "paired", "aaaaaaa" + "0" * 33, "aaa", *sets[:2], "--a-set", "train.epochs=60.0",
                        "--b-set", "train.epochs=60"]) == 0  # a full hash; 60.0 and 60 the same value
     assert capsys.readouterr().out.splitlines()[1] == "folds: A [1, 2, 3], B [1, 2, 3]; paired: [1, 2, 3]"
     with pytest.raises(SystemExit, match="--b-set 'erase': expected key=value"):
-        view2.main(["paired", "aaa", "bbb", "--b-set", "erase"])
+        lab(["view2", "paired", "aaa", "bbb", "--b-set", "erase"])
 
 
 def test_show_tries_again_30_s_later_and_then_fails_with_dvcs_error(monkeypatch):
     import subprocess
     replies = iter([(1, "", "ERROR: lock"), (0, "[]", "")])
-    monkeypatch.setattr(view2, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, *next(replies)))
+    monkeypatch.setattr(records, "dvc", lambda *a, **k: subprocess.CompletedProcess(a, *next(replies)))
     slept = []
-    monkeypatch.setattr(view2.time, "sleep", slept.append)
-    assert view2.show(5, tries=2) == [] and slept == [30]
+    monkeypatch.setattr(records.time, "sleep", slept.append)
+    assert records.show(5, tries=2) == [] and slept == [30]
 
     replies = iter([(1, "", "ERROR: lock")])  # one try: no waiting
     with pytest.raises(SystemExit, match="dvc exp show failed: ERROR: lock"):
-        view2.show(5)
+        records.show(5)
     assert slept == [30]

@@ -1,30 +1,24 @@
-"""scripts/view2.py end to end: real foreground `dvc exp run`s of View 2 folds, resumed, aggregated, recorded."""
+"""`python -m pipeline.lab view2 run` end to end: real foreground `dvc exp run`s of View 2 folds, resumed,
+aggregated, recorded."""
 import json
-import shutil
 import sys
 
 import pytest
 
-from conftest import ROOT, make_repo, run, small_params
+from conftest import make_repo, run, small_params
 
 pytestmark = pytest.mark.slow
 
 
 def view2_repo(tmp_path, lfw_archive):
-    """A fresh repository of the pipeline with scripts/view2.py, its params shrunk to one epoch."""
-    repo, env = make_repo(tmp_path / "repo", lfw_archive, small_params(**{"train.epochs": 1, "train.patience": 1}))
-    (repo / "scripts").mkdir()
-    for name in ("view2.py", "experiments_table.py"):
-        shutil.copy(ROOT / "scripts" / name, repo / "scripts" / name)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "scripts"], repo, env)
-    return repo, env
+    """A fresh repository of the pipeline (pipeline/lab/ included), its params shrunk to one epoch."""
+    return make_repo(tmp_path / "repo", lfw_archive, small_params(**{"train.epochs": 1, "train.patience": 1}))
 
 
 def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive):
     repo, env = view2_repo(tmp_path, lfw_archive)
     params = (repo / "params.yaml").read_text()
-    view2 = [sys.executable, "scripts/view2.py", "run"]
+    view2 = [sys.executable, "-m", "pipeline.lab", "view2", "run"]
 
     first = run(view2 + ["--folds", "1"], repo, env)
     assert "folds done none; running [1]" in first.stdout
@@ -56,7 +50,7 @@ def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive)
 def test_a_failing_fold_stops_the_run_naming_the_fold(tmp_path, lfw_archive):
     repo, env = view2_repo(tmp_path, lfw_archive)
     env = {**env, "LFW_A_ARCHIVE": str(tmp_path / "missing.tar.gz")}  # the download stage fails
-    failed = run([sys.executable, "scripts/view2.py", "run", "--folds", "3-4"], repo, env, check=False, timeout=300)
+    failed = run([sys.executable, "-m", "pipeline.lab", "view2", "run", "--folds", "3-4"], repo, env, check=False, timeout=300)
     assert failed.returncode != 0
     assert "fold 3 failed: dvc exp run --temp -S pairs.protocol=view2 -S pairs.fold=3 exited" in failed.stderr
     assert "View 2 fold 4" not in failed.stdout

@@ -1,14 +1,11 @@
 """A screenshot of the MLflow UI comparing pipeline runs side by side (docs/mlflow_compare.png).
 
-    python scripts/mlflow_screenshot.py [--runs NAME NAME ...] [--out docs/mlflow_compare.png]
-
 Serves `mlflow ui` over the repository's store (mlflow.db) on a free local port, opens its compare
-page for the named pipeline runs (default: the two newest) in headless Chromium (Debian's `chromium`),
-and saves what it shows. Needs no network beyond 127.0.0.1.
+page for the named pipeline runs (default: the two newest that evaluated) in headless Chromium
+(Debian's `chromium`), and saves what it shows. Needs no network beyond 127.0.0.1.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -21,7 +18,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+STORE = f"sqlite:///{ROOT / 'mlflow.db'}"
+OUT = ROOT / "docs" / "mlflow_compare.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 
@@ -68,45 +67,35 @@ def pipeline_runs(base: str, experiment: str = "faceverify") -> tuple[str, list[
     return exp_id, found.get("runs", [])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", default=f"sqlite:///{ROOT / 'mlflow.db'}")
-    parser.add_argument("--runs", nargs="*", help="pipeline run names (default: the two newest that evaluated)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "mlflow_compare.png")
-    parser.add_argument("--size", default="1600,2600", help="window width,height in pixels")
-    args = parser.parse_args()
+def screenshot(store: str = STORE, runs: list[str] | None = None, out: Path = OUT, size: str = "1600,2600") -> int:
+    """`screenshot`: the compare page of pipeline runs `runs` (names; default the two newest that evaluated)
+    of the MLflow store `store`, as `out`, in a window of `size` ("width,height" in pixels)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.store, "--host", "127.0.0.1",
+    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
                            "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     try:
         wait_for(base, ui)
-        exp_id, runs = pipeline_runs(base)
-        evaluated = [r for r in runs if any(m["key"] == "evaluate.accuracy" for m in r["data"].get("metrics", []))]
-        if args.runs:
-            chosen = [r for r in evaluated if r["info"]["run_name"] in args.runs]
-        else:
-            chosen = evaluated[:2]
+        exp_id, found = pipeline_runs(base)
+        evaluated = [r for r in found if any(m["key"] == "evaluate.accuracy" for m in r["data"].get("metrics", []))]
+        chosen = [r for r in evaluated if r["info"]["run_name"] in runs] if runs else evaluated[:2]
         if len(chosen) < 2:
             raise SystemExit(f"need two evaluated pipeline runs to compare, found {[r['info']['run_name'] for r in chosen]}")
         ids = [r["info"]["run_id"] for r in chosen]
         url = (f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
                f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}&workflowType=machine_learning")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             shot = Path(tmp) / "shot.png"
-            done = browser([f"--window-size={args.size}", "--virtual-time-budget=30000", f"--screenshot={shot}", url], tmp)
+            done = browser([f"--window-size={size}", "--virtual-time-budget=30000", f"--screenshot={shot}", url], tmp)
             if not shot.is_file():
                 raise SystemExit(f"chromium wrote no screenshot:\n{done.stderr[-2000:]}")
-            shutil.move(str(shot), args.out)
-        print(f"{args.out}: {', '.join(r['info']['run_name'] for r in chosen)} compared ({url})")
+            shutil.move(str(shot), out)
+        print(f"{out}: {', '.join(r['info']['run_name'] for r in chosen)} compared ({url})")
         return 0
     finally:
         os.killpg(ui.pid, 9)
         ui.wait()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,16 @@
 """LFW View 2, as the literature reports it: ten DVC experiments, one per fold, and their aggregate.
 
-    python scripts/view2.py run [--folds 1-10] [-S key=value ...]   # run the missing folds, then report
-    python scripts/view2.py report                                  # docs/VIEW2.md (and MLflow) from what finished
-    python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v] [--a-set k=v] [--b-set k=v]  # two configurations, fold by fold
-
-Fold K is `dvc exp run --temp -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the
-pipeline trains without fold K (its people, or in restricted mode its pairs), picks the threshold on
-validation carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` runs the
-missing folds one after the other in the foreground, each in a temporary copy of the workspace (which
-it leaves as it is), on whatever `train.device: auto` finds (a CUDA GPU too), DVC's output on the
-terminal. It skips every fold that has a finished experiment with the same params and the same
-pipeline (params.yaml's values, dvc.yaml's stages that write outputs and their pipeline/ deps
-unchanged since), so after an interruption the same command goes on with the fold it stopped in. A
-fold that fails stops it, naming the fold and its command.
-
-`run` then reports the configuration it ran. `report` adds every finished fold in `dvc exp show`
-(the last --num commits, any configuration and pipeline) to docs/view2.json,
-writes docs/VIEW2.md from it (per configuration: mean ± standard error over the folds of test
-accuracy and AUC, as the literature states them, and each fold's figures) and records one MLflow
-run per configuration (tags `kind=view2`, `protocol=view2`; each fold's own pipeline run carries
-`protocol=view2` and `fold=K`). The README's results block shows the committed params' View 2 row.
+Fold K is `dvc exp run --temp -S pairs.protocol=view2 -S pairs.fold=K` plus the `-S` given: the pipeline
+trains without fold K (its people, or in restricted mode its pairs), picks the threshold on validation
+carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run` runs the missing folds
+one after the other in the foreground, each in a temporary copy of the workspace, DVC's output on the
+terminal; it skips every fold with a finished experiment of the same params and pipeline (params.yaml's
+values, dvc.yaml's stages that write outputs and their pipeline/ deps), so after an interruption the
+same command goes on with the fold it stopped in, and stops at a failing fold, naming it. `report` adds
+every finished fold to docs/view2.json, writes docs/VIEW2.md (per configuration the mean ± standard
+error over the folds, and each fold's figures; then the fusions of docs/view2_fusion.json) and records
+one MLflow run per configuration (tags `kind=view2`, `protocol=view2`). `paired` compares two
+configurations fold by fold.
 """
 from __future__ import annotations
 
@@ -29,40 +20,23 @@ import json
 import math
 import os
 import shlex
-import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import experiments_table  # noqa: E402
-from experiments_table import _metrics_file, _node_params, committed_params, git, params_file, plain, same  # noqa: E402
-
-from pipeline import files  # noqa: E402
-from pipeline.views import FOLDS  # noqa: E402
+from pipeline import files
+from pipeline.lab import records
+from pipeline.lab.records import (LAB, ROOT, aggregate, cell, committed_params, dvc, git, load, override,
+                                  paired_table, params_file, plain, refresh_readme, same, save, show)
+from pipeline.views import FOLDS
 
 DATA = ROOT / "docs" / "view2.json"
-FUSIONS = ROOT / "docs" / "view2_fusion.json"  # written by scripts/view2_fusion.py
+FUSIONS = ROOT / "docs" / "view2_fusion.json"  # written by `fuse --write` (pipeline/lab/fusion.py)
 OUT = ROOT / "docs" / "VIEW2.md"
-METRICS = {  # column -> (metrics file, key)
-    "test acc": ("metrics/evaluate.json", "accuracy"),
-    "test AUC": ("metrics/evaluate.json", "roc_auc"),
-    "test EER": ("metrics/evaluate.json", "eer"),
-    "val AUC": ("metrics/calibrate.json", "val_roc_auc"),
-    "best epoch": ("metrics/train.json", "best_epoch"),
-}
+METRICS = {c: records.METRICS[c] for c in ("test acc", "test AUC", "test EER", "val AUC", "best epoch")}
 FUSION_COLUMNS = ("test acc", "test AUC", "test EER", "val AUC", "val AUC A", "val AUC B")
 FOLD_KEYS = ("pairs.protocol", "pairs.fold")
-
-
-def dvc(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["dvc", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def parse_folds(text: str) -> list[int]:
@@ -81,19 +55,15 @@ def parse_folds(text: str) -> list[int]:
 
 
 def parse_sets(sets: list[str], option: str = "-S") -> dict:
-    """-S key=value pairs as {key: value} (experiments_table.parse_sets), the fold keys refused."""
-    out = experiments_table.parse_sets(sets, option)
+    """-S key=value pairs as {key: value} (records.parse_sets), the fold keys refused."""
+    out = records.parse_sets(sets, option)
     fold_keys = sorted(out.keys() & set(FOLD_KEYS))
     if fold_keys:
-        raise SystemExit(f"{option} {fold_keys[0]}: set by this script, one fold per experiment")
+        raise SystemExit(f"{option} {fold_keys[0]}: set by `view2 run`, one fold per experiment")
     return out
 
 
 # --- `dvc exp show --json` --------------------------------------------------------------------
-
-def _metrics(data: dict) -> dict:
-    return {col: _metrics_file(data, f).get(k) for col, (f, k) in METRICS.items()}
-
 
 def _writer_stages(rev: str) -> dict:
     """dvc.yaml's stages at `rev` that write outputs (all but `check`), parsed."""
@@ -103,8 +73,8 @@ def _writer_stages(rev: str) -> dict:
 
 def pipeline_files(rev: str) -> list[str]:
     """What can change a fold's outputs at `rev`: dvc.yaml, params.yaml and every pipeline/ file that
-    dvc.yaml lists as a dependency of a stage with outputs (record keeping, which no stage lists, is left
-    out, and so is what only the `check` stage, which writes nothing, depends on)."""
+    dvc.yaml lists as a dependency of a stage with outputs (record keeping and the lab, which no stage
+    lists, are left out, and so is what only the `check` stage, which writes nothing, depends on)."""
     deps = {d for s in _writer_stages(rev).values() for d in s.get("deps", []) if isinstance(d, str) and d.startswith("pipeline/")}
     return ["dvc.yaml", "params.yaml", *sorted(deps)]
 
@@ -121,62 +91,30 @@ def code_commit(rev: str, _memo: dict = {}) -> str:  # noqa: B006 - a per-proces
     """The oldest commit up to `rev` whose pipeline (pipeline_files, as pipeline_state compares them) is
     `rev`'s: folds run at any commit with the same pipeline are one configuration, so neither a commit of
     docs, comments or record keeping nor a change later reverted restarts View 2."""
+    unreadable = (subprocess.CalledProcessError, KeyError, TypeError, AttributeError, yaml.YAMLError)
     if rev not in _memo:
         try:
             paths = pipeline_files(rev)
             want = pipeline_state(rev, paths)
             touched = git("log", "--format=%H", rev, "--", *paths).split()  # newest first
-            same = []
+            alike = []
             for c in touched:
                 try:
                     if pipeline_state(c, paths) == want:
-                        same.append(c)
-                except (subprocess.CalledProcessError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+                        alike.append(c)
+                except unreadable:
                     continue  # a commit without a readable dvc.yaml or params.yaml: another pipeline
-            _memo[rev] = (same[-1] if same else rev)[:7]
-        except (subprocess.CalledProcessError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+            _memo[rev] = (alike[-1] if alike else rev)[:7]
+        except unreadable:
             _memo[rev] = rev[:7]
     return _memo[rev]
 
 
 def experiments(shown) -> list[dict]:
-    """Every experiment under every commit of `dvc exp show --json` output: {commit, name, state,
-    params (flat, seed included), metrics by column}."""
-    out = []
-    for node in shown if isinstance(shown, list) else [shown]:
-        if not isinstance(node, dict) or node.get("rev") == "workspace":
-            continue
-        # a baseline's "experiments" are groups: {name, executor: {state}, revs: [{rev, name, data}]}; a
-        # finished one has no executor. A queued or running one's data holds no metrics of its own.
-        for group in node.get("experiments") or []:
-            if not isinstance(group, dict):
-                continue
-            executor = group.get("executor") or {}
-            state = executor.get("state") or "success"
-            for rev in group.get("revs") or []:
-                params = _node_params(rev.get("data")) if isinstance(rev, dict) else None
-                if params is not None:
-                    out.append({"commit": node.get("rev", "")[:7], "name": rev.get("name") or group.get("name") or rev.get("rev", "")[:7],
-                                "state": state, "params": params,
-                                "metrics": _metrics(rev["data"]) if state == "success" else {c: None for c in METRICS}})
-    return out
-
-
-def show(num: int, rev: str = "HEAD", tries: int = 1) -> list:
-    """`dvc exp show --json` of the last `num` commits from `rev`, tried `tries` times 30 s apart."""
-    for attempt in range(1, tries + 1):
-        try:
-            done = dvc("exp", "show", "--json", "--rev", rev, "--num", str(num), timeout=300)
-        except subprocess.TimeoutExpired:
-            why = "no answer in 300 s"
-        else:
-            if done.returncode == 0:
-                return json.loads(done.stdout)
-            why = done.stderr.strip()[:400]
-        if attempt < tries:
-            print(f"dvc exp show failed ({why}); trying again in 30 s", file=sys.stderr, flush=True)
-            time.sleep(30)
-    raise SystemExit(f"dvc exp show failed: {why}")
+    """Every experiment of `dvc exp show --json` output (records.experiments) with its metrics by column,
+    all None unless it finished."""
+    return [{**e, "metrics": {col: records.metrics_file(e["data"], f).get(k) if e["state"] == "success" else None
+                              for col, (f, k) in METRICS.items()}} for e in records.experiments(shown)]
 
 
 def config_of(params: dict) -> dict:
@@ -193,9 +131,10 @@ def wanted(base: dict, sets: dict) -> dict:
 
 # --- run ----------------------------------------------------------------------------------------
 
-def fold_states(shown, code: str, config: dict) -> dict[int, str]:
+def fold_states(shown, code: str, config: dict, recs: list[dict] = ()) -> dict[int, str]:
     """{fold: state} of the View 2 experiments of `config` run on pipeline `code` (code_commit), at any
-    commit; a fold's finished experiment ("success") wins over any other state."""
+    commit, a fold's finished experiment ("success") winning over any other state; the folds the records
+    `recs` hold for them count as finished (run in another clone, whose experiment refs this one lacks)."""
     states: dict[int, str] = {}
     for e in experiments(shown):
         p = e["params"]
@@ -205,27 +144,20 @@ def fold_states(shown, code: str, config: dict) -> dict[int, str]:
                 continue
             if states.get(fold) != "success":
                 states[fold] = e["state"]
+    for rec in recs:
+        if rec["commit"] == code and same(config_of(rec["params"]), config):
+            states.update({int(k): "success" for k in rec["folds"]})
     return states
 
 
 def load_records() -> list[dict]:
     """The configurations docs/view2.json holds, with their folds."""
-    return experiments_table.load(DATA)
+    return load(DATA)
 
 
 def load_fusions() -> list[dict]:
-    """The fusions of two configurations docs/view2_fusion.json holds (scripts/view2_fusion.py)."""
-    return experiments_table.load(FUSIONS)
-
-
-def known_states(shown, code: str, config: dict, recs: list[dict]) -> dict[int, str]:
-    """fold_states, with the folds the records `recs` hold for `config` on pipeline `code` as done
-    (run in another clone, whose experiment refs this one lacks)."""
-    states = fold_states(shown, code, config)
-    for rec in recs:
-        if rec["commit"] == code and same(config_of(rec["params"]), config):
-            states.update({int(k): "success" for k in rec["folds"]})
-    return states
+    """The fusions of two configurations docs/view2_fusion.json holds (`fuse --write`)."""
+    return load(FUSIONS)
 
 
 def fold_command(fold: int, sets: dict) -> list[str]:
@@ -253,6 +185,7 @@ def run_fold(fold: int, cmd: list[str]) -> None:
 
 
 def run(args) -> int:
+    """`view2 run`: args.folds, args.set (the -S), args.num, args.no_mlflow."""
     head = git("rev-parse", "HEAD").strip()
     if dvc("status", "--quiet").returncode != 0 or git("status", "--porcelain", "--", "pipeline", "dvc.yaml").strip():
         print("note: the workspace differs from HEAD; each fold runs on the workspace as it is when the fold starts",
@@ -261,7 +194,7 @@ def run(args) -> int:
     config = wanted(params_file(), sets)  # what `dvc exp run` runs: the workspace's params.yaml, with the -S
     code = code_commit(head)
     shown = show(args.num, head, tries=3)  # another experiment being set up fails it for a few seconds
-    states = known_states(shown, code, config, load_records())
+    states = fold_states(shown, code, config, load_records())
     todo = [k for k in args.folds if states.get(k) != "success"]
     done = [k for k in args.folds if states.get(k) == "success"]
     print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; running {todo or 'none'}",
@@ -273,17 +206,15 @@ def run(args) -> int:
         cmd = fold_command(fold, sets)
         print(f"View 2 fold {fold} ({n} of {len(todo)}): {shlex.join(cmd)}", flush=True)
         run_fold(fold, cmd)
-    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, only=(code, config)))
+    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, no_live=False, only=(code, config)))
     return 0
 
 
 # --- report -------------------------------------------------------------------------------------
 
 def mean_se(values: list[float]) -> dict | None:
-    if not values:
-        return None
-    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
-    return {"mean": statistics.mean(values), "se": se}
+    a = aggregate(values)
+    return a and {"mean": a["mean"], "se": None if a["sd"] is None else a["sd"] / math.sqrt(len(values))}
 
 
 def fold_summary(folds: dict, cols) -> dict:
@@ -325,18 +256,26 @@ def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = No
     return recs
 
 
-def _cell(v: dict | None, digits: int = 4) -> str:
-    if v is None:
-        return ""
-    return f"{v['mean']:.{digits}f}" + (f" ± {v['se']:.{digits}f}" if v.get("se") is not None else "")
+def sets_text(overrides: dict, flag: str = "-S") -> str:
+    return " ".join(f"{flag} {override(k, v)}" for k, v in overrides.items())
+
+
+def fold_table(rec: dict, cols) -> list[str]:
+    """A configuration's (or a fusion's) table: each fold's figures, then their mean ± SE."""
+    lines = ["| fold | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for fold, f in rec["folds"].items():
+        lines.append(f"| {fold} | " + " | ".join(cell(None if f["metrics"].get(c) is None else {"mean": f["metrics"][c]})
+                                                 for c in cols) + " |")
+    summary = (f"**{cell(rec['summary'][c], 1 if c == 'best epoch' else 4)}**" for c in cols)
+    return lines + ["| **mean ± SE** | " + " | ".join(summary) + " |", ""]
 
 
 def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
     lines = [
         "# LFW View 2",
         "",
-        "Generated by `python scripts/view2.py report` from docs/view2.json; do not edit by hand.",
-        "Each configuration is ten DVC experiments (`python scripts/view2.py run`): fold K's 600 pairs of",
+        f"Generated by `{LAB} view2 report` from docs/view2.json; do not edit by hand.",
+        f"Each configuration is ten DVC experiments (`{LAB} view2 run`): fold K's 600 pairs of",
         "pairs.txt are scored by a model trained without fold K (its people in unrestricted mode, its pairs",
         "in restricted mode), with the threshold chosen on validation carved from the training side.",
         "Summary cells are the mean ± standard error over the folds listed, as LFW results are stated;",
@@ -344,7 +283,7 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         "the last one that changed the pipeline (params.yaml's values, dvc.yaml's stages that write outputs",
         "and their pipeline/ deps) before its folds ran: folds run at later commits with the same pipeline",
         "count as the same configuration. Two configurations compare fold by fold (each fold's B - A, their",
-        "mean, standard error and wins): `python scripts/view2.py paired COMMIT_A COMMIT_B [-S k=v]",
+        f"mean, standard error and wins): `{LAB} view2 paired COMMIT_A COMMIT_B [-S k=v]",
         "[--a-set k=v] [--b-set k=v]`, -S for what both ran with. Every configuration here took part in",
         "choosing the recipe or was scored on the test folds more than once: none is an untouched final",
         "evaluation (docs/DECISIONS.md).",
@@ -354,19 +293,11 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         folds = list(rec["folds"])
         mode = rec["params"].get("pairs.mode", "?")
         overrides = ", ".join(f"{k}={v}" for k, v in rec["overrides"].items()) or "params.yaml as committed"
-        sets = _sets_text(rec["overrides"])
+        sets = sets_text(rec["overrides"])
         lines += [f"## {mode}, pipeline of commit {rec['commit']}: {overrides}", "",
                   *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
                   f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this pipeline, "
-                  f"`python scripts/view2.py run{' ' + sets if sets else ''}`.", "",
-                  "| fold | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-        for fold, f in rec["folds"].items():
-            cells = [("" if f["metrics"].get(c) is None else
-                      (f"{f['metrics'][c]:.4f}" if isinstance(f["metrics"][c], float) else str(f["metrics"][c]))) for c in METRICS]
-            lines.append(f"| {fold} | " + " | ".join(cells) + " |")
-        lines.append("| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c], 1 if c == 'best epoch' else 4)}**"
-                                                    for c in METRICS) + " |")
-        lines.append("")
+                  f"`{LAB} view2 run{' ' + sets if sets else ''}`.", "", *fold_table(rec, METRICS)]
     for rec in fusions:
         lines += fusion_md(rec)
     if not recs:
@@ -389,27 +320,21 @@ def fusion_run(rec: dict) -> dict:
 
 
 def fusion_md(rec: dict) -> list[str]:
-    """The section of a fusion of two configurations (scripts/view2_fusion.py)."""
+    """The section of a fusion of two configurations (pipeline/lab/fusion.py)."""
     a, b = rec["a"], rec["b"]
     both = {k: v for k, v in a["overrides"].items() if k in b["overrides"] and same(v, b["overrides"][k])}
     only_a = {k: v for k, v in a["overrides"].items() if k not in both}
     only_b = {k: v for k, v in b["overrides"].items() if k not in both}
-    cmd = " ".join(x for x in ("python scripts/view2_fusion.py", a["commit"], b["commit"], _sets_text(both),
-                               _sets_text(only_a, "--a-set"), _sets_text(only_b, "--b-set"),
-                               "--write") if x)
-    name = lambda r: f"pipeline of commit {r['commit']}" + (f" ({_sets_text(r['overrides'])})" if r["overrides"] else "")  # noqa: E731
+    cmd = " ".join(x for x in (f"{LAB} fuse", a["commit"], b["commit"], sets_text(both),
+                               sets_text(only_a, "--a-set"), sets_text(only_b, "--b-set"), "--write") if x)
+    name = lambda r: f"pipeline of commit {r['commit']}" + (f" ({sets_text(r['overrides'])})" if r["overrides"] else "")  # noqa: E731
     folds = list(rec["folds"])
     lines = [f"## {rec['mode']}, two networks fused: A, {name(a)}; B, {name(b)}", "",
              *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
              f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Each fold's two networks (each unit embedding with "
              "its own test-time views, concatenated and scaled by 1/sqrt(2)), the threshold chosen on the fold's "
              f"fused validation pairs ({rec['criterion']}); val AUC A and B: each network alone. Reproduce: once both "
-             f"configurations have run, `{cmd}`.", "",
-             "| fold | " + " | ".join(FUSION_COLUMNS) + " |", "|---" * (len(FUSION_COLUMNS) + 1) + "|"]
-    for fold, f in rec["folds"].items():
-        lines.append(f"| {fold} | " + " | ".join("" if f["metrics"].get(c) is None else f"{f['metrics'][c]:.4f}"
-                                                 for c in FUSION_COLUMNS) + " |")
-    lines += ["| **mean ± SE** | " + " | ".join(f"**{_cell(rec['summary'][c])}**" for c in FUSION_COLUMNS) + " |", ""]
+             f"configurations have run, `{cmd}`.", "", *fold_table(rec, FUSION_COLUMNS)]
     return lines
 
 
@@ -450,93 +375,54 @@ def log_mlflow(recs: list[dict]) -> None:
 
 
 def report(args) -> int:
+    """`view2 report`: args.num and args.rev (the commits read), args.no_live (docs/view2.json as it is,
+    no `dvc exp show`), args.no_mlflow, and args.only (the configuration `run` ran, or None)."""
     recs = load_records()
-    recs = merge(recs, experiments(show(args.num, args.rev)), getattr(args, "only", None))
-    files.write_text(DATA, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
+    if not args.no_live:
+        recs = merge(recs, experiments(show(args.num, args.rev)), getattr(args, "only", None))
+        save(recs, DATA)
     files.write_text(OUT, view2_md(recs, load_fusions()))
     for rec in recs:
         s = rec["summary"]
         print(f"{rec['commit']} {rec['params'].get('pairs.mode')} {rec['overrides'] or ''}: {len(rec['folds'])} folds, "
-              f"test accuracy {_cell(s['test acc'])}, AUC {_cell(s['test AUC'])}")
+              f"test accuracy {cell(s['test acc'])}, AUC {cell(s['test AUC'])}")
     if not args.no_mlflow:
         log_mlflow(recs)
-    print(f"wrote {OUT.relative_to(ROOT)} and {DATA.relative_to(ROOT)}")
-    refresh_readme()
+    print(f"wrote {os.path.relpath(OUT, ROOT)}" + ("" if args.no_live else f" and {os.path.relpath(DATA, ROOT)}"))
+    if refresh_readme():
+        print("README results block rewritten")
     return 0
 
 
-def refresh_readme() -> None:
-    """README's results block again, for its View 2 rows."""
-    readme = ROOT / "README.md"
-    if readme.exists() and (ROOT / "metrics" / "evaluate.json").exists():
-        text = readme.read_text(encoding="utf-8")
-        block = experiments_table.readme_block_from_files(
-            lambda rel: (ROOT / rel).read_text(encoding="utf-8"))
-        if experiments_table.current_block(text) != block:
-            files.write_text(readme, experiments_table.with_block(text, block))
-            print("README results block rewritten")
-
-
-def _sets_text(overrides: dict, flag: str = "-S") -> str:
-    return " ".join(f"{flag} {experiments_table.override(k, v)}" for k, v in overrides.items())
-
+# --- paired ---------------------------------------------------------------------------------------
 
 def find_record(recs: list[dict], commit: str, overrides: dict, side: str) -> dict:
     """The docs/view2.json configuration of pipeline `commit` (a prefix) run with exactly `overrides`."""
-    def agrees(rec):
-        o = rec["overrides"]
-        return o.keys() == overrides.keys() and all(experiments_table._same_value(o[k], v) for k, v in overrides.items())
     def named(rec):  # a short or a full hash
         return rec["commit"].startswith(commit) or commit.startswith(rec["commit"])
-    found = [r for r in recs if named(r) and agrees(r)]
+    found = [r for r in recs if named(r) and same(r["overrides"], overrides)]
     if len(found) != 1:
-        have = "; ".join(f"{r['commit']} {_sets_text(r['overrides'])}".rstrip() for r in recs
-                         if named(r))
+        have = "; ".join(f"{r['commit']} {sets_text(r['overrides'])}".rstrip() for r in recs if named(r))
         raise SystemExit(f"{side}: {'no' if not found else 'more than one'} View 2 configuration of commit {commit} with "
-                         f"overrides {_sets_text(overrides) or '(none)'} in {os.path.relpath(DATA, ROOT)}"
+                         f"overrides {sets_text(overrides) or '(none)'} in {os.path.relpath(DATA, ROOT)}"
                          f" (that commit has: {have or 'none'})")
     return found[0]
 
 
-def paired(recs: list[dict], a: tuple[str, dict], b: tuple[str, dict],
-           cols: tuple[str, ...] = ("val AUC", "test acc", "test AUC")) -> list[str]:
+def pick(recs: list[dict], a: str, b: str, sets: list[str], a_sets: list[str], b_sets: list[str]) -> tuple[dict, dict]:
+    """Configurations A and B of `recs`, each named by its pipeline commit (a prefix) and its overrides:
+    `sets` (-S) both ran with, `a_sets` (--a-set) and `b_sets` (--b-set) one alone."""
+    common = plain(parse_sets(sets))
+    return (find_record(recs, a, {**common, **plain(parse_sets(a_sets, "--a-set"))}, "A"),
+            find_record(recs, b, {**common, **plain(parse_sets(b_sets, "--b-set"))}, "B"))
+
+
+def paired(ra: dict, rb: dict, cols: tuple[str, ...] = ("val AUC", "test acc", "test AUC")) -> list[str]:
     """Configuration B against A fold by fold: each fold's B - A, then their mean, standard error, t and
-    wins (experiments_table.paired_table). The folds' test pairs and people are the same for both, and
-    so, where the protocol and split_seed are, the validation pairs."""
-    ra, rb = find_record(recs, *a, "A"), find_record(recs, *b, "B")
+    wins (records.paired_table). The folds' test pairs and people are the same for both, and so, where
+    the protocol and split_seed are, the validation pairs."""
     runs = [{int(k): (r["commit"], f["metrics"]) for k, f in r["folds"].items()} for r in (ra, rb)]
-    name = [f"{r['commit']} {_sets_text(r['overrides'])}".rstrip() for r in (ra, rb)]
-    lines = [f"A: {name[0]}; B: {name[1]}",
-             f"folds: A {sorted(runs[0])}, B {sorted(runs[1])}; paired: {sorted(runs[0].keys() & runs[1].keys()) or 'none'}"]
-    return lines + (experiments_table.paired_table(*runs, cols, unit="fold") if runs[0].keys() & runs[1].keys() else [])
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the missing folds one after the other, then report")
-    r.add_argument("--folds", type=parse_folds, default=list(range(1, FOLDS + 1)), help="e.g. 1-10 (default), 1,4-6")
-    r.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as dvc exp run -S")
-    r.add_argument("--num", type=int, default=20, help="look for finished folds in the experiments of the last N commits")
-    r.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
-    p = sub.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")
-    p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
-    p.add_argument("--rev", default="HEAD", help="... counted back from this commit")
-    p.add_argument("--no-mlflow", action="store_true", help="do not record the summary in MLflow")
-    c = sub.add_parser("paired", help="compare two configurations of docs/view2.json fold by fold")
-    c.add_argument("a", metavar="COMMIT_A", help="configuration A's pipeline commit, as docs/VIEW2.md names it")
-    c.add_argument("b", metavar="COMMIT_B", help="configuration B's pipeline commit (may be A's)")
-    c.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="an override both ran with")
-    c.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE", help="an override of A's alone")
-    c.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE", help="an override of B's alone")
-    args = parser.parse_args(argv)
-    if args.command == "paired":
-        common = plain(parse_sets(args.set))
-        print("\n".join(paired(load_records(), (args.a, {**common, **plain(parse_sets(args.a_set, "--a-set"))}),
-                                (args.b, {**common, **plain(parse_sets(args.b_set, "--b-set"))}))))
-        return 0
-    return run(args) if args.command == "run" else report(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    name = [f"{r['commit']} {sets_text(r['overrides'])}".rstrip() for r in (ra, rb)]
+    common = sorted(runs[0].keys() & runs[1].keys())
+    lines = [f"A: {name[0]}; B: {name[1]}", f"folds: A {sorted(runs[0])}, B {sorted(runs[1])}; paired: {common or 'none'}"]
+    return lines + (paired_table(*runs, cols, unit="fold") if common else [])

@@ -1,51 +1,35 @@
 """LFW View 2 of two configurations fused: each fold scored by its two networks together, no retraining.
 
-    python scripts/view2_fusion.py COMMIT_A COMMIT_B [-S k=v] [--a-set k=v] [--b-set k=v] [--write]
-
-A and B are configurations of docs/view2.json, named as `python scripts/view2.py paired` names them
-(pipeline commit and overrides; -S for what both ran with). For each fold both finished, the fold
-experiments' dvc.lock files name their models and pairs in the DVC cache. The fold's two networks are
-fused: each unit embedding with its own test-time views, concatenated and scaled by 1/sqrt(2)
-(scripts/fusion.py), so a pair's squared distance is the mean of the two networks' squared distances.
-The threshold comes from the fold's validation pairs (`calibrate.criterion` of the configurations) and
-scores the fold's 600 test pairs, as the pipeline does for one network. Both configurations must have
-validated and tested each fold on the same pairs (the same protocol and `pairs.split_seed`).
-
-Prints, per fold, each network's validation AUC recomputed beside the one its experiment recorded (a
-check that the cache holds the runs' models), then the fused one, and the fusion against A and against B
-fold by fold (paired: mean difference, standard error, t, wins), all on validation, where a choice is
-made; --test adds the test figures.
-With --write, the fusion goes to docs/view2_fusion.json, its section of docs/VIEW2.md, README's results
-block (a fusion of the committed restricted recipe's seeds) and one MLflow run (tag fusion=2).
-Two networks cost twice the training and twice every embedding.
+A and B are configurations of docs/view2.json, named as `view2 paired` names them. For each fold both
+finished, the fold experiments' dvc.lock files name their models and pairs in the DVC cache. The two
+networks are fused (`fused`: each unit embedding with its own test-time views, concatenated and scaled by
+1/sqrt(2), so a pair's squared distance is the mean of the two networks'); the threshold comes from the
+fold's validation pairs (`calibrate.criterion`) and scores its 600 test pairs, as the pipeline does for
+one network. Both must have validated and tested each fold on the same pairs. `run` prints each
+network's validation AUC recomputed beside its record (a check that the cache holds the runs' models),
+the fused one, and the fusion against A and against B fold by fold, on validation (the test figures
+when asked for); written, the fusion goes to docs/view2_fusion.json, docs/VIEW2.md and one MLflow run
+(tag fusion=2). Two networks cost twice the training and twice every embedding.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import experiments_table  # noqa: E402
-import view2  # noqa: E402
-from fusion import fused  # noqa: E402
-from tta_views import distance_scores  # noqa: E402
-
-from pipeline import files  # noqa: E402
-from pipeline.data import load_images, load_pairs  # noqa: E402
-from pipeline.embedding import pair_distances  # noqa: E402
-from pipeline.model import load_checkpoint  # noqa: E402
-from pipeline.tta import TTA  # noqa: E402
+from pipeline import files
+from pipeline.data import load_images, load_pairs
+from pipeline.embedding import pair_distances
+from pipeline.lab import view2
+from pipeline.lab.records import ROOT, cell, git, paired_table, save
+from pipeline.metrics import choose_threshold, verification_metrics
+from pipeline.model import load_checkpoint
+from pipeline.tta import TTA
 
 CACHE: Path | None = None  # DVC 3's md5-named files; None until read from `dvc cache dir`
 # what a fold needs from its experiment: the output of its stage, by dvc.lock path
@@ -53,6 +37,8 @@ OUTS = {"prepared": "data/prepared", "pairs": "data/pairs", "model": "models/mod
 # recorded single-network figures and those recomputed here may differ in the last digits (CPU kernels)
 AGREE = 1e-4
 
+
+# --- a fold's inputs, from the DVC cache ---------------------------------------------------------
 
 def cached(md5: str) -> Path:
     global CACHE
@@ -87,8 +73,7 @@ def dir_files(md5: str, name: str, path: str) -> dict[str, Path]:
 
 
 def exp_ref(name: str) -> str:
-    refs = [r for r in experiments_table.git("for-each-ref", "--format=%(refname)", "refs/exps/").split()
-            if r.rsplit("/", 1)[-1] == name]
+    refs = [r for r in git("for-each-ref", "--format=%(refname)", "refs/exps/").split() if r.rsplit("/", 1)[-1] == name]
     if len(refs) != 1:
         raise SystemExit(f"experiment {name}: {'not' if not refs else 'more than once'} among the DVC experiments "
                          f"(`dvc exp show`); its fold cannot be fused"
@@ -98,7 +83,7 @@ def exp_ref(name: str) -> str:
 
 def fold_inputs(name: str) -> dict:
     """The prepared images' and pairs' cache files and the model of fold experiment `name`."""
-    outs = lock_outs(experiments_table.git("show", f"{exp_ref(name)}:dvc.lock"))
+    outs = lock_outs(git("show", f"{exp_ref(name)}:dvc.lock"))
     absent = [p for p in OUTS.values() if p not in outs]
     if absent:
         raise SystemExit(f"experiment {name}: its dvc.lock names no output {absent[0]}")
@@ -128,17 +113,20 @@ def fold_sets(inputs: dict, tmp: Path, loaded: dict) -> tuple:
     return images, *(load_pairs(pairs_dir / f"{s}.tsv", rows) for s in ("val", "test"))
 
 
-def fold_distances(model_path: Path, images, sets: tuple) -> list[np.ndarray]:
-    """One network's distances of each pair set, with the test-time views its checkpoint names."""
-    model, ckpt = load_checkpoint(model_path)
-    tta = TTA.of(ckpt)
-    return [pair_distances(model, images, s, tta) for s in sets]
+# --- scoring ------------------------------------------------------------------------------------
+
+def fused(squared: list[np.ndarray]) -> np.ndarray:
+    """Distances of the fused embedding (the unit embeddings concatenated, scaled by 1/sqrt(M)) from each
+    of the M networks' squared distances of the same pairs: the root of their mean, in [0, 2]."""
+    return np.sqrt(np.mean(squared, axis=0))
 
 
 def scored(d_val: np.ndarray, val, d_test: np.ndarray, test, criterion: str, target_far: float) -> dict:
-    """The View 2 columns of one fold: validation AUC; test accuracy, AUC and EER at the validation threshold."""
-    r = distance_scores(d_val, val, d_test, test, criterion, target_far)
-    return {"test acc": r["test_accuracy"], "test AUC": r["test_auc"], "test EER": r["test_eer"], "val AUC": r["val_auc"]}
+    """The View 2 columns of one fold from pair distances: validation AUC; test accuracy, AUC and EER at
+    the threshold `criterion` (`calibrate.criterion`) chooses on validation."""
+    threshold = choose_threshold(d_val, val.label, criterion, target_far)
+    v, t = verification_metrics(d_val, val.label, threshold), verification_metrics(d_test, test.label, threshold)
+    return {"test acc": t["accuracy"], "test AUC": t["roc_auc"], "test EER": t["eer"], "val AUC": v["roc_auc"]}
 
 
 def fuse_fold(single: list[tuple[np.ndarray, np.ndarray]], val, test, criterion: str, target_far: float) -> dict:
@@ -173,7 +161,8 @@ def fuse(ra: dict, rb: dict, log=print, show_test: bool = True) -> dict:
             single, alone = [], {}
             for side, r, name, i in zip("AB", (ra, rb), names, inputs):
                 images, val, test = fold_sets(i, Path(tmp), loaded)  # each network on its own prepared images
-                dv, dt = fold_distances(i["model"], images, (val, test))
+                model, ckpt = load_checkpoint(i["model"])  # with the test-time views its checkpoint names
+                dv, dt = (pair_distances(model, images, s, TTA.of(ckpt)) for s in (val, test))
                 single.append((dv, dt))
                 got, was = scored(dv, val, dt, test, criterion, target_far), r["folds"][k]["metrics"]
                 alone[side] = got
@@ -200,8 +189,8 @@ def comparison(rec: dict, cols: tuple[str, ...] = ("val AUC", "test acc", "test 
     for side in ("A", "B"):
         r = rec[side.lower()]
         runs = {int(k): (r["commit"], f["alone"][side]) for k, f in rec["folds"].items()}
-        lines += ["", f"fusion (B) against {side} = {r['commit']} {view2._sets_text(r['overrides'])}".rstrip()]
-        lines += experiments_table.paired_table(runs, fusion, cols, unit="fold")
+        lines += ["", f"fusion (B) against {side} = {r['commit']} {view2.sets_text(r['overrides'])}".rstrip()]
+        lines += paired_table(runs, fusion, cols, unit="fold")
     return lines
 
 
@@ -209,44 +198,25 @@ def store(rec: dict) -> list[dict]:
     """docs/view2_fusion.json with `rec` in place of an earlier fusion of the same two configurations."""
     recs = view2.load_fusions()
     recs = [r for r in recs if (r["a"], r["b"]) != (rec["a"], rec["b"])] + [rec]
-    files.write_text(view2.FUSIONS, json.dumps(recs, indent=1, ensure_ascii=False) + "\n")
+    save(recs, view2.FUSIONS)
     return recs
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("a", metavar="COMMIT_A", help="configuration A's pipeline commit, as docs/VIEW2.md names it")
-    parser.add_argument("b", metavar="COMMIT_B", help="configuration B's pipeline commit (may be A's)")
-    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="an override both ran with")
-    parser.add_argument("--a-set", action="append", default=[], metavar="KEY=VALUE", help="an override of A's alone")
-    parser.add_argument("--b-set", action="append", default=[], metavar="KEY=VALUE", help="an override of B's alone")
-    parser.add_argument("--test", action="store_true", help="also print the test figures (selection reads validation alone)")
-    parser.add_argument("--write", action="store_true",
-                        help="record it, test figures included, in docs/view2_fusion.json, docs/VIEW2.md and MLflow")
-    parser.add_argument("--no-mlflow", action="store_true", help="with --write: not in MLflow")
-    args = parser.parse_args(argv)
-    common = experiments_table.plain(view2.parse_sets(args.set))
-    recs = view2.load_records()
-    ra = view2.find_record(recs, args.a, {**common, **experiments_table.plain(view2.parse_sets(args.a_set, "--a-set"))}, "A")
-    rb = view2.find_record(recs, args.b, {**common, **experiments_table.plain(view2.parse_sets(args.b_set, "--b-set"))}, "B")
+def run(ra: dict, rb: dict, show_test: bool = False, write: bool = False, mlflow: bool = True) -> int:
+    """`fuse`: prints the fusion of A and B and each against it; `write` records it, test figures included,
+    in docs/view2_fusion.json, docs/VIEW2.md and (with `mlflow`) MLflow."""
     if ra is rb:
-        parser.error("A and B are the same configuration: fusing a network with itself changes nothing")
-    show_test = args.test or args.write
+        raise SystemExit("A and B are the same configuration: fusing a network with itself changes nothing")
+    show_test = show_test or write
     rec = fuse(ra, rb, show_test=show_test)
     s = rec["summary"]
-    print(f"fused, {len(rec['folds'])} folds: validation AUC {view2._cell(s['val AUC'])}"
-          + (f", test accuracy {view2._cell(s['test acc'])}, AUC {view2._cell(s['test AUC'])}" if show_test else
-             " (test figures: --test)"))
+    print(f"fused, {len(rec['folds'])} folds: validation AUC {cell(s['val AUC'])}"
+          + (f", test accuracy {cell(s['test acc'])}, AUC {cell(s['test AUC'])}" if show_test else " (test figures: --test)"))
     print("\n".join(comparison(rec, ("val AUC", "test acc", "test AUC") if show_test else ("val AUC",))))
-    if args.write:
+    if write:
         store(rec)
-        files.write_text(view2.OUT, view2.view2_md(recs, view2.load_fusions()))
-        print(f"wrote {view2.FUSIONS.relative_to(ROOT)} and {view2.OUT.relative_to(ROOT)}")
-        view2.refresh_readme()
-        if not args.no_mlflow:
+        files.write_text(view2.OUT, view2.view2_md(view2.load_records(), view2.load_fusions()))
+        print(f"wrote {os.path.relpath(view2.FUSIONS, ROOT)} and {os.path.relpath(view2.OUT, ROOT)}")
+        if mlflow:
             view2.log_mlflow([view2.fusion_run(rec)])
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

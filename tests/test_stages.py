@@ -97,6 +97,7 @@ def test_every_stage_writes_its_declared_outputs(runs):
     assert f"Threshold {calibrate['threshold']:.4f}" in card and train["device"] in card
     assert evaluate["id_people"] == 10 and 0 <= evaluate["id_rank1"] <= evaluate["id_rank5"] <= 1
     assert "id_20way" not in evaluate  # 10 test people: no 20-way trial
+    assert 0 <= calibrate["val_id_rank1"] <= 1 and calibrate["val_id_people"] >= 5  # the held-out training people
     assert (ws / "plots/cmc.csv").read_text().startswith("rank,identification_rate\n1,")
 
 

@@ -34,7 +34,8 @@ def test_download_pairs_prepare_on_real_lfw_a(tmp_path):
         assert r["train_test_shared_people"] == r["val_test_shared_people"] == r["train_val_shared_images"] == 0
         if mode == "restricted":  # every official pair, split by components; names no label links may cross
             assert r["train_pairs"] + r["val_pairs"] == 2200
-            assert abs(r["val_same"] - 0.15 * 1100) <= 2 and abs(r["val_pairs"] - r["val_same"] - 0.15 * 1100) <= 2
+            share = raw["pairs"]["val_fraction"] * 1100  # of each label's 1,100 pairs, whatever params.yaml holds
+            assert abs(r["val_same"] - share) <= 2 and abs(r["val_pairs"] - r["val_same"] - share) <= 2
         else:
             assert r["train_val_shared_people"] == 0
 

@@ -65,7 +65,7 @@ TAKEN_OUT = {"train.arch": "compact", "train.pool_first": False, "train.stem": "
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them;
 # [1, 2, 1] is its network (lower on validation with the unrestricted default's [1, 1, 1]: docs/DECISIONS.md)
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,
-              "train.warmup_epochs": 3, "train.stage_convs": [1, 2, 1]}
+              "train.warmup_epochs": 3, "train.stage_convs": [1, 2, 1], "train.sampler": "pairs", "train.mining": "pairs"}
 RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs", "pairs.val_keep", "train.identity_images"}  # unrestricted only
 README_SEEDS = (0, 1, 2)
 # params that move the validation pairs, as pipeline.registry.val_pairs_key keys them: a paired comparison holds them
@@ -222,8 +222,11 @@ def live_runs(shown) -> list[dict]:
                     bases[rev] = committed_params(rev)
         seed = params.pop("seed", None)
         base = {k: v for k, v in (bases[rev] or {}).items() if k != "seed"}
-        run = {"commit": e["commit"], "name": e["name"], "seed": seed, "params": params,
-               "overrides": {k: v for k, v in params.items() if k not in base or not same(v, base[k])}, "metrics": metrics}
+        overrides = {k: v for k, v in params.items() if k not in base or not same(v, base[k])}
+        # a param taken out of params.yaml before the run: it ran at the value the code has without it
+        params = {**{k: v for k, v in TAKEN_OUT.items() if k not in params}, **params}
+        run = {"commit": e["commit"], "name": e["name"], "seed": seed, "params": params, "overrides": overrides,
+               "metrics": metrics}
         train = metrics_file(data, "metrics/train.json")  # what the run trained in and on
         if train.get("precision") and train.get("device"):
             run["trained"] = f"{train['precision']} on {train['device']}"

@@ -14,10 +14,7 @@ import yaml
 
 from conftest import ROOT, committed
 
-STAGES = ("check", "download", "pairs", "prepare", "train", "calibrate", "export", "evaluate")
-RECORD_KEEPING = ("tracking", "registry", "runner", "serving", "pyfunc_model")
-VALIDATION = ("params",)  # the `check` stage's dependency; test_params_hands_stages_the_values_as_written
-USER_FACING = ("cli",)
+from pipeline import RECORD_KEEPING, STAGES, USER_FACING, VALIDATION  # the roles, stated once
 
 
 def imports(module: Path) -> set[str]:

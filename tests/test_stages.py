@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+import pipeline
+
 from conftest import ROOT, small_params
 from pipeline import files
 
-RECORD_KEEPING = ("pipeline.tracking", "pipeline.registry", "pipeline.runner", "pipeline.serving", "pipeline.pyfunc_model")
+RECORD_KEEPING = tuple(f"pipeline.{name}" for name in pipeline.RECORD_KEEPING)
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 

@@ -23,7 +23,9 @@ import math
 import platform
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -91,26 +93,62 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
             yield x, ids, train.label[b][mine]
 
 
-def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, mining: str, seed: int, epoch: int,
-                device, dtype, embed=None) -> float:
+@dataclass(frozen=True)
+class Epoch:
+    """What one training epoch reads: the model and its optimiser, the images and pairs, the params."""
+    model: Siamese
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    images: torch.Tensor
+    train: PairSet
+    p: TrainParams
+    mining: str  # "batch_all" or "pairs"
+    seed: int
+    device: torch.device
+    dtype: torch.dtype | None  # the autocast dtype; None: fp32
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None  # the DDP-wrapped embedder under torchrun; None: model.embed
+
+
+@dataclass
+class TrainState:
+    """Where training stands after an epoch; saved in the resume file as a plain dict."""
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None  # the best epoch's validation row
+    best_auc: float = -1.0
+    bad_epochs: int = 0  # epochs since the best, for early stopping
+    best_weights: dict | None = None
+
+    def improve(self, row: dict, model: Siamese) -> None:
+        """Count the epoch's validation row: a new best (by MIN_DELTA at least) keeps a copy of the weights."""
+        self.history.append(row)
+        if row["val_auc"] > self.best_auc + MIN_DELTA:
+            self.best_auc, self.bad_epochs, self.best = row["val_auc"], 0, dict(row)
+            self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        self.epoch = row["epoch"]
+
+
+def train_epoch(ctx: Epoch, epoch: int) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
-    `embed` (default `model.embed`) is the DDP-wrapped embedder under torchrun. Batch-all mining scores
-    every two images of a batch that are the same person, or known to be different people
-    (`PairSet.different`: in restricted mode only what the pair labels imply)."""
+    Batch-all mining scores every two images of a batch that are the same person, or known to be different
+    people (`PairSet.different`: in restricted mode only what the pair labels imply)."""
+    model, train, p, device, dtype = ctx.model, ctx.train, ctx.p, ctx.device, ctx.dtype
     model.train()
-    embed = embed or model.embed
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    torch.manual_seed(seed * 100_003 + epoch)
+    embed = ctx.embed or model.embed
+    gen = torch.Generator().manual_seed(ctx.seed * 100_003 + epoch)
+    torch.manual_seed(ctx.seed * 100_003 + epoch)
     n_batches = len(train.label) // p.batch_size or 1
     progress = runner.Progress(f"epoch {epoch}", 2 * n_batches * p.batch_size, "images")
     total, seen = 0.0, 0
     bar = tqdm(total=n_batches, desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=True if distributed.world()[0] else None)
-    for k, (x, ids, labels) in enumerate(batches(train, p, gen, images)):
+    for k, (x, ids, labels) in enumerate(batches(train, p, gen, ctx.images)):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = embed(x.to(device))
-        if mining == "batch_all":
+        if ctx.mining == "batch_all":
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
             different = None if train.links is None else torch.from_numpy(train.different(ids)).to(device)
@@ -124,10 +162,10 @@ def train_epoch(model, opt, sched, images, train: PairSet, p: TrainParams, minin
         if not torch.isfinite(check):
             raise TrainingError(f"epoch {epoch}, batch {k}: the loss is {check.item()}; stopping (lower train.lr?). "
                                 "The last good checkpoint is kept.")
-        opt.zero_grad(set_to_none=True)
+        ctx.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sched.step()
+        ctx.opt.step()
+        ctx.sched.step()
         total += loss.item() * p.batch_size
         seen += p.batch_size
         bar.update()
@@ -160,34 +198,29 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     opt = make_optimizer(model, p)
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
-    state = {"epoch": 0, "history": [], "best": None, "best_auc": -1.0, "bad_epochs": 0}
+    state = TrainState()
     if resume_path is not None and resume_path.exists():
         saved = torch.load(resume_path, map_location=device, weights_only=True)
         if saved.get("key") == key:
             model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"]); sched.load_state_dict(saved["sched"])
-            state = saved["state"]
-            log.info("resuming after epoch %d from %s", state["epoch"], resume_path)
+            state = TrainState(**saved["state"])
+            log.info("resuming after epoch %d from %s", state.epoch, resume_path)
         else:
             log.info("ignoring %s: it belongs to other inputs or params", resume_path)
     images_dev = images.to(device) if device.type == "cuda" else images
     log.info("training on %s (%s), %d train / %d val pairs, mining=%s%s", device,
              "bf16" if dtype else "fp32", len(train.label), len(val.label), mining,
              f", {size} processes" if size > 1 else "")
-    while state["epoch"] < p.epochs and state["bad_epochs"] < p.patience:
-        epoch = state["epoch"] + 1
+    ctx = Epoch(model, opt, sched, images_dev, train, p, mining, params.seed, device, dtype, embed)
+    while state.epoch < p.epochs and state.bad_epochs < p.patience:
+        epoch = state.epoch + 1
         t0 = time.perf_counter()
-        train_loss = train_epoch(model, opt, sched, images_dev, train, p, mining, params.seed, epoch, device, dtype, embed)
+        train_loss = train_epoch(ctx, epoch)
         seconds = time.perf_counter() - t0
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics; its validation decides for all
         row = {"epoch": epoch, "train_loss": train_loss, **distributed.from_rank0(lambda: validate(model, images_dev, val, p)),
                "lr": opt.param_groups[0]["lr"]}
-        state["history"].append(row)
-        if row["val_auc"] > state["best_auc"] + MIN_DELTA:
-            state.update(best_auc=row["val_auc"], bad_epochs=0, best={"epoch": epoch, **row},
-                         best_weights={k: v.detach().clone() for k, v in model.state_dict().items()})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
+        state.improve(row, model)
         log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_auc %.4f  val_acc %.4f  (%.1fs, %.0f img/s)",
                  epoch, p.epochs, train_loss, row["val_loss"], row["val_auc"], row["val_accuracy"], seconds,
                  2 * steps_per_epoch * p.batch_size / seconds)
@@ -195,13 +228,13 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
             on_epoch(row, seconds)
         if resume_path is not None and rank == 0:
             save({"key": key, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                  "state": state}, resume_path)
-    model.load_state_dict(state["best_weights"])
-    summary = {"best_epoch": state["best"]["epoch"], "stopped_epoch": state["epoch"],
-               "early_stopped": state["epoch"] < p.epochs, "mining": mining,
-               **{f"best_{k}": state["best"][k] for k in ("val_auc", "val_loss", "val_accuracy", "train_loss")},
+                  "state": asdict(state)}, resume_path)
+    model.load_state_dict(state.best_weights)
+    summary = {"best_epoch": state.best["epoch"], "stopped_epoch": state.epoch,
+               "early_stopped": state.epoch < p.epochs, "mining": mining,
+               **{f"best_{k}": state.best[k] for k in ("val_auc", "val_loss", "val_accuracy", "train_loss")},
                **trained_on(device, dtype)}
-    return model.cpu(), state["history"], summary
+    return model.cpu(), state.history, summary
 
 
 def trained_on(device: torch.device, dtype) -> dict:

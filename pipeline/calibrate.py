@@ -15,13 +15,12 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pipeline import files, runner
 from pipeline.data import load_images, load_pairs
 from pipeline.embedding import validation_scores
-from pipeline.identification import identification
+from pipeline.identification import identification, person_numbers
 from pipeline.model import embed_all, load_checkpoint
 from pipeline.params import flatten, load_params
 from pipeline.tables import read_table
@@ -48,11 +47,10 @@ def calibrate(model_path: Path, prepared: Path, val_table: Path, criterion: str,
 def validation_identification(model, images: torch.Tensor, rows: dict, val_table: Path, tta: TTA) -> dict:
     """`val_id_*`: one-shot identification of the people the validation pairs name, over every prepared
     image of theirs (unrestricted mode: validation people are held out whole)."""
-    names = sorted({name for n1, _, n2, _, _ in read_table(val_table) for name in (n1, n2)})
-    keys = sorted(key for key in rows if key[0] in set(names))
+    names = {name for n1, _, n2, _, _ in read_table(val_table) for name in (n1, n2)}
+    keys = sorted(key for key in rows if key[0] in names)
     emb = embed_all(model, images[torch.tensor([rows[key] for key in keys])], tta).numpy()
-    number = {name: k for k, name in enumerate(names)}
-    figures, _ = identification(emb, np.array([number[name] for name, _ in keys]))
+    figures, _ = identification(emb, person_numbers([name for name, _ in keys]))
     return {f"val_{k}": v for k, v in figures.items()}
 
 

@@ -1,6 +1,7 @@
 """The model card: a Markdown page that says what the model is, how it was made and how well it does."""
 from __future__ import annotations
 
+from pipeline.identification import n_way_figures
 from pipeline.params import Params
 
 
@@ -34,7 +35,7 @@ def _identification(test: dict) -> list[str]:
     """The one-shot identification section (pipeline/identification.py), where the metrics hold it."""
     if "id_rank1" not in test:
         return []
-    ways = sorted((int(k[3:-3]), v) for k, v in test.items() if k.startswith("id_") and k.endswith("way"))
+    ways = n_way_figures(test)
     return [
         "## One-shot identification",
         f"One gallery photo of each of the {test['id_people']} test people, their other {test['id_probes']} photos "

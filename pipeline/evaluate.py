@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import files, lfw, registry, runner, views
 from pipeline.card import model_card
-from pipeline.identification import identification
+from pipeline.identification import identification, n_way_figures, person_numbers
 from pipeline.metrics import roc
 from pipeline.params import load_params
 from pipeline.scoring import image_path, read_images, score_labelled
@@ -103,8 +103,7 @@ def identify(verifier: Verifier, images_dir: Path, people: dict[str, int]) -> tu
     """One-shot identification figures and CMC curve of every image of `people`."""
     keys = [(name, i) for name in sorted(people) for i in range(1, people[name] + 1)]
     emb = verifier.embed(read_images(verifier, images_dir, keys))
-    number = {name: k for k, name in enumerate(sorted(people))}
-    return identification(emb, np.array([number[name] for name, _ in keys]))
+    return identification(emb, person_numbers([name for name, _ in keys]))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,7 +165,7 @@ def run(args, rec) -> None:
     log.info("test accuracy %.4f [%.4f, %.4f], AUC %.4f, EER %.4f on %d pairs", metrics["accuracy"],
              metrics["accuracy_ci95_low"], metrics["accuracy_ci95_high"], metrics["roc_auc"], metrics["eer"], metrics["n_pairs"])
     log.info("one-shot identification of %d people: rank-1 %.4f, rank-5 %.4f, %s", ident["id_people"], ident["id_rank1"],
-             ident["id_rank5"], ", ".join(f"{k[3:]} {v:.4f}" for k, v in ident.items() if k.endswith("way")))
+             ident["id_rank5"], ", ".join(f"{n}-way {v:.4f}" for n, v in n_way_figures(ident)))
 
 
 if __name__ == "__main__":

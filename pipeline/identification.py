@@ -71,23 +71,21 @@ def n_way(dist: np.ndarray, true_col: np.ndarray, n: int, rng: np.random.Generat
     return hits / draws
 
 
-def open_set_dir(dist: np.ndarray, people: np.ndarray, gallery: np.ndarray, probes: np.ndarray,
-                 rng: np.random.Generator, far: float = 0.01) -> float:
+def open_set_dir(dist: np.ndarray, cols: np.ndarray, probes: np.ndarray, rng: np.random.Generator,
+                 far: float = 0.01) -> float:
     """Detection and identification rate at false-alarm rate `far`: distances `dist` (N, G) of every image to
-    every gallery image (gallery column k is person `people[gallery[k]]`); half the gallery people enrolled
-    (drawn from `rng`: the larger half of those with a probe, the smaller half of the others), the other
-    half's images impostors."""
-    g = len(gallery)
-    with_probe = np.isin(people[gallery], people[probes])
+    every gallery image, each image's own gallery column `cols` (N,), the probe rows `probes`; half the
+    gallery people enrolled (drawn from `rng`: the larger half of those with a probe, the smaller half of
+    the others), the other half's images impostors."""
+    g = dist.shape[1]
+    with_probe = np.isin(np.arange(g), cols[probes])
     enrolled = np.zeros(g, dtype=bool)
     for group, share in ((np.flatnonzero(with_probe), np.ceil), (np.flatnonzero(~with_probe), np.floor)):
         enrolled[rng.choice(group, size=int(share(len(group) / 2)), replace=False)] = True
     if enrolled.all() or not (enrolled & with_probe).any():
         raise ValueError(f"open-set identification needs 2 people, one with a second image; there are {g}")
-    col_of = {int(people[row]): k for k, row in enumerate(gallery)}
-    cols = np.array([col_of[int(p)] for p in people])  # each image's own gallery column
     impostors = ~enrolled[cols]
-    genuine = np.zeros(len(people), dtype=bool)
+    genuine = np.zeros(len(cols), dtype=bool)
     genuine[probes] = True
     genuine &= enrolled[cols]
     sub = dist[:, enrolled]
@@ -110,8 +108,9 @@ def identification(emb: np.ndarray, people: np.ndarray, ways=WAYS) -> tuple[dict
     if not len(probes):
         raise ValueError("one-shot identification needs a person with two or more images")
     dist = distances(emb, emb[gallery])  # (N, G)
-    col_of = {int(people[row]): k for k, row in enumerate(gallery)}
-    true_col = np.array([col_of[int(p)] for p in people[probes]])
+    col_of = {int(p): k for k, p in enumerate(people[gallery])}
+    cols = np.array([col_of[int(p)] for p in people])  # each image's own gallery column
+    true_col = cols[probes]
     probe_dist = dist[probes]
     r = ranks(probe_dist, true_col)
     curve = cmc(r, min(CMC_RANKS, len(gallery)))
@@ -120,5 +119,16 @@ def identification(emb: np.ndarray, people: np.ndarray, ways=WAYS) -> tuple[dict
     for n in ways:
         if n <= len(gallery):
             out[f"id_{n}way"] = n_way(probe_dist, true_col, n, rng)
-    out["id_dir_at_far_1pct"] = open_set_dir(dist, people, gallery, probes, rng)
+    out["id_dir_at_far_1pct"] = open_set_dir(dist, cols, probes, rng)
     return out, curve
+
+
+def person_numbers(names: list[str]) -> np.ndarray:
+    """Person numbers (N,) of images given by their person's name (N,): the distinct names numbered in order."""
+    number = {name: k for k, name in enumerate(sorted(set(names)))}
+    return np.array([number[name] for name in names])
+
+
+def n_way_figures(metrics: dict) -> list[tuple[int, float]]:
+    """[(N, N-way rank-1)] of a metrics mapping's `id_{N}way` figures, by N."""
+    return sorted((int(k[3:-3]), v) for k, v in metrics.items() if k.startswith("id_") and k.endswith("way"))

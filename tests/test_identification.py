@@ -46,7 +46,7 @@ def test_the_open_set_rate_counts_genuine_probes_identified_within_the_impostors
     rng = np.random.default_rng(0)
     enrolled = np.zeros(4, dtype=bool)  # every person has a probe: two of the four, as open_set_dir draws them
     enrolled[np.random.default_rng(0).choice(np.arange(4), size=2, replace=False)] = True
-    rate = ident.open_set_dir(dist, people, gallery, probes, rng, far=0.01)
+    rate = ident.open_set_dir(dist, people, probes, rng, far=0.01)  # gallery column k is person k
     # by hand: impostors are every image of the two people not enrolled; none may be accepted at 1% of
     # a handful, so the threshold is the nearest impostor's distance; a genuine probe counts where its
     # nearest enrolled person is its own and strictly nearer than that
@@ -64,10 +64,11 @@ def test_the_open_set_enrols_someone_with_a_second_photo_and_leaves_someone_out(
     gallery, probes = np.array([0, 2, 3, 5]), np.array([1, 4])
     emb = people[:, None] * 10.0
     for seed in range(20):
-        rate = ident.open_set_dir(ident.distances(emb, emb[gallery]), people, gallery, probes, np.random.default_rng(seed))
+        cols = np.array([0, 0, 1, 2, 2, 3])  # each image's gallery column: gallery = rows 0, 2, 3, 5
+        rate = ident.open_set_dir(ident.distances(emb, emb[gallery]), cols, probes, np.random.default_rng(seed))
         assert rate == 1.0  # the enrolled one with a probe is found, within every impostor's distance
     with pytest.raises(ValueError, match="needs 2 people, one with a second image"):
-        ident.open_set_dir(np.zeros((2, 1)), np.array([0, 0]), np.array([0]), np.array([1]), np.random.default_rng(0))
+        ident.open_set_dir(np.zeros((2, 1)), np.array([0, 0]), np.array([1]), np.random.default_rng(0))
 
 
 def test_identification_of_well_separated_people_is_perfect_and_leaves_out_n_above_the_people():

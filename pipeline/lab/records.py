@@ -26,6 +26,7 @@ import yaml
 
 from pipeline import files
 from pipeline.card import CATEGORIES
+from pipeline.identification import n_way_figures
 from pipeline.params import RENAMED, PairsParams
 from pipeline.registry import NOT_VALIDATION
 
@@ -470,7 +471,7 @@ def identification_table(evaluate: dict) -> list[str]:
     """The README's one-shot identification lines from the committed metrics/evaluate.json; none where it has no `id_*`."""
     if "id_rank1" not in evaluate:
         return []
-    ways = sorted((int(k[3:-3]), v) for k, v in evaluate.items() if k.startswith("id_") and k.endswith("way"))
+    ways = n_way_figures(evaluate)
     return ["", f"One-shot identification of the run behind `dvc.lock` on the {evaluate['id_people']:,} test people "
             f"(one gallery photo each, their other {evaluate['id_probes']:,} photos as probes; `evaluate` stage):", "",
             "| all-way rank-1 | all-way rank-5 | " + " | ".join(f"{n}-way rank-1" for n, _ in ways)

@@ -29,7 +29,7 @@ from benchmarks.run import train_throughput
 from pipeline.embedding import autocast_dtype
 from pipeline.lab import records
 from pipeline.model import Siamese
-from pipeline.pairs import make_tables
+from pipeline.stages.pairs import make_tables
 from pipeline.params import Params, ParamsError, flatten, load_params, set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def recipe_params(sets: dict, base: Path = ROOT / "params.yaml") -> Params:
 
 def images_per_run(params: Params, data: Path | None = None) -> int | None:
     """Images a full run steps through: epochs x (training pairs // batch size) x 2 x batch size, as
-    pipeline/train.py counts them; restricted mode's pairs are counted from `data`, or None without it."""
+    pipeline/stages/train.py counts them; restricted mode's pairs are counted from `data`, or None without it."""
     n_pairs = params.pairs.n_train_pairs
     if params.pairs.mode == "restricted":
         if data is None or not data.exists():

@@ -36,7 +36,7 @@ from pipeline.data import augment
 from pipeline.embedding import autocast_dtype
 from pipeline.model import Siamese, batch_all_contrastive_loss
 from pipeline.params import load_params
-from pipeline.train import make_optimizer
+from pipeline.stages.train import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,8 @@ def evaluation(model_path: Path, tmp: Path, env: dict, fwd_flops: float, peaks: 
     import numpy as np
     from PIL import Image
 
-    from pipeline import export, lfw
+    from pipeline import lfw
+    from pipeline.stages import export
     from pipeline.bundle import Bundle
     from pipeline.scoring import image_path, pair_images, pair_rows, score_pairs
     from pipeline.verifier import Verifier
@@ -264,9 +265,9 @@ def main() -> None:
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        t_dl, _ = timed([py, "-m", "pipeline.download", "--params", str(ROOT / "params.yaml"), "--out", str(tmp / "lfw-a"),
+        t_dl, _ = timed([py, "-m", "pipeline.stages.download", "--params", str(ROOT / "params.yaml"), "--out", str(tmp / "lfw-a"),
                          "--report", str(tmp / "data.json")], ROOT, env)
-        t_prep, _ = timed([py, "-m", "pipeline.prepare", "--params", str(ROOT / "params.yaml"), "--data", str(tmp / "lfw-a"),
+        t_prep, _ = timed([py, "-m", "pipeline.stages.prepare", "--params", str(ROOT / "params.yaml"), "--data", str(tmp / "lfw-a"),
                            "--out", str(tmp / "prepared"), "--report", str(tmp / "prep.json")], ROOT, env)
         print(f"data: extract + verify {t_dl:.1f} s, decode + crop + resize 13,233 images {t_prep:.1f} s "
               f"(total {t_dl + t_prep:.1f} s, process start included)")
@@ -284,10 +285,10 @@ def main() -> None:
         raw["train"]["epochs"] = 1
         raw["pairs"]["n_train_pairs"] = min(raw["pairs"]["n_train_pairs"], 4000)
         short.write_text(yaml.safe_dump(raw))
-        timed([py, "-m", "pipeline.pairs", "--params", str(short), "--data", str(tmp / "lfw-a"),
+        timed([py, "-m", "pipeline.stages.pairs", "--params", str(short), "--data", str(tmp / "lfw-a"),
                "--out", str(pairs_dir), "--report", str(tmp / "pairs.json")], ROOT, env)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        timed([py, "-m", "pipeline.train", "--params", str(short), "--prepared", str(tmp / "prepared"), "--pairs", str(pairs_dir),
+        timed([py, "-m", "pipeline.stages.train", "--params", str(short), "--prepared", str(tmp / "prepared"), "--pairs", str(pairs_dir),
                "--model", str(tmp / "m.pt"), "--metrics", str(tmp / "t.json"), "--plot", str(tmp / "t.csv"),
                "--resume", str(tmp / "r.pt")], ROOT, env)
         rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

@@ -95,7 +95,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 def write_metrics(path: str | Path, values: dict, recorder=None) -> None:
     """The one place a stage's final metrics go: the DVC metrics file, and the same dict to the stage's
-    record (a pipeline.tracking.Recorder, or None), so the two cannot drift."""
+    record (a pipeline.record.tracking.Recorder, or None), so the two cannot drift."""
     write_json(path, values)
     if recorder is not None:
         recorder.metrics(values)

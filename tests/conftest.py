@@ -128,14 +128,14 @@ def run_stage(module, lfw_dir: Path, out: Path, name: str, **overrides) -> Path:
 @pytest.fixture(scope="session")
 def prepared(lfw_dir, tmp_path_factory) -> Path:
     """The synthetic dataset run through the prepare stage (size 32)."""
-    from pipeline import prepare
+    from pipeline.stages import prepare
     return run_stage(prepare, lfw_dir, tmp_path_factory.mktemp("prepared"), "prepared")
 
 
 @pytest.fixture(scope="session")
 def tables(lfw_dir, tmp_path_factory) -> Path:
     """The synthetic dataset's pair tables, as the pairs stage writes them."""
-    from pipeline import pairs
+    from pipeline.stages import pairs
     return run_stage(pairs, lfw_dir, tmp_path_factory.mktemp("pairs"), "pairs")
 
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from pipeline import cli, export
+from pipeline.serve import cli
+from pipeline.stages import export
 from pipeline.bundle import Bundle
 from pipeline.model import Siamese
 from pipeline.tta import TTA
@@ -123,7 +124,7 @@ def test_verify_uses_the_bundle_without_importing_torch(tmp_path, lfw_dir):
     (tmp_path / "metrics" / "calibrate.json").write_text(json.dumps({"threshold": 0.7}))
     export.export(ckpt, 0.7, tmp_path / "models" / "faceverify.npz")
     a, b = sorted((lfw_dir / "lfw2").rglob("*.jpg"))[:2]
-    probe = ("import json, sys; from pipeline import cli; rc = cli.main(['verify', sys.argv[1], sys.argv[2], '--json']); "
+    probe = ("import json, sys; from pipeline.serve import cli; rc = cli.main(['verify', sys.argv[1], sys.argv[2], '--json']); "
              "print(json.dumps({'torch': 'torch' in sys.modules, 'rc': rc}))")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 

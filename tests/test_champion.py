@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline import registry, tracking
-from pipeline.registry import val_pairs_key
+from pipeline.record import registry, tracking
+from pipeline.record.registry import val_pairs_key
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_the_alias_moves_only_to_a_better_auc_on_the_same_pairs(client, caplog):
     assert a != b and "pairs.split_seed=0" in a and "pairs.n_val_pairs=20000" in a
     v1, v2, v3, v4 = (client.new_version() for _ in range(4))
     assert registry.promote(client, "faceverify", v1, 0.90, a) and champion(client) == v1
-    with caplog.at_level(logging.WARNING, logger="pipeline.registry"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.record.registry"):
         # higher, but on other validation pairs (another split): they do not compare
         assert not registry.promote(client, "faceverify", v2, 0.99, b)
     assert champion(client) == v1 and "do not compare" in caplog.text and f"'champion', '{v2}'" in caplog.text
@@ -58,7 +58,7 @@ def test_restricted_mode_keys_only_the_params_it_reads():
 
 
 def test_every_seed_and_training_draw_validates_on_the_same_pairs():
-    """`seed` and n_train_pairs draw only the training pairs (pipeline.pairs), so they leave the key alone."""
+    """`seed` and n_train_pairs draw only the training pairs (pipeline.stages.pairs), so they leave the key alone."""
     pairs = {"mode": "unrestricted", "val_fraction": 0.15, "n_val_pairs": 20000}
     keys = {val_pairs_key(typed(seed, {**pairs, "n_train_pairs": n})) for seed in (0, 1, 2) for n in (2000, 36000)}
     assert keys == {"pairs.mode=unrestricted pairs.n_val_pairs=20000 pairs.split_seed=0 pairs.val_fraction=0.15"}

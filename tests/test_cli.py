@@ -7,7 +7,9 @@ import yaml
 from PIL import Image
 
 from conftest import small_params
-from pipeline import cli, evaluate, lfw, scoring, train
+from pipeline import lfw, scoring
+from pipeline.serve import cli
+from pipeline.stages import evaluate, train
 from pipeline.data import load_images, load_pairs
 from pipeline.params import load_params
 from pipeline.verifier import Verifier
@@ -94,7 +96,7 @@ def test_no_trained_model_yet(tmp_path, monkeypatch, capsys):
 
 
 def test_eval_and_verify_on_a_bundle_agree_with_the_checkpoint(workspace, lfw_dir, tmp_path, monkeypatch, capsys):
-    from pipeline import export
+    from pipeline.stages import export
     monkeypatch.chdir(workspace)
     bundle = tmp_path / "fv.npz"
     export.export(workspace / "models" / "model.pt", 0.9, bundle)

@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from conftest import small_params
-from pipeline import train
+from pipeline.stages import train
 from pipeline.data import augment, load_images, load_pairs
 from pipeline.params import load_params
 
@@ -28,7 +28,7 @@ def test_device_auto_trains_on_the_gpu_in_bf16(tmp_path, prepared, tables, caplo
     params = load_params(path)
     images, rows = load_images(prepared)
     tr, val = load_pairs(tables / "train.tsv", rows), load_pairs(tables / "val.tsv", rows)
-    with caplog.at_level(logging.INFO, logger="pipeline.train"):
+    with caplog.at_level(logging.INFO, logger="pipeline.stages.train"):
         model, history, summary = train.fit(images, tr, val, params)
     started = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training "))
     assert " on cuda (bf16)" in started

@@ -8,7 +8,9 @@ import threading
 import pytest
 
 from conftest import add_member, make_archive
-from pipeline import download, lfw, views
+from pipeline import lfw, views
+from pipeline.stages import download
+from pipeline.params import DownloadParams
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,8 +46,8 @@ def sha256(path):
 
 def run(tmp_path, url, checksum, local=None, protocol_url=None):
     out, report = tmp_path / "data" / "lfw-a", tmp_path / "metrics" / "data.json"
-    result = download.run(out, url, checksum, protocol_url or url, timeout_s=5, retries=0,
-                          local_archive=local, local_checksum=None, protocol_md5=None)
+    result = download.build_dataset(out, DownloadParams(url, checksum, protocol_url or url),
+                                    download.Source(local_archive=local, timeout_s=5, retries=0))
     return out, report, result
 
 

@@ -1,10 +1,13 @@
 """dvc.yaml and the module layers: a stage reruns only when code that can change its outputs changes.
 
-Stages (one module each, run by dvc.yaml) import only libraries, never another stage. A stage's DVC
-deps are its module and every output-affecting library it imports, followed transitively; the
-record-keeping modules (MLflow runs, the registry, logging and errors) are left out, and are not
-followed: they cannot change an output (tests/test_stages.py shows they write none). So is the
-validation of params.yaml (pipeline/params.py): it hands a stage the file's values as DVC reads them
+The tree states the roles (pipeline/__init__.py): pipeline/stages/ (one module per dvc.yaml stage),
+pipeline/record/ (MLflow runs, the registry, logging and errors), pipeline/serve/ (the command and the
+MLflow model), pipeline/lab/, and the libraries directly in pipeline/. The import rules read the folders:
+a library imports only libraries, serve/ only libraries, record/ libraries and serve/ (it logs the served
+model), a stage libraries and record/; nothing imports a stage, and nothing outside lab/ imports lab/.
+A stage's DVC deps are its module and every library it reaches, followed transitively; record keeping is
+left out and not followed: it cannot change an output (tests/test_stages.py shows it writes none). So is
+the validation of params.yaml (pipeline/params.py): it hands a stage the file's values as DVC reads them
 (numbers as numbers) or refuses the file, so only the `check` stage, which writes nothing, depends on it.
 """
 import ast
@@ -14,11 +17,30 @@ import yaml
 
 from conftest import ROOT, committed
 
-from pipeline import RECORD_KEEPING, STAGES, USER_FACING, VALIDATION  # the roles, stated once
+from pipeline import ROLES, VALIDATION  # the roles, stated once by the tree
+
+PIPELINE = ROOT / "pipeline"
+# what each role may import besides libraries; the lab may import anything
+MAY_IMPORT = {"library": set(), "serve": {"serve"}, "record": {"record", "serve"}, "stages": {"record"},
+              "lab": set(ROLES)}
+
+
+def modules() -> dict[str, Path]:
+    """Every module of pipeline/ by dotted name below it ('files', 'stages.train')."""
+    return {".".join(p.relative_to(PIPELINE).with_suffix("").parts): p for p in PIPELINE.rglob("*.py")
+            if p.name != "__init__.py"}
+
+
+def role(name: str) -> str:
+    head = name.split(".")[0]
+    return head if head in ROLES else "library"
+
+
+STAGES = sorted(n.split(".")[1] for n in modules() if role(n) == "stages")
 
 
 def imports(module: Path) -> set[str]:
-    """The pipeline modules `module` imports directly (names such as 'files'), or names as a file it runs ("x.py")."""
+    """The pipeline modules `module` imports directly (as 'files', 'record.tracking'), or runs as a file ("x.py")."""
     found = set()
     for node in ast.walk(ast.parse(module.read_text())):
         names = []
@@ -27,7 +49,8 @@ def imports(module: Path) -> set[str]:
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.startswith("pipeline")]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py"):
-            names = [f"pipeline.{node.value[:-3]}"]  # a sibling file run by path (the MLflow model's code file)
+            package = module.parent.relative_to(ROOT).as_posix().replace("/", ".")
+            names = [f"{package}.{node.value[:-3]}"]  # a sibling file run by path (the MLflow model's code file)
         for name in names:
             if (ROOT / (name.replace(".", "/") + ".py")).exists() and name != "pipeline":
                 found.add(name.split(".", 1)[1])
@@ -36,38 +59,38 @@ def imports(module: Path) -> set[str]:
 
 def output_deps(stage: str) -> set[str]:
     """The modules that can change `stage`'s outputs: its own and the libraries it reaches, not through record keeping."""
-    seen, todo = set(), [stage]
+    seen, todo = set(), [f"stages.{stage}"]
     while todo:
         name = todo.pop()
-        if name in seen or name in RECORD_KEEPING or (name in VALIDATION and stage != "check"):
+        if name in seen or role(name) in ("record", "serve") or (name in VALIDATION and stage != "check"):
             continue
         seen.add(name)
-        todo.extend(imports(ROOT / "pipeline" / f"{name}.py"))
+        todo.extend(imports(PIPELINE / (name.replace(".", "/") + ".py")))
     return seen
 
 
 def test_the_stages_of_dvc_yaml_are_the_stage_modules():
-    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py")} - {"__init__"}
-    assert set(STAGES) | set(RECORD_KEEPING) | set(USER_FACING) <= modules
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert set(stages) == set(STAGES), f"dvc.yaml has stages {sorted(stages)}, the layers name {sorted(STAGES)}"
+    assert sorted(stages) == STAGES, f"dvc.yaml has stages {sorted(stages)}, pipeline/stages/ has {STAGES}"
+    assert set(VALIDATION) <= set(modules())
 
 
-def test_no_stage_imports_another_stage_and_no_library_imports_upward():
-    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py")} - {"__init__"}
-    for name in modules:
-        found = imports(ROOT / "pipeline" / f"{name}.py")
-        assert not (found & set(STAGES)) - {name}, f"pipeline/{name}.py imports the stage(s) {sorted(found & set(STAGES))}"
-        assert not found & set(USER_FACING), f"pipeline/{name}.py imports {sorted(found & set(USER_FACING))}"
-        if name not in STAGES + RECORD_KEEPING + USER_FACING:  # a library: it may not reach record keeping
-            assert not found & set(RECORD_KEEPING), \
-                f"library pipeline/{name}.py imports record keeping {sorted(found & set(RECORD_KEEPING))}"
+def test_each_role_imports_only_what_the_tree_allows():
+    for name, path in modules().items():
+        mine = role(name)
+        for other in imports(path):
+            theirs = role(other)
+            assert theirs == "library" or theirs in MAY_IMPORT[mine] or other == name, \
+                f"pipeline/{path.relative_to(PIPELINE)} ({mine}) imports pipeline.{other} ({theirs})"
+            assert theirs != "stages" or mine == "lab", f"pipeline/{path.relative_to(PIPELINE)} imports the stage {other}"
 
 
 def test_nothing_outside_the_lab_imports_it():
     """pipeline/lab/ (records, View 2, fusion) may import any module of pipeline/; none of them imports it,
     so no stage's output and no stage's deps depend on the lab."""
-    for module in (ROOT / "pipeline").glob("*.py"):
+    for name, module in modules().items():
+        if role(name) == "lab":
+            continue
         for node in ast.walk(ast.parse(module.read_text())):
             names = []
             if isinstance(node, ast.ImportFrom) and node.module:
@@ -75,18 +98,18 @@ def test_nothing_outside_the_lab_imports_it():
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             lab = [n for n in names if n == "pipeline.lab" or n.startswith("pipeline.lab.")]
-            assert not lab, f"pipeline/{module.name} imports {lab[0]}"
+            assert not lab, f"pipeline/{module.relative_to(PIPELINE)} imports {lab[0]}"
 
 
 def test_stage_deps_are_exactly_the_code_that_can_change_its_outputs():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name, stage in stages.items():
         module = stage["cmd"].split("-m ")[1].split()[0]
-        assert module == f"pipeline.{name}", f"stage {name} runs {module}"
-        needed = {f"pipeline/{m}.py" for m in output_deps(name)}
+        assert module == f"pipeline.stages.{name}", f"stage {name} runs {module}"
+        needed = {f"pipeline/{m.replace('.', '/')}.py" for m in output_deps(name)}
         declared = {d for d in stage.get("deps", []) if d.startswith("pipeline/")}
         assert needed == declared, f"stage {name}: missing {needed - declared}, extra {declared - needed}"
-        assert not {f"pipeline/{m}.py" for m in RECORD_KEEPING} & declared
+        assert not any(d.startswith(("pipeline/record/", "pipeline/serve/", "pipeline/lab/")) for d in declared)
 
 
 def test_params_hands_stages_the_values_as_written():
@@ -149,7 +172,7 @@ def test_the_check_stage_depends_on_every_param_and_nothing_depends_on_it():
     check = stages["check"]
     assert check["params"] == [{"params.yaml": None}], "check must depend on the whole params.yaml"
     assert not check.get("outs") and not check.get("metrics") and not check.get("plots")
-    assert imports(ROOT / "pipeline" / "check.py") == {"params"}  # no torch, no MLflow: it runs in well under a second
+    assert imports(PIPELINE / "stages" / "check.py") == {"params"}  # no torch, no MLflow: it runs in well under a second
 
 
 def test_stage_params_are_real_params_sections():
@@ -166,7 +189,7 @@ def test_stage_params_are_real_params_sections():
 
 
 def test_the_cli_defaults_are_the_stages_outputs():
-    from pipeline import cli
+    from pipeline.serve import cli
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
     def outs(stage, kind="outs"):
@@ -176,12 +199,20 @@ def test_the_cli_defaults_are_the_stages_outputs():
     assert cli.DEFAULT_THRESHOLD in outs("calibrate", "metrics")
 
 
-def test_every_stage_module_runs_as_a_script():
-    """dvc.yaml runs `python -m pipeline.<stage>`: without the guard the command would exit 0 having done nothing."""
+def test_every_stage_module_has_one_shape_and_runs_as_a_script():
+    """dvc.yaml runs `python -m pipeline.stages.<stage>`: without the guard the command would exit 0 having
+    done nothing. Every stage but `check` (no MLflow, no torch, nothing written) has one shape: `parser()` from
+    `runner.parser`, `run(args, rec)` doing the work, and `main(argv)` handing both to `runner.main`."""
     for name in STAGES:
-        tree = ast.parse((ROOT / "pipeline" / f"{name}.py").read_text())
+        tree = ast.parse((PIPELINE / "stages" / f"{name}.py").read_text())
         guards = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
-        assert guards and "sys.exit(main())" in ast.unparse(guards[-1]), f"pipeline/{name}.py has no __main__ guard"
+        assert guards and "sys.exit(main())" in ast.unparse(guards[-1]), f"pipeline/stages/{name}.py has no __main__ guard"
+        if name == "check":
+            continue
+        defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert [a.arg for a in defs["run"].args.args] == ["args", "rec"], f"stages/{name}.py: run(args, rec)"
+        assert "runner.parser(__doc__" in ast.unparse(defs["parser"]), f"stages/{name}.py: parser() from runner.parser"
+        assert "runner.main(" in ast.unparse(defs["main"]), f"stages/{name}.py: main() through runner.main"
 
 
 def test_the_committed_lock_has_the_stages_of_dvc_yaml():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import small_params
-from pipeline import lfw, pairs
+from pipeline import lfw
+from pipeline.stages import pairs
 from pipeline.tables import as_row, read_table, write_table
 from pipeline.params import PairsParams
 

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from conftest import small_params
-from pipeline import images as imaging, prepare
+from pipeline import images as imaging
+from pipeline.stages import prepare
 
 
 def test_prepared_array_matches_the_index(prepared, lfw_dir):

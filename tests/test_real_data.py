@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from conftest import REAL_ARCHIVE, ROOT
-from pipeline import download, lfw, pairs, prepare
+from pipeline import lfw
+from pipeline.stages import download, pairs, prepare
 from pipeline.params import load_params
 
 pytestmark = pytest.mark.skipif(not REAL_ARCHIVE.exists(), reason=f"real archive not found at {REAL_ARCHIVE}")
@@ -16,8 +17,7 @@ SHA256 = "sha256:cabbf05a7271ee95a8f519b6e851b2e110e399a330159a870aae1623957fa74
 def test_download_pairs_prepare_on_real_lfw_a(tmp_path):
     p = load_params(ROOT / "params.yaml")
     data = tmp_path / "data" / "lfw-a"
-    report = download.run(data, p.download.url, p.download.checksum, p.download.protocol_url,
-                          5, 0, str(REAL_ARCHIVE), SHA256, lfw.PROTOCOL_MD5)
+    report = download.build_dataset(data, p.download, download.Source(str(REAL_ARCHIVE), SHA256, lfw.PROTOCOL_MD5, 5, 0))
     assert report["images"] == 13233 and report["people"] == 5749
     assert report["train_pairs"] == 2200 and report["test_pairs"] == 1000
     assert report["train_people"] == 4038 and report["test_people"] == 1711

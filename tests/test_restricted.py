@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from conftest import run_stage, small_params
-from pipeline import data, pairs, train
+from pipeline import data
+from pipeline.stages import pairs, train
 from pipeline.tables import read_table, write_table
 
 

@@ -25,7 +25,7 @@ print(pipeline.__file__, repr(float(out["distance"][0])), bool(out["same"][0]), 
 def test_pyfunc_model_is_code_and_predicts_as_the_verifier_where_pickles_are_refused(tmp_path):
     import mlflow.pyfunc
 
-    from pipeline import serving
+    from pipeline.serve import serving
     from pipeline.verifier import Verifier
 
     ckpt = random_checkpoint(tmp_path / "model.pt", size=32)
@@ -56,7 +56,7 @@ def test_pyfunc_model_is_code_and_predicts_as_the_verifier_where_pickles_are_ref
 
 @pytest.fixture(scope="module")
 def served_model(tmp_path_factory):
-    from pipeline import serving
+    from pipeline.serve import serving
     tmp = tmp_path_factory.mktemp("served")
     ckpt = random_checkpoint(tmp / "model.pt", size=32)
     (tmp / "calibrate.json").write_text('{"threshold": 0.5}')
@@ -88,7 +88,7 @@ def test_a_bad_image_is_one_400_message_naming_row_and_column(served_model, imag
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from pipeline import serving
+    from pipeline.serve import serving
     good = b64(png(250, 250))
     with pytest.raises(serving.BadRequest) as err:
         served_model.predict(None, pd.DataFrame({"image1": [image1], "image2": [good]}))
@@ -104,7 +104,7 @@ def test_a_bad_image_is_one_400_message_naming_row_and_column(served_model, imag
 def test_no_rows_or_a_missing_column_is_one_400_message(served_model):
     import pandas as pd
 
-    from pipeline import serving
+    from pipeline.serve import serving
     with pytest.raises(serving.BadRequest, match="no rows"):
         served_model.predict(None, pd.DataFrame({"image1": [], "image2": []}))
     with pytest.raises(serving.BadRequest, match="missing column 'image2'"):
@@ -122,7 +122,7 @@ def test_line_wrapped_base64_is_accepted_and_too_many_rows_refused(served_model)
 
     import pandas as pd
 
-    from pipeline import serving
+    from pipeline.serve import serving
     wrapped = base64.encodebytes(png(250, 250)).decode()  # a newline every 76 characters
     out = served_model.predict(None, pd.DataFrame({"image1": [wrapped], "image2": [b64(png(250, 250))]}))
     assert len(out) == 1

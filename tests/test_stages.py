@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import pipeline
 
 from conftest import ROOT, small_params
 from pipeline import files
 
-RECORD_KEEPING = tuple(f"pipeline.{name}" for name in pipeline.RECORD_KEEPING)
+RECORD_KEEPING = ("pipeline.record.", "pipeline.serve.")  # the record-keeping and user-facing modules' packages
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -40,8 +39,8 @@ def run_pipeline(ws: Path, archive: Path, monkeypatch, writers: list) -> None:
     monkeypatch.setenv("LFW_A_ARCHIVE", str(archive))
     for name, stage in DVC.items():
         argv = shlex.split(stage["cmd"])
-        assert argv[:3] == ["python", "-m", f"pipeline.{name}"]
-        module = importlib.import_module(f"pipeline.{name}")
+        assert argv[:3] == ["python", "-m", f"pipeline.stages.{name}"]
+        module = importlib.import_module(f"pipeline.stages.{name}")
         assert module.main(argv[3:]) == 0, f"stage {name} failed"
 
 
@@ -119,7 +118,7 @@ def test_record_keeping_changes_no_output_and_writes_none(runs):
     written = [(path, caller) for path, caller in writers if any(path.startswith(d) for d in declared)]
     assert written, "the spy saw no write"
     for path, caller in written:
-        assert caller not in RECORD_KEEPING, f"{path} written by {caller}"
+        assert not caller.startswith(RECORD_KEEPING), f"{path} written by {caller}"
 
 
 def test_the_record_groups_the_stages_under_one_parent_and_registers_a_champion(runs, _mlflow_store):

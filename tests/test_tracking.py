@@ -13,17 +13,18 @@ import pytest
 import yaml
 
 from conftest import free_port, make_repo, run, small_params, start_mlflow_server, start_queue, stop_queue_workers
-from pipeline import files, tracking
+from pipeline import files, store
+from pipeline.record import tracking
 
 
 def test_repo_root_escapes_queued_experiment_copies(tmp_path, monkeypatch):
     (tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc").mkdir(parents=True)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"))
-    assert tracking.repo_root() == tmp_path.resolve()
+    assert store.repo_root() == tmp_path.resolve()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert store.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example:5000")
-    assert tracking.tracking_uri() == "http://example:5000"
+    assert store.tracking_uri() == "http://example:5000"
 
 
 def test_write_metrics_sends_the_same_dict_to_file_and_mlflow(tmp_path):
@@ -52,7 +53,7 @@ def test_tracking_off_needs_no_mlflow(tmp_path, monkeypatch):
 
 
 def test_unreachable_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
-    from pipeline import pairs
+    from pipeline.stages import pairs
     port = free_port()  # nobody listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -127,7 +128,7 @@ def test_two_experiments_recorded_on_a_real_server_and_the_champion_predicts(tmp
 
 WRITER = """
 import os, sys
-from pipeline import tracking
+from pipeline.record import tracking
 os.environ["DVC_EXP_NAME"] = "exp" + sys.argv[1]
 for stage in ("train", "calibrate", "evaluate"):
     with tracking.stage_run(stage, sys.argv[2]) as rec:
@@ -229,7 +230,7 @@ def test_lock_hashes_are_only_those_of_upstream_outputs(tmp_path):
 @pytest.mark.slow  # waits out the SQLite busy timeout
 def test_locked_sqlite_store_warns_and_the_stage_still_writes_its_outputs(tmp_path, lfw_dir, params_file, monkeypatch, caplog):
     import sqlite3
-    from pipeline import pairs
+    from pipeline.stages import pairs
     db = tmp_path / "locked.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     tracking._open("warmup", params_file)  # create the schema, then lock the whole file
@@ -249,7 +250,7 @@ def test_stage_datasets_are_the_upstream_data_a_stage_reads_with_their_dvc_hashe
     import json as json_
     (tmp_path / "dvc.yaml").write_text(
         "stages:\n  download: {cmd: x, outs: [data/lfw-a]}\n  pairs: {cmd: x, deps: [data/lfw-a/pairsDevTrain.txt], outs: [data/pairs]}\n"
-        "  train: {cmd: x, deps: [pipeline/train.py, data/pairs/train.tsv, data/prepared, models/old.pt]}\n")
+        "  train: {cmd: x, deps: [pipeline/stages/train.py, data/pairs/train.tsv, data/prepared, models/old.pt]}\n")
     (tmp_path / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  download: {cmd: x, outs: [{path: data/lfw-a, md5: aaaa.dir}]}\n"
         "  pairs: {cmd: x, outs: [{path: data/pairs, md5: bbbb.dir}]}\n"

@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from conftest import ROOT, small_params
-from pipeline import distributed, embedding, train
+from pipeline import distributed, embedding
+from pipeline.stages import train
 from pipeline.data import augment, load_images, load_pairs
 from pipeline.model import Siamese
 from pipeline.params import load_params
@@ -110,7 +111,7 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, prepared,
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
     assert not list(out.glob("*.tmp*")), "a half-written file was left behind"
     monkeypatch.undo()  # the cause fixed, the same command resumes after the good epoch and finishes
-    with caplog.at_level("INFO", logger="pipeline.train"):
+    with caplog.at_level("INFO", logger="pipeline.stages.train"):
         assert train.main(cmd[3:]) == 0
     assert "resuming after epoch 1" in caplog.text
     assert json.loads((out / "train.json").read_text())["stopped_epoch"] == 3 and not (out / "resume.pt").exists()
@@ -118,7 +119,7 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(tmp_path, prepared,
 
 def run_train(tmp_path, params, prepared, tables, tag):
     out = tmp_path / tag
-    cmd = [sys.executable, "-m", "pipeline.train", "--params", str(params), "--prepared", str(prepared),
+    cmd = [sys.executable, "-m", "pipeline.stages.train", "--params", str(params), "--prepared", str(prepared),
            "--pairs", str(tables), "--model", str(out / "model.pt"), "--metrics", str(out / "train.json"),
            "--plot", str(out / "train.csv"), "--resume", str(out / "resume.pt")]
     return out, cmd
@@ -268,7 +269,8 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
 DDP_GRAD = """
 import sys, torch, torch.distributed as dist
 import torch.nn.functional as F
-from pipeline import distributed, embedding, train
+from pipeline import distributed, embedding
+from pipeline.stages import train
 from pipeline.model import batch_all_contrastive_loss
 dist.init_process_group("gloo")
 rank = dist.get_rank()

@@ -5,7 +5,9 @@ import shutil
 import pytest
 
 from conftest import small_params
-from pipeline import download, lfw, pairs, registry, views
+from pipeline import lfw, views
+from pipeline.record import registry
+from pipeline.stages import download, pairs
 from pipeline.lab import records, view2
 from pipeline.lab.__main__ import main as lab
 from pipeline.params import ParamsError, PairsParams, load_params
@@ -88,7 +90,7 @@ def test_registry_key_of_view1_names_no_fold_and_view2_names_its_fold(tmp_path):
 def test_a_view2_fold_model_is_logged_not_registered(monkeypatch, tmp_path):
     import contextlib
     import types
-    from pipeline import serving
+    from pipeline.serve import serving
     logged = []
     monkeypatch.setattr(serving, "log_model", lambda *a: logged.append(a[-1]))
     rec = types.SimpleNamespace(active=True, child_id="run", call=lambda fn, retries=0: fn(None),
@@ -162,16 +164,16 @@ def test_a_pipeline_is_named_by_its_oldest_commit_with_the_same_files(tmp_path, 
         return git("rev-parse", "HEAD").strip()
 
     git("init", "-q")
-    dvc_yaml = ("stages:\n  check:\n    cmd: python -m pipeline.check\n    deps:\n      - pipeline/params.py\n"
-                "  train:\n    cmd: python -m pipeline.train\n    deps:\n      - pipeline/train.py\n    outs:\n      - model\n")
-    a = commit("a", **{"dvc.yaml": dvc_yaml, "params.yaml": "lr: 1\n", "pipeline/train.py": "v1\n",
+    dvc_yaml = ("stages:\n  check:\n    cmd: python -m pipeline.stages.check\n    deps:\n      - pipeline/params.py\n"
+                "  train:\n    cmd: python -m pipeline.stages.train\n    deps:\n      - pipeline/stages/train.py\n    outs:\n      - model\n")
+    a = commit("a", **{"dvc.yaml": dvc_yaml, "params.yaml": "lr: 1\n", "pipeline/stages/train.py": "v1\n",
                        "pipeline/params.py": "v1\n"})
-    docs = commit("docs", **{"README.md": "x\n", "pipeline/tracking.py": "record keeping\n"})
+    docs = commit("docs", **{"README.md": "x\n", "pipeline/record/tracking.py": "record keeping\n"})
     validation = commit("validation", **{"pipeline/params.py": "v2: only the check stage, which writes nothing\n"})
     comments = commit("comments", **{"params.yaml": "lr: 1  # a comment changes no run\n",
-                                     "dvc.yaml": "# the stages\n" + dvc_yaml.replace("python -m pipeline.check", "python -m pipeline.check -v")})
-    b = commit("b", **{"pipeline/train.py": "v2\n"})
-    reverted = commit("revert b", **{"pipeline/train.py": "v1\n"})
+                                     "dvc.yaml": "# the stages\n" + dvc_yaml.replace("python -m pipeline.stages.check", "python -m pipeline.stages.check -v")})
+    b = commit("b", **{"pipeline/stages/train.py": "v2\n"})
+    reverted = commit("revert b", **{"pipeline/stages/train.py": "v1\n"})
     value = commit("value", **{"params.yaml": "lr: 2\n"})
     monkeypatch.setattr(view2, "git", git)
     assert [view2.code_commit(c, {}) for c in (a, docs, validation, comments, b, reverted, value)] == \

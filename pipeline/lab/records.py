@@ -28,7 +28,7 @@ from pipeline import files
 from pipeline.card import CATEGORIES
 from pipeline.identification import n_way_figures
 from pipeline.params import RENAMED, PairsParams
-from pipeline.registry import NOT_VALIDATION
+from pipeline.record.registry import NOT_VALIDATION
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "python -m pipeline.lab"  # the command the generated files name
@@ -69,7 +69,7 @@ RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epoc
               "train.warmup_epochs": 3, "train.stage_convs": [1, 2, 1], "train.sampler": "pairs", "train.mining": "pairs"}
 RESTRICTED_UNREAD = {"pairs.n_train_pairs", "pairs.n_val_pairs", "pairs.val_keep", "train.identity_images"}  # unrestricted only
 README_SEEDS = (0, 1, 2)
-# params that move the validation pairs, as pipeline.registry.val_pairs_key keys them: a paired comparison holds them
+# params that move the validation pairs, as pipeline.record.registry.val_pairs_key keys them: a paired comparison holds them
 VALIDATION_KEYS = {f"pairs.{f.name}" for f in dataclasses.fields(PairsParams) if f.name not in NOT_VALIDATION}
 
 

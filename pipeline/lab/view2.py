@@ -25,7 +25,7 @@ import sys
 
 import yaml
 
-from pipeline import files
+from pipeline import files, store
 from pipeline.lab import records
 from pipeline.lab.records import (LAB, ROOT, aggregate, cell, committed_params, dvc, git, load, override,
                                   paired_table, params_file, plain, refresh_readme, same, save, show)
@@ -341,11 +341,11 @@ def fusion_md(rec: dict) -> list[str]:
 def log_mlflow(recs: list[dict]) -> None:
     """One run per configuration (or fusion of two, `fusion_run`) in the pipeline's MLflow experiment,
     updated in place on each report."""
-    from pipeline import tracking
+    from pipeline.record import tracking
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(tracking.EXPERIMENT)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline import files, runner
+from pipeline import files
+from pipeline.record import runner
 from pipeline.data import load_images, load_pairs
 from pipeline.embedding import validation_scores
 from pipeline.identification import identification, person_numbers
@@ -26,7 +27,7 @@ from pipeline.params import flatten, load_params
 from pipeline.tables import read_table
 from pipeline.tta import TTA
 
-log = logging.getLogger("pipeline.calibrate")
+log = logging.getLogger("pipeline.stages.calibrate")
 
 
 def calibrate(model_path: Path, prepared: Path, val_table: Path, criterion: str, target_far: float,
@@ -55,28 +56,23 @@ def validation_identification(model, images: torch.Tensor, rows: dict, val_table
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    for name in ("model", "prepared", "pairs", "out"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "model", "prepared", "pairs", "out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return runner.main("calibrate", parser(), run, argv)
 
-    def body(rec) -> None:
-        params = load_params(args.params)
-        p = params.calibrate
-        rec.params({"seed": params.seed, **flatten(p, "calibrate.")})
-        rec.tags({"model_sha256": files.digest(args.model)})
-        result = calibrate(args.model, args.prepared, args.pairs / "val.tsv", p.criterion, p.target_far,
-                           by_name=params.pairs.mode == "unrestricted")
-        files.write_metrics(args.out, result, rec)
-        rec.artifact(args.out)
-        log.info("threshold %.4f (%s): validation accuracy %.4f", result["threshold"], p.criterion, result["val_accuracy"])
 
-    return runner.run("calibrate", args.params, body)
+def run(args, rec) -> None:
+    params = load_params(args.params)
+    p = params.calibrate
+    rec.params({"seed": params.seed, **flatten(p, "calibrate.")})
+    rec.tags({"model_sha256": files.digest(args.model)})
+    result = calibrate(args.model, args.prepared, args.pairs / "val.tsv", p.criterion, p.target_far,
+                       by_name=params.pairs.mode == "unrestricted")
+    files.write_metrics(args.out, result, rec)
+    rec.artifact(args.out)
+    log.info("threshold %.4f (%s): validation accuracy %.4f", result["threshold"], p.criterion, result["val_accuracy"])
 
 
 if __name__ == "__main__":

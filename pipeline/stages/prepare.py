@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import files, lfw, runner
+from pipeline import files, lfw
+from pipeline.record import runner
 from pipeline.images import list_images, load_image
 from pipeline.params import flatten, load_params
 
-log = logging.getLogger("pipeline.prepare")
+log = logging.getLogger("pipeline.stages.prepare")
 
 
 def prepare(data: Path, crop, size: int, workers: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
@@ -37,29 +38,24 @@ def prepare(data: Path, crop, size: int, workers: int) -> tuple[np.ndarray, list
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    for name in ("data", "out", "report"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "data", "out", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return runner.main("prepare", parser(), run, argv)
 
-    def body(rec) -> None:
-        params = load_params(args.params)
-        p = params.prepare
-        rec.params({"seed": params.seed, **flatten(p, "prepare.")})
-        images, index = prepare(args.data, p.crop, p.image_size, workers=os.cpu_count() or 1)
-        with files.atomic_dir(args.out) as tmp:
-            np.save(tmp / "images.npy", images)
-            (tmp / "index.tsv").write_text("".join(f"{n}\t{i}\n" for n, i in index))
-        report = {"images": len(index), "people": len({n for n, _ in index}), "size": p.image_size, "all_decoded_250x250_gray": True}
-        files.write_metrics(args.report, report, rec)
-        log.info("prepared %d images into %s (%.1f MB)", len(index), args.out, images.nbytes / 1e6)
 
-    return runner.run("prepare", args.params, body)
+def run(args, rec) -> None:
+    params = load_params(args.params)
+    p = params.prepare
+    rec.params({"seed": params.seed, **flatten(p, "prepare.")})
+    images, index = prepare(args.data, p.crop, p.image_size, workers=os.cpu_count() or 1)
+    with files.atomic_dir(args.out) as tmp:
+        np.save(tmp / "images.npy", images)
+        (tmp / "index.tsv").write_text("".join(f"{n}\t{i}\n" for n, i in index))
+    report = {"images": len(index), "people": len({n for n, _ in index}), "size": p.image_size, "all_decoded_250x250_gray": True}
+    files.write_metrics(args.report, report, rec)
+    log.info("prepared %d images into %s (%.1f MB)", len(index), args.out, images.nbytes / 1e6)
 
 
 if __name__ == "__main__":

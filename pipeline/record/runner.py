@@ -4,16 +4,17 @@ Record keeping only: nothing here changes a stage's outputs, so no stage lists i
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from pipeline import tracking
+from pipeline.record import tracking
 from pipeline.files import StageError
 
-log = logging.getLogger("pipeline.runner")
+log = logging.getLogger("pipeline.record.runner")
 
 # what a stage reports as one line (the message names the file, key or remedy); anything else is a bug
 # and keeps its traceback
@@ -23,6 +24,22 @@ EXPECTED = (StageError, ValueError, OSError)
 def setup_logging(level: int = logging.INFO) -> None:
     """The one log format of every stage's command line."""
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def parser(doc: str, *paths: str) -> argparse.ArgumentParser:
+    """Every stage's command line: `--params` (params.yaml) and the required paths it reads and writes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    for name in paths:
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    return parser
+
+
+def main(stage: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, tracking.Recorder], None],
+         argv: list[str] | None = None, record: bool = True, level: int = logging.INFO) -> int:
+    """Every stage's `main`: parse `argv`, then `body(args, recorder)` as `run` runs it."""
+    args = parser.parse_args(argv)
+    return run(stage, args.params, lambda rec: body(args, rec), record, level)
 
 
 def run(stage: str, params_path: str | Path, body: Callable[[tracking.Recorder], None], record: bool = True,

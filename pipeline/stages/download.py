@@ -23,14 +23,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from pipeline import files, lfw, runner, views
-from pipeline.params import flatten, load_params
+from pipeline import files, lfw, views
+from pipeline.record import runner
+from pipeline.params import DownloadParams, flatten, load_params
 
-log = logging.getLogger("pipeline.download")
+log = logging.getLogger("pipeline.stages.download")
 TIMEOUT_S = 60  # per request
 RETRIES = 3  # after the first try, with growing pauses
 
@@ -206,8 +208,27 @@ def check_dataset(root: Path, protocol_md5: dict[str, str] | None) -> dict:
     }
 
 
-def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
-        retries: int, local_archive: str | None, local_checksum: str | None, protocol_md5: dict | None) -> dict:
+@dataclass(frozen=True)
+class Source:
+    """Where the archive comes from besides params.yaml's `download` section: a local copy (LFW_A_ARCHIVE,
+    optionally pinned by LFW_A_CHECKSUM, '<algo>:<hex>') instead of the URL, the official protocol files'
+    MD5s to check (None: skip, LFW_A_PROTOCOL_MD5=skip) and the network's patience."""
+    local_archive: str | None = None
+    local_checksum: str | None = None
+    protocol_md5: dict[str, str] | None = None
+    timeout_s: float = TIMEOUT_S
+    retries: int = RETRIES
+
+    @classmethod
+    def from_env(cls) -> "Source":
+        return cls(os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"), expected_protocol_md5())
+
+
+def build_dataset(out: Path, p: DownloadParams, source: Source) -> dict:
+    """Fetch (or copy), verify and extract LFW-a into `out`, built aside and renamed into place; the report."""
+    url, checksum, protocol_url = p.url, p.checksum, p.protocol_url
+    local_archive, local_checksum = source.local_archive, source.local_checksum
+    timeout_s, retries = source.timeout_s, source.retries
     with tempfile.TemporaryDirectory(prefix="lfw-download-", dir=out.parent if out.parent.exists() else None) as tmp:
         tmp = Path(tmp)
         if local_archive:
@@ -239,14 +260,14 @@ def run(out: Path, url: str, checksum: str, protocol_url: str, timeout_s: float,
                     log.info("%s not in the archive: fetching it from %s", name, protocol_url)
                     fetch(protocol_url.rstrip("/") + "/" + name, root / name, timeout_s, retries)
             n_sums = verify_sha256sums(root)
-            report = check_dataset(root, protocol_md5)
+            report = check_dataset(root, source.protocol_md5)
             report["sha256sums_checked"] = n_sums
             for item in root.iterdir():
                 shutil.move(str(item), staging / item.name)
     return report
 
 
-def protocol_md5() -> dict[str, str] | None:
+def expected_protocol_md5() -> dict[str, str] | None:
     """The official protocol files' MD5s, or None where LFW_A_PROTOCOL_MD5=skip (an archive whose pair
     files are not LFW's own, such as the tests' synthetic one)."""
     value = os.environ.get("LFW_A_PROTOCOL_MD5", "check")
@@ -256,27 +277,21 @@ def protocol_md5() -> dict[str, str] | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "out", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return runner.main("download", parser(), run, argv)
 
-    def body(rec) -> None:
-        params = load_params(args.params)
-        p = params.download
-        rec.params({"seed": params.seed, **flatten(p, "download.")})
-        rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
-        report = run(args.out, p.url, p.checksum, p.protocol_url, TIMEOUT_S, RETRIES,
-                     os.environ.get("LFW_A_ARCHIVE"), os.environ.get("LFW_A_CHECKSUM"), protocol_md5())
-        files.write_metrics(args.report, report, rec)
-        log.info("dataset ready in %s: %s", args.out, report)
 
-    return runner.run("download", args.params, body)
+def run(args, rec) -> None:
+    params = load_params(args.params)
+    p = params.download
+    rec.params({"seed": params.seed, **flatten(p, "download.")})
+    rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
+    report = build_dataset(args.out, p, Source.from_env())
+    files.write_metrics(args.report, report, rec)
+    log.info("dataset ready in %s: %s", args.out, report)
 
 
 if __name__ == "__main__":

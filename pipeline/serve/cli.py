@@ -66,8 +66,8 @@ def _load(model: str, threshold: float | None):
     if "://" in model or model.startswith(("models:/", "runs:/")):
         os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
         import mlflow.pyfunc
-        from pipeline import tracking
-        mlflow.set_tracking_uri(tracking.tracking_uri())
+        from pipeline.store import tracking_uri
+        mlflow.set_tracking_uri(tracking_uri())
         try:
             return mlflow.pyfunc.load_model(model).unwrap_python_model().verifier
         except Exception as e:  # noqa: BLE001

@@ -9,7 +9,7 @@ Writes: MODEL (models/model.pt): the best weights with the model's constructor a
 
 A resumable state is written atomically after every epoch (RESUME, models/resume.pt); started
 again with the same inputs after a kill, training resumes there and ends with the same result.
-`torchrun --nproc_per_node N -m pipeline.train` trains with DistributedDataParallel on the same
+`torchrun --nproc_per_node N -m pipeline.stages.train` trains with DistributedDataParallel on the same
 params (pipeline/distributed.py); rank 0 validates, writes the outputs and records to MLflow.
 """
 from __future__ import annotations
@@ -31,14 +31,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline import distributed, files, runner
+from pipeline import distributed, files
+from pipeline.record import runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
 from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean
 from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
-log = logging.getLogger("pipeline.train")
+log = logging.getLogger("pipeline.stages.train")
 MIN_DELTA = 0.001  # a validation AUC this much above the best so far counts as better (early stopping)
 
 
@@ -276,21 +277,16 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    for name in ("prepared", "pairs", "model", "metrics", "plot", "resume"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "prepared", "pairs", "model", "metrics", "plot", "resume")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     if distributed.launched():
         distributed.init()
     rank = distributed.world()[0]
     try:  # one record and one set of outputs: rank 0's
-        return runner.run("train", args.params, lambda rec: run(args, rec), record=rank == 0,
-                          level=logging.INFO if rank == 0 else logging.WARNING)
+        return runner.main("train", parser(), run, argv, record=rank == 0,
+                           level=logging.INFO if rank == 0 else logging.WARNING)
     finally:
         distributed.shutdown()
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline.record import tracking
 from pipeline.params import Params
 
-log = logging.getLogger("pipeline.registry")
+log = logging.getLogger("pipeline.record.registry")
 
 # pairs.* params that do not move the validation pairs: restricted mode splits the official pairs, and
 # unrestricted mode draws its training pairs from another random stream than its validation pairs
@@ -73,7 +73,7 @@ def register(rec: tracking.Recorder, model: Path, threshold: Path, example: tupl
     its run only: ten per configuration would crowd the registry, and none is a candidate champion."""
     if not rec.active:
         return
-    from pipeline import serving
+    from pipeline.serve import serving
 
     if is_view2_fold(val_pairs):
         def log_only(client):

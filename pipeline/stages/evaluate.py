@@ -10,7 +10,7 @@ Writes: METRICS (metrics/evaluate.json): accuracy with its 95% interval, ROC AUC
         the "accept nothing" point), distances.csv (histogram of same and different distances), cmc.csv
         (identification rate by rank) and their PNG renderings; CARD (reports/model_card.md).
 In MLflow: the same metrics, these files as artifacts, and the model as a registered pyfunc
-(pipeline/registry.py).
+(pipeline/record/registry.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files, lfw, registry, runner, views
+from pipeline import files, lfw, views
+from pipeline.record import registry, runner
 from pipeline.card import model_card
 from pipeline.identification import identification, n_way_figures, person_numbers
 from pipeline.metrics import roc
@@ -32,7 +33,7 @@ from pipeline.scoring import image_path, read_images, score_labelled
 from pipeline.tables import read_table
 from pipeline.verifier import Verifier
 
-log = logging.getLogger("pipeline.evaluate")
+log = logging.getLogger("pipeline.stages.evaluate")
 
 
 def histogram(distances: np.ndarray, labels: np.ndarray, bins: int = 40) -> list[dict]:
@@ -107,18 +108,12 @@ def identify(verifier: Verifier, images_dir: Path, people: dict[str, int]) -> tu
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
     # --people: the folder of peopleDevTest.txt and people.txt (data/lfw-a)
-    for name in ("model", "threshold", "test-pairs", "images", "people", "metrics", "predictions", "plots",
-                 "pairs-report", "train-report", "card"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "model", "threshold", "test-pairs", "images", "people", "metrics", "predictions", "plots", "pairs-report", "train-report", "card")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    return runner.run("evaluate", args.params, lambda rec: run(args, rec))
+    return runner.main("evaluate", parser(), run, argv)
 
 
 def run(args, rec) -> None:

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import files, lfw, runner, views
+from pipeline import files, lfw, views
+from pipeline.record import runner
 from pipeline.params import PairsParams, flatten, load_params
 from pipeline.tables import Row, as_row, write_table
 
-log = logging.getLogger("pipeline.pairs")
+log = logging.getLogger("pipeline.stages.pairs")
 
 
 def pair_components(pairs: list[lfw.Pair]) -> list[int]:
@@ -177,28 +178,22 @@ def make_tables(data: Path, p: PairsParams, seed: int) -> tuple[dict[str, list[R
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "data", "out", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return runner.main("pairs", parser(), run, argv)
 
-    def body(rec) -> None:
-        params = load_params(args.params)
-        rec.params({"seed": params.seed, **flatten(params.pairs, "pairs.")})
-        tables, report = make_tables(args.data, params.pairs, params.seed)
-        with files.atomic_dir(args.out) as tmp:
-            for key, rows in tables.items():
-                write_table(tmp / f"{key}.tsv", rows)
-        files.write_metrics(args.report, report, rec)
-        log.info("pairs written to %s: %s", args.out, report)
 
-    return runner.run("pairs", args.params, body)
+def run(args, rec) -> None:
+    params = load_params(args.params)
+    rec.params({"seed": params.seed, **flatten(params.pairs, "pairs.")})
+    tables, report = make_tables(args.data, params.pairs, params.seed)
+    with files.atomic_dir(args.out) as tmp:
+        for key, rows in tables.items():
+            write_table(tmp / f"{key}.tsv", rows)
+    files.write_metrics(args.report, report, rec)
+    log.info("pairs written to %s: %s", args.out, report)
 
 
 if __name__ == "__main__":

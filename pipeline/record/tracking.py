@@ -35,35 +35,15 @@ from typing import Any, Iterator
 
 import yaml
 
-log = logging.getLogger("pipeline.tracking")
+from pipeline.store import repo_root, sqlite_path, tracking_uri
+
+log = logging.getLogger("pipeline.record.tracking")
 
 EXPERIMENT = os.environ.get("FACEVERIFY_MLFLOW_EXPERIMENT", "faceverify")
 REGISTERED_MODEL = os.environ.get("FACEVERIFY_REGISTERED_MODEL", "faceverify")
 # MLflow 3's kind of experiment: "custom_model_development" is a model-training one, not GenAI. The 3.17 UI
 # still opens on its GenAI overview unless told `?workflowType=machine_learning` (the README's URL does).
 EXPERIMENT_KIND = "mlflow.experimentKind"
-
-
-def repo_root(start: Path | None = None) -> Path:
-    """The real repository root, also from inside `.dvc/tmp/exps/...` copies made by queued experiments."""
-    here = Path(os.environ.get("DVC_ROOT") or start or Path.cwd()).resolve()
-    parts = here.parts
-    for k in range(len(parts) - 2):
-        if parts[k:k + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:k])
-    for candidate in (here, *here.parents):
-        if (candidate / ".dvc").is_dir() or (candidate / ".git").exists():
-            return candidate
-    return here
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///...` URI, else None."""
-    return Path(uri[len("sqlite:///"):].split("?")[0]) if uri.startswith("sqlite:///") else None
 
 
 @contextlib.contextmanager

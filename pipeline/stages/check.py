@@ -5,7 +5,7 @@ unknown key anywhere (a typo'd section such as `trian:`, which no other stage re
 key or a bad value stops `dvc repro` and `dvc exp run -S ...` with one line that names the key.
 It writes nothing, imports neither PyTorch nor MLflow, and no stage depends on it: `dvc repro` runs it
 first because it comes first in dvc.yaml, while `dvc repro <stage>` runs only that stage's upstream
-(add `check` to the targets, or run `python -m pipeline.check`, to validate there too).
+(add `check` to the targets, or run `python -m pipeline.stages.check`, to validate there too).
 """
 from __future__ import annotations
 

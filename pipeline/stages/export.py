@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import files, runner
+from pipeline import files
+from pipeline.record import runner
 from pipeline.bundle import FORMAT, Bundle, euclidean
 from pipeline.verifier import Verifier
 
-log = logging.getLogger("pipeline.export")
+log = logging.getLogger("pipeline.stages.export")
 
 
 def bundle_arrays(verifier: Verifier, checkpoint_sha256: str) -> dict[str, np.ndarray]:
@@ -89,23 +90,18 @@ def _distances(scorer, images: np.ndarray, first: np.ndarray, second: np.ndarray
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    for name in ("model", "threshold", "out"):
-        parser.add_argument(f"--{name}", type=Path, required=True)
-    return parser
+    return runner.parser(__doc__, "model", "threshold", "out")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return runner.main("export", parser(), run, argv)
 
-    def body(rec) -> None:
-        diff = export(args.model, files.read_calibration(args.threshold)["threshold"], args.out)
-        rec.tags({"model_sha256": files.digest(args.model)})
-        rec.artifact(args.out)
-        log.info("wrote %s (%.0f KiB); distances match the PyTorch model to %.1e", args.out, args.out.stat().st_size / 1024, diff)
 
-    return runner.run("export", args.params, body)
+def run(args, rec) -> None:
+    diff = export(args.model, files.read_calibration(args.threshold)["threshold"], args.out)
+    rec.tags({"model_sha256": files.digest(args.model)})
+    rec.artifact(args.out)
+    log.info("wrote %s (%.0f KiB); distances match the PyTorch model to %.1e", args.out, args.out.stat().st_size / 1024, diff)
 
 
 if __name__ == "__main__":

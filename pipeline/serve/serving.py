@@ -5,7 +5,7 @@ format Pillow reads, up to MAX_SIDE pixels a side; aligned, centred faces like L
 `distance`, `same` (bool), `threshold`. `mlflow models serve` answers the same over REST; a bad
 request gets HTTP 400 with one message that names the row and the column and says what is wrong.
 
-Logged as code (MLflow's "models from code": pipeline/pyfunc_model.py with `pipeline/` as the code
+Logged as code (MLflow's "models from code": pipeline/serve/pyfunc_model.py with `pipeline/` as the code
 path, the checkpoint and threshold as artifacts), not as a pickled Python object, which MLflow warns
 about and will refuse to load by default.
 """
@@ -125,15 +125,15 @@ def requirements() -> list[str]:
 
 def pyfunc_args(checkpoint: Path, threshold_file: Path, example_pair: tuple[Path, Path]) -> dict:
     """The keyword arguments of `mlflow.pyfunc.log_model` / `save_model` for this model: logged as code
-    (pipeline/pyfunc_model.py), not as a pickled object; the signature from one scored example pair."""
+    (pipeline/serve/pyfunc_model.py), not as a pickled object; the signature from one scored example pair."""
     from mlflow.models import infer_signature
 
     example = pd.DataFrame({"image1": [b64_file(example_pair[0])], "image2": [b64_file(example_pair[1])]})
     artifacts = {"checkpoint": str(checkpoint), "threshold": str(threshold_file)}
     scorer = FaceVerifierModel()
     scorer.verifier = load_verifier(artifacts)
-    here = Path(__file__).resolve().parent
-    return dict(python_model=str(here / "pyfunc_model.py"), artifacts=artifacts, code_paths=[str(here)],
+    here = Path(__file__).resolve().parent  # pipeline/serve/; the whole package travels as the code path
+    return dict(python_model=str(here / "pyfunc_model.py"), artifacts=artifacts, code_paths=[str(here.parent)],
                 signature=infer_signature(example, scorer.predict(None, example)), input_example=example,
                 pip_requirements=requirements())
 

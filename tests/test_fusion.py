@@ -1,12 +1,11 @@
 """pipeline/lab/fusion.py: two View 2 configurations' fold models fused, read from a DVC cache."""
-import hashlib
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from pipeline.data import load_images, load_pairs
 from pipeline.embedding import pair_distances
@@ -52,59 +51,57 @@ def test_fused_distance_is_the_distance_of_the_concatenated_scaled_embeddings():
 PARAMS = {"pairs.mode": "restricted", "calibrate.criterion": "eer", "calibrate.target_far": 0.01}
 
 
-def put(cache, path) -> str:
-    """Store a file in a DVC-shaped cache; its md5."""
-    md5 = hashlib.md5(path.read_bytes()).hexdigest()
-    dest = cache / md5[:2] / md5[2:]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, dest)
-    return md5
-
-
-def put_dir(cache, folder) -> str:
-    entries = [{"md5": put(cache, f), "relpath": f.name} for f in sorted(folder.iterdir())]
-    text = json.dumps(entries)
-    md5 = hashlib.md5(text.encode()).hexdigest() + ".dir"
-    (cache / md5[:2]).mkdir(parents=True, exist_ok=True)
-    (cache / md5[:2] / md5[2:]).write_text(text)
-    return md5
-
-
-def lock(prepared, pairs, model) -> str:
-    stage = lambda path, md5: {"cmd": "x", "outs": [{"path": path, "hash": "md5", "md5": md5}]}  # noqa: E731
-    return yaml.safe_dump({"schema": "2.0", "stages": {"prepare": stage("data/prepared", prepared),
-                                                        "pairs": stage("data/pairs", pairs),
-                                                        "train": stage("models/model.pt", model)}})
+def outputs(prepared, pairs, model) -> dict:
+    """{output path: file} of one fold experiment, as fusion.FILES names them."""
+    return {"models/model.pt": model, **{f"data/prepared/{f}": prepared / f for f in ("images.npy", "index.tsv")},
+            **{f"data/pairs/{f}": pairs / f for f in ("val.tsv", "test.tsv")}}
 
 
 @pytest.fixture
 def two_configs(tmp_path, monkeypatch):
-    """Configurations A and B of one fold each, their experiments' dvc.lock files and a cache holding them.
+    """Configurations A and B of one fold each and their experiments' outputs, as DVC would hand them out.
     The test pairs are not the validation pairs, and B's prepared images are not A's (another crop, say)."""
-    cache = tmp_path / "cache"
-    monkeypatch.setattr(fusion, "CACHE", cache)
     prepared, pairs = write_set(tmp_path)
     rows = (pairs / "test.tsv").read_text().splitlines(keepends=True)
     (pairs / "test.tsv").write_text(rows[0] + "".join(rows[1:][::-1][:12]))
     other = tmp_path / "prepared-b"
     shutil.copytree(prepared, other)
     np.save(other / "images.npy", 255 - np.load(prepared / "images.npy"))
-    locks = {}
-    for name, seed, images in (("exp-a", 0, prepared), ("exp-b", 1, other)):
-        model = put(cache, write_model(tmp_path / f"{name}.pt", seed))
-        locks[name] = lock(put_dir(cache, images), put_dir(cache, pairs), model)
+    stored = {name: outputs(images, pairs, write_model(tmp_path / f"{name}.pt", seed))
+              for name, seed, images in (("exp-a", 0, prepared), ("exp-b", 1, other))}
 
     def git(*args):
-        if args[0] == "for-each-ref":
-            return "".join(f"refs/exps/ab/{'c' * 38}/{n}\n" for n in locks)
-        assert args[0] == "show"
-        return locks[args[1].split(":")[0].rsplit("/", 1)[-1]]
+        assert args[0] == "for-each-ref"
+        return "".join(f"refs/exps/ab/{'c' * 38}/{n}\n" for n in stored)
 
     monkeypatch.setattr(fusion, "git", git)
+    monkeypatch.setattr(fusion, "open_output", lambda path, rev: open(stored[rev.rsplit("/", 1)[-1]][path], "rb"))
     recs = [{"commit": c, "params": PARAMS, "overrides": {"seed": s},
              "folds": {"3": {"name": n, "metrics": {"val AUC": 0.5, "test acc": 0.5}}}}
             for c, s, n in (("pipeA", 0, "exp-a"), ("pipeB", 1, "exp-b"))]
     return recs, [prepared, other], pairs, [tmp_path / "exp-a.pt", tmp_path / "exp-b.pt"]
+
+
+def test_open_output_reads_an_experiment_commit_through_dvc(tmp_path, monkeypatch):
+    """The one call into DVC: an output at a commit other than the workspace's, from the DVC cache."""
+    def sh(*cmd):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+    sh("git", "init", "-q")
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    sh("dvc", "init", "-q")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(b"fold model")
+    sh("dvc", "add", "-q", "models/model.pt")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "exp")
+    sh("git", "update-ref", f"refs/exps/ab/{'c' * 38}/exp-x", "HEAD")
+    (tmp_path / "models" / "model.pt").write_bytes(b"the workspace's")
+    monkeypatch.setattr(fusion, "ROOT", tmp_path)
+    monkeypatch.setattr(fusion, "git", lambda *a: subprocess.run(["git", *a], cwd=tmp_path, capture_output=True, text=True).stdout)
+    with fusion.open_output("models/model.pt", fusion.exp_ref("exp-x")) as f:
+        assert f.read() == b"fold model"
+    with pytest.raises(SystemExit, match="experiment exp-x: data/prepared/images.npy is not in the DVC cache"):
+        fusion.fold_files("exp-x", tmp_path)  # the other outputs a fold needs are absent here
 
 
 def test_fusing_a_network_with_itself_scores_as_the_network_alone(tmp_path):
@@ -154,22 +151,25 @@ def test_the_test_figures_stay_out_of_the_printout_until_asked_for(two_configs):
 
 def test_folds_validated_on_other_pairs_are_refused(two_configs, tmp_path, monkeypatch):
     recs, prepared, pairs, _ = two_configs
-    other = tmp_path / "other"
-    shutil.copytree(pairs, other)
-    (other / "val.tsv").write_text((pairs / "val.tsv").read_text().replace("\t0\n", "\t1\n", 1))
-    locked = yaml.safe_load(fusion.git("show", "x/exp-b:dvc.lock"))
-    locked["stages"]["pairs"]["outs"][0]["md5"] = put_dir(fusion.CACHE, other)
-    git = fusion.git
-    monkeypatch.setattr(fusion, "git", lambda *a: yaml.safe_dump(locked) if a[0] == "show" and "exp-b" in a[1] else git(*a))
+    other = tmp_path / "other-val.tsv"
+    other.write_text((pairs / "val.tsv").read_text().replace("\t0\n", "\t1\n", 1))
+    opened = fusion.open_output
+    monkeypatch.setattr(fusion, "open_output", lambda path, rev: open(other, "rb")
+                        if path == "data/pairs/val.tsv" and rev.endswith("/exp-b") else opened(path, rev))
     with pytest.raises(SystemExit, match="fold 3: experiments exp-a and exp-b have different val.tsv"):
         fusion.fuse(*recs)
 
 
-def test_a_model_missing_from_the_cache_names_its_experiment(two_configs):
-    recs, _, _, models = two_configs
-    md5 = yaml.safe_load(fusion.git("show", "x/exp-b:dvc.lock"))["stages"]["train"]["outs"][0]["md5"]
-    fusion.cached(md5).unlink()
-    with pytest.raises(SystemExit, match="experiment exp-b: its model is not in the DVC cache"):
+def test_a_model_missing_from_the_cache_names_its_experiment(two_configs, monkeypatch):
+    recs, *_ = two_configs
+    opened = fusion.open_output
+
+    def without_b_model(path, rev):
+        if path == "models/model.pt" and rev.endswith("/exp-b"):
+            raise FileNotFoundError(path)
+        return opened(path, rev)
+    monkeypatch.setattr(fusion, "open_output", without_b_model)
+    with pytest.raises(SystemExit, match="experiment exp-b: models/model.pt is not in the DVC cache"):
         fusion.fuse(*recs)
 
 

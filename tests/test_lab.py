@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 from pipeline.lab.__main__ import main as lab
 
-COMMANDS = ("record", "tables", "paired", "seed-spread", "view2", "fuse", "screenshot")
+COMMANDS = ("record", "tables", "paired", "view2", "fuse", "screenshot")
 
 
 @pytest.mark.parametrize("argv, names", [([], COMMANDS), (["view2"], ("run", "report", "paired"))])

@@ -70,26 +70,6 @@ def test_params_compare_numbers_as_numbers_and_the_rest_by_value(a, b, equal):
     assert records.same(a, b) is equal and records.same(b, a) is equal
 
 
-def test_seed_spread_compares_validation_and_test_movement_by_how_the_split_was_drawn():
-    def rec(commit, params, test_sd, val_sd, seeds=(0, 1, 2), auc=0.96):
-        return {"commit": commit, "params": {"pairs.n_val_pairs": 20000, **params}, "overrides": {}, "seeds": list(seeds),
-                "metrics": {"evaluate.roc_auc": {"mean": auc, "sd": test_sd}, "calibrate.val_roc_auc": {"mean": 0.96, "sd": val_sd}}}
-    free = {"pairs.mode": "unrestricted"}
-    recs = [rec("a", free, 0.001, 0.008), rec("b", free, 0.003, 0.002, auc=0.95), rec("c", free, 0.004, 0.006, auc=0.94),
-            rec("c2", free, 0.004, 0.005, auc=0.94),  # c's models again (revalidated): counted once, as c2
-            rec("d", {"pairs.mode": "restricted"}, 0.001, 0.02, auc=0.93),  # restricted: left out
-            rec("e", free, 0.001, 0.02, seeds=(0, 1)),  # too few seeds: left out
-            rec("g", {**free, "pairs.n_val_pairs": 2000}, 0.002, 0.009, auc=0.92),
-            rec("f", {**free, "pairs.split_seed": 0}, 0.002, 0.0015, auc=0.91)]
-    lines = records.seed_spread(recs)
-    assert [line.split(" | ")[0] for line in lines if line.startswith("| ") and "---" not in line][1:] == ["| a", "| b", "| c2", "| g", "| f"]
-    assert ("split drawn by the seed, 20000 validation pairs: 3 configurations, median seed sd of test AUC 0.0030, "
-            "of validation AUC 0.0050; validation moves more than test in 2") in lines
-    assert any(line.startswith("split drawn by the seed, 2000 validation pairs: 1 configurations") for line in lines)
-    assert ("split fixed by pairs.split_seed, 20000 validation pairs: 1 configurations, median seed sd of test AUC 0.0020, "
-            "of validation AUC 0.0015; validation moves more than test in 0") in lines
-
-
 def test_paired_compares_two_configurations_seed_by_seed_on_fixed_validation_pairs():
     def rec(commit, margin, vals, split=True, per_seed=True):
         params = {**records.TAKEN_OUT, "pairs.mode": "unrestricted", "train.margin": margin,  # ran with them

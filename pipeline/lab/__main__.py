@@ -1,7 +1,7 @@
 """The lab's one entry point: `python -m pipeline.lab COMMAND` (installed: `faceverify-lab COMMAND`).
 
 `record` and `tables` keep docs/experiments.json, docs/EXPERIMENTS.md and the README's results block;
-`paired` and `seed-spread` compare the recorded runs; `view2` runs, reports and compares LFW View 2;
+`paired` compares the recorded runs seed by seed; `view2` runs, reports and compares LFW View 2;
 `fuse` fuses two View 2 configurations' networks; `screenshot` shows two pipeline runs in the MLflow UI.
 """
 from __future__ import annotations
@@ -71,8 +71,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--base", nargs="+", default=[], metavar="KEY=VALUE",
                    help="A is params.yaml with these (e.g. the restricted protocol's overrides)")
     p.set_defaults(handler=_paired)
-    p = sub.add_parser("seed-spread", help="how much validation and test AUC move from seed to seed (docs/experiments.json)")
-    p.set_defaults(handler=lambda args: print("\n".join(records.seed_spread(records.load()))) or 0)
 
     actions = sub.add_parser("view2", help="LFW View 2: run the folds, report them, compare two configurations")
     actions.set_defaults(handler=_view2)

@@ -1,7 +1,8 @@
 """LFW View 2 of two configurations fused: each fold scored by its two networks together, no retraining.
 
 A and B are configurations of docs/view2.json, named as `view2 paired` names them. For each fold both
-finished, the fold experiments' dvc.lock files name their models and pairs in the DVC cache. The two
+finished, each fold experiment's model, prepared images and pairs are read through `dvc.api.open` at the
+experiment's commit. The two
 networks are fused (`fused`: each unit embedding with its own test-time views, concatenated and scaled by
 1/sqrt(2), so a pair's squared distance is the mean of the two networks'); the threshold comes from the
 fold's validation pairs (`calibrate.criterion`) and scores its 600 test pairs, as the pipeline does for
@@ -13,14 +14,12 @@ when asked for); written, the fusion goes to docs/view2_fusion.json, docs/VIEW2.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from pipeline import files
 from pipeline.data import load_images, load_pairs
@@ -31,48 +30,17 @@ from pipeline.metrics import choose_threshold, verification_metrics
 from pipeline.model import load_checkpoint
 from pipeline.tta import TTA
 
-CACHE: Path | None = None  # DVC 3's md5-named files; None until read from `dvc cache dir`
-# what a fold needs from its experiment: the output of its stage, by dvc.lock path
-OUTS = {"prepared": "data/prepared", "pairs": "data/pairs", "model": "models/model.pt"}
+# what a fold needs from its experiment, by the path the pipeline writes it to
+MODEL, PREPARED, PAIRS = "models/model.pt", "data/prepared", "data/pairs"
+FILES = (MODEL, f"{PREPARED}/images.npy", f"{PREPARED}/index.tsv", f"{PAIRS}/val.tsv", f"{PAIRS}/test.tsv")
 # recorded single-network figures and those recomputed here may differ in the last digits (CPU kernels)
 AGREE = 1e-4
 
 
-# --- a fold's inputs, from the DVC cache ---------------------------------------------------------
-
-def cached(md5: str) -> Path:
-    global CACHE
-    if CACHE is None:
-        out = subprocess.run(["dvc", "cache", "dir"], cwd=ROOT, capture_output=True, text=True)
-        CACHE = Path(out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else ROOT / ".dvc" / "cache") / "files" / "md5"
-    return CACHE / md5[:2] / md5[2:]
-
-
-def fetch_hint(name: str) -> str:
-    return (f"`dvc exp pull <remote> {name}` brings it from a remote it was pushed to (`dvc exp push`); "
-            "else rerun the fold")
-
-
-def lock_outs(lock_text: str) -> dict[str, str]:
-    """{output path: md5} of every stage output a dvc.lock names."""
-    lock = yaml.safe_load(lock_text)
-    return {o["path"]: o["md5"] for stage in lock.get("stages", {}).values() for o in stage.get("outs", [])}
-
-
-def dir_files(md5: str, name: str, path: str) -> dict[str, Path]:
-    """{relative path: cache file} of directory output `path` of experiment `name`; missing: an error naming them."""
-    manifest = cached(md5)
-    if not manifest.exists():
-        raise SystemExit(f"experiment {name}: {path} is not in the DVC cache ({os.path.relpath(manifest, ROOT)}); "
-                         + fetch_hint(name))
-    out = {e["relpath"]: cached(e["md5"]) for e in json.loads(manifest.read_text())}
-    missing = [p for p, f in out.items() if not f.exists()]
-    if missing:
-        raise SystemExit(f"experiment {name}: {path}/{missing[0]} is not in the DVC cache; " + fetch_hint(name))
-    return out
-
+# --- a fold's inputs, through DVC's API ------------------------------------------------------------
 
 def exp_ref(name: str) -> str:
+    """The Git ref DVC keeps experiment `name` under (`refs/exps/...`)."""
     refs = [r for r in git("for-each-ref", "--format=%(refname)", "refs/exps/").split() if r.rsplit("/", 1)[-1] == name]
     if len(refs) != 1:
         raise SystemExit(f"experiment {name}: {'not' if not refs else 'more than once'} among the DVC experiments "
@@ -81,36 +49,35 @@ def exp_ref(name: str) -> str:
     return refs[0]
 
 
-def fold_inputs(name: str) -> dict:
-    """The prepared images' and pairs' cache files and the model of fold experiment `name`."""
-    outs = lock_outs(git("show", f"{exp_ref(name)}:dvc.lock"))
-    absent = [p for p in OUTS.values() if p not in outs]
-    if absent:
-        raise SystemExit(f"experiment {name}: its dvc.lock names no output {absent[0]}")
-    model = cached(outs[OUTS["model"]])
-    if not model.exists():
-        raise SystemExit(f"experiment {name}: its model is not in the DVC cache ({os.path.relpath(model, ROOT)}); "
-                         + fetch_hint(name))
-    return {"model": model, **{k: dir_files(outs[OUTS[k]], name, OUTS[k]) for k in ("prepared", "pairs")}}
+def open_output(path: str, rev: str):
+    """Output file `path` as commit `rev` pinned it, from the DVC cache."""
+    import dvc.api
+    return dvc.api.open(path, repo=str(ROOT), rev=rev, mode="rb")
 
 
-def linked(tmp: Path, found: dict[str, Path]) -> Path:
-    """A new directory under `tmp` of links to cache files under their output names, for the pipeline's loaders."""
-    folder = Path(tempfile.mkdtemp(dir=tmp))
-    for rel, f in found.items():
-        os.symlink(f, folder / rel)
+def fold_files(name: str, tmp: Path) -> Path:
+    """A folder under `tmp` holding FILES as fold experiment `name` wrote them; one missing: an error naming it."""
+    rev, folder = exp_ref(name), Path(tempfile.mkdtemp(dir=tmp))
+    for path in FILES:
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open_output(path, rev) as src, (folder / path).open("wb") as out:
+                shutil.copyfileobj(src, out)
+        except Exception as e:  # noqa: BLE001 - DVC raises several kinds for an output it cannot find
+            raise SystemExit(f"experiment {name}: {path} is not in the DVC cache ({type(e).__name__}); "
+                             f"`dvc exp pull <remote> {name}` brings it from a remote it was pushed to "
+                             "(`dvc exp push`), else rerun the fold") from None
     return folder
 
 
-def fold_sets(inputs: dict, tmp: Path, loaded: dict) -> tuple:
+def fold_sets(folder: Path, loaded: dict) -> tuple:
     """(images, validation PairSet, test PairSet) of one fold experiment's own prepared images and pairs;
-    prepared sets already loaded (by the md5 of images.npy) are taken from `loaded`."""
-    key = inputs["prepared"]["images.npy"]
+    prepared sets already loaded (by their images' digest) are taken from `loaded`."""
+    key = files.digest(folder / PREPARED / "images.npy")
     if key not in loaded:
-        loaded[key] = load_images(linked(tmp, inputs["prepared"]))
+        loaded[key] = load_images(folder / PREPARED)
     images, rows = loaded[key]
-    pairs_dir = linked(tmp, {r: inputs["pairs"][r] for r in ("val.tsv", "test.tsv")})
-    return images, *(load_pairs(pairs_dir / f"{s}.tsv", rows) for s in ("val", "test"))
+    return images, *(load_pairs(folder / PAIRS / f"{s}.tsv", rows) for s in ("val", "test"))
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -149,19 +116,19 @@ def fuse(ra: dict, rb: dict, log=print, show_test: bool = True) -> dict:
     if not folds:
         raise SystemExit("the two configurations have no finished fold in common")
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        loaded: dict = {}
-        for k in folds:
+    loaded: dict = {}
+    for k in folds:
+        with tempfile.TemporaryDirectory() as tmp:
             names = [r["folds"][k]["name"] for r in (ra, rb)]
-            inputs = [fold_inputs(n) for n in names]
+            folders = [fold_files(n, Path(tmp)) for n in names]
             for rel in ("val.tsv", "test.tsv"):
-                if inputs[0]["pairs"][rel] != inputs[1]["pairs"][rel]:
+                if (folders[0] / PAIRS / rel).read_bytes() != (folders[1] / PAIRS / rel).read_bytes():
                     raise SystemExit(f"fold {k}: experiments {names[0]} and {names[1]} have different {rel} "
                                      "(another protocol or pairs.split_seed): their fusion would score no common pairs")
             single, alone = [], {}
-            for side, r, name, i in zip("AB", (ra, rb), names, inputs):
-                images, val, test = fold_sets(i, Path(tmp), loaded)  # each network on its own prepared images
-                model, ckpt = load_checkpoint(i["model"])  # with the test-time views its checkpoint names
+            for side, r, name, folder in zip("AB", (ra, rb), names, folders):
+                images, val, test = fold_sets(folder, loaded)  # each network on its own prepared images
+                model, ckpt = load_checkpoint(folder / MODEL)  # with the test-time views its checkpoint names
                 dv, dt = (pair_distances(model, images, s, TTA.of(ckpt)) for s in (val, test))
                 single.append((dv, dt))
                 got, was = scored(dv, val, dt, test, criterion, target_far), r["folds"][k]["metrics"]

@@ -579,34 +579,6 @@ def tables(shown: list | None, record: bool = False) -> None:
 
 # --- comparisons -----------------------------------------------------------------------------
 
-def seed_spread(recs: list[dict]) -> list[str]:
-    """Lines comparing how much validation AUC and test AUC move from seed to seed, per unrestricted
-    configuration of three seeds or more: the test pairs are the same for every seed, and so are the
-    validation pairs where `pairs.split_seed` fixes them; before it existed the seed drew them. The same
-    models listed twice (the same test AUC, EER and best epochs: revalidated, with another threshold, or
-    listed under two commits) count once, at their last listing, grouped by their number of validation pairs."""
-    tests = [json.dumps([r["seeds"], [r["metrics"].get(IDS[c]) for c in ("test AUC", "test EER", "best epoch")]]) for r in recs]
-    groups: dict[tuple, list[tuple[float, float]]] = {}
-    lines = ["| commit | configuration | seeds | validation pairs | test AUC sd | val AUC sd | validation split |",
-             "|---|---|---|---|---|---|---|"]
-    for i, rec in enumerate(recs):
-        test, val = (rec["metrics"].get(IDS[c]) or {} for c in ("test AUC", "val AUC"))
-        if (len(rec["seeds"]) < 3 or rec["params"].get("pairs.mode") == "restricted" or rec.get("superseded")
-                or test.get("sd") is None or val.get("sd") is None or tests[i] in tests[i + 1:]):
-            continue
-        split = "fixed by pairs.split_seed" if "pairs.split_seed" in rec["params"] else "drawn by the seed"
-        n_val = rec["params"].get("pairs.n_val_pairs")
-        groups.setdefault((split, n_val), []).append((test["sd"], val["sd"]))
-        config = " ".join(override(k, v) for k, v in (rec.get("overrides") or {}).items() if k != "seed") or "params.yaml"
-        lines.append(f"| {rec['commit']} | {config} | {len(rec['seeds'])} | {n_val} | {test['sd']:.4f} | {val['sd']:.4f} | {split} |")
-    lines.append("")
-    for (split, n_val), sds in groups.items():
-        lines.append(f"split {split}, {n_val} validation pairs: {len(sds)} configurations, median seed sd of test AUC "
-                     f"{statistics.median(t for t, _ in sds):.4f}, of validation AUC {statistics.median(v for _, v in sds):.4f}; "
-                     f"validation moves more than test in {sum(v > t for t, v in sds)}")
-    return lines
-
-
 def seed_runs(recs: list[dict], want: dict, free=frozenset()) -> dict[int, tuple[str, dict]]:
     """{seed: (commit, {metric: value})} of the recorded runs whose params agree with `want`, the newest
     record of a seed winning; only records validated on fixed pairs (`pairs.split_seed`), so that one

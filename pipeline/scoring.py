@@ -18,9 +18,11 @@ def image_path(images_dir: Path, name: str, i: int) -> Path:
     return images_dir / Path(lfw.image_relpath(name, i)).relative_to(lfw.IMAGE_DIR)
 
 
-def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> tuple[list[tuple[str, int]], np.ndarray]:
-    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs`, decoded and preprocessed once."""
-    keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs})
+def pair_images(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair],
+                extra=()) -> tuple[list[tuple[str, int]], np.ndarray]:
+    """(keys, uint8 images (N, size, size)) of the distinct images of `pairs` and the `extra` (name, number)
+    keys, each decoded and preprocessed once."""
+    keys = sorted({(p.name1, p.i1) for p in pairs} | {(p.name2, p.i2) for p in pairs} | set(extra))
     return keys, read_images(scorer, images_dir, keys)
 
 
@@ -39,19 +41,29 @@ def pair_rows(keys: list[tuple[str, int]], pairs: list[lfw.Pair]) -> tuple[list[
     return [row[(p.name1, p.i1)] for p in pairs], [row[(p.name2, p.i2)] for p in pairs]
 
 
-def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
-    """Distances (P,) of LFW pairs read from an image folder; each distinct image is decoded and embedded once."""
-    keys, images = pair_images(scorer, images_dir, pairs)
+def embed_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair], extra=()) -> tuple[np.ndarray, dict, np.ndarray]:
+    """(distances (P,) of LFW pairs, {key: row}, embeddings) of the pairs' images and the `extra` (name,
+    number) keys, read from an image folder; each distinct image is decoded and embedded once."""
+    keys, images = pair_images(scorer, images_dir, pairs, extra)
     emb = scorer.embed(images)
     first, second = pair_rows(keys, pairs)
-    return euclidean(emb[first], emb[second])
+    return euclidean(emb[first], emb[second]), {k: r for r, k in enumerate(keys)}, emb
+
+
+def score_pairs(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]) -> np.ndarray:
+    """Distances (P,) of LFW pairs read from an image folder."""
+    return embed_pairs(scorer, images_dir, pairs)[0]
+
+
+def labelled(distances: np.ndarray, pairs: list[lfw.Pair], threshold: float):
+    """(distances, labels, metrics at `threshold`) of LFW pairs' distances."""
+    labels = np.array([int(p.same) for p in pairs])
+    return distances, labels, verification_metrics(distances, labels, threshold)
 
 
 def score_labelled(scorer: Scorer, images_dir: Path, pairs: list[lfw.Pair]):
     """(distances, labels, metrics at scorer.threshold) of LFW pairs against an image folder."""
-    distances = score_pairs(scorer, images_dir, pairs)
-    labels = np.array([int(p.same) for p in pairs])
-    return distances, labels, verification_metrics(distances, labels, scorer.threshold)
+    return labelled(score_pairs(scorer, images_dir, pairs), pairs, scorer.threshold)
 
 
 def score_pairs_file(scorer: Scorer, pairs_file: Path, images_dir: Path):

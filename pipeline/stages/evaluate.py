@@ -29,7 +29,7 @@ from pipeline.card import model_card
 from pipeline.identification import identification, n_way_figures, person_numbers
 from pipeline.metrics import roc
 from pipeline.params import load_params
-from pipeline.scoring import image_path, read_images, score_labelled
+from pipeline.scoring import embed_pairs, image_path, labelled
 from pipeline.tables import read_table
 from pipeline.verifier import Verifier
 
@@ -100,11 +100,13 @@ def test_people(data: Path, protocol: str, fold: int) -> dict[str, int]:
     return lfw.parse_people(data / "peopleDevTest.txt")
 
 
-def identify(verifier: Verifier, images_dir: Path, people: dict[str, int]) -> tuple[dict, np.ndarray]:
-    """One-shot identification figures and CMC curve of every image of `people`."""
+def score(verifier: Verifier, images_dir: Path, pairs: list[lfw.Pair], people: dict[str, int]):
+    """(distances, labels, verification metrics) of the test pairs and (figures, CMC curve) of one-shot
+    identification among every image of the test `people`, from one embedding of each distinct image."""
     keys = [(name, i) for name in sorted(people) for i in range(1, people[name] + 1)]
-    emb = verifier.embed(read_images(verifier, images_dir, keys))
-    return identification(emb, person_numbers([name for name, _ in keys]))
+    d, row, emb = embed_pairs(verifier, images_dir, pairs, keys)
+    return labelled(d, pairs, verifier.threshold), identification(emb[[row[k] for k in keys]],
+                                                                  person_numbers([name for name, _ in keys]))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -124,9 +126,9 @@ def run(args, rec) -> None:
     pairs_report, train_report = files.read_json(args.pairs_report), files.read_json(args.train_report)
     verifier = Verifier(args.model, threshold)
     pairs = [lfw.Pair(n1, i1, n2, i2) for n1, i1, n2, i2, _ in read_table(args.test_pairs)]
-    d, y, metrics = score_labelled(verifier, args.images, pairs)
+    (d, y, metrics), (ident, curve) = score(verifier, args.images, pairs,
+                                            test_people(args.people, params.pairs.protocol, params.pairs.fold))
     metrics.pop("threshold")  # calibrate.json holds it
-    ident, curve = identify(verifier, args.images, test_people(args.people, params.pairs.protocol, params.pairs.fold))
     metrics.update(ident)
     try:
         card = model_card(params, verifier.ckpt["config"], pairs_report, train_report, calibration, metrics)

@@ -49,7 +49,7 @@ def verify_checksum(path: str | Path, checksum: str) -> None:
         raise DataError(f"{path}: {algo} checksum mismatch: expected {expected}, got {actual}")
 
 
-def fetch(url: str, dest: str | Path, timeout_s: float = 60, retries: int = 3, backoff_s: float = 1.0) -> Path:
+def fetch(url: str, dest: str | Path, timeout_s: float = TIMEOUT_S, retries: int = RETRIES, backoff_s: float = 1.0) -> Path:
     """Download `url` to `dest` with a progress bar; retry transient failures; never leave a partial file."""
     dest = Path(dest)
     last_error = "no attempt made"
@@ -226,24 +226,21 @@ class Source:
 
 def build_dataset(out: Path, p: DownloadParams, source: Source) -> dict:
     """Fetch (or copy), verify and extract LFW-a into `out`, built aside and renamed into place; the report."""
-    url, checksum, protocol_url = p.url, p.checksum, p.protocol_url
-    local_archive, local_checksum = source.local_archive, source.local_checksum
-    timeout_s, retries = source.timeout_s, source.retries
     with tempfile.TemporaryDirectory(prefix="lfw-download-", dir=out.parent if out.parent.exists() else None) as tmp:
         tmp = Path(tmp)
-        if local_archive:
-            archive = Path(local_archive)
+        if source.local_archive:
+            archive = Path(source.local_archive)
             if not archive.is_file():
                 raise DataError(f"{archive}: LFW_A_ARCHIVE points to no file")
-            expected = local_checksum
+            expected = source.local_checksum
             log.info("using the local archive %s (LFW_A_ARCHIVE)", archive)
         else:
             try:
-                archive = fetch(url, tmp / "archive.tar.gz", timeout_s, retries)
+                archive = fetch(p.url, tmp / "archive.tar.gz", source.timeout_s, source.retries)
             except DataError as e:
                 raise DataError(f"{e}. Without access to it, set LFW_A_ARCHIVE to a local copy of the archive "
                                 "(docs/TROUBLESHOOTING.md)") from None
-            expected = checksum
+            expected = p.checksum
         if expected:
             verify_checksum(archive, expected)
             log.info("%s: %s verified", archive, expected.split(":")[0])
@@ -257,8 +254,8 @@ def build_dataset(out: Path, p: DownloadParams, source: Source) -> dict:
             root = find_root(extracted)
             for name in lfw.REQUIRED + views.VIEW2_FILES:
                 if not (root / name).exists():
-                    log.info("%s not in the archive: fetching it from %s", name, protocol_url)
-                    fetch(protocol_url.rstrip("/") + "/" + name, root / name, timeout_s, retries)
+                    log.info("%s not in the archive: fetching it from %s", name, p.protocol_url)
+                    fetch(p.protocol_url.rstrip("/") + "/" + name, root / name, source.timeout_s, source.retries)
             n_sums = verify_sha256sums(root)
             report = check_dataset(root, source.protocol_md5)
             report["sha256sums_checked"] = n_sums
@@ -288,8 +285,9 @@ def run(args, rec) -> None:
     params = load_params(args.params)
     p = params.download
     rec.params({"seed": params.seed, **flatten(p, "download.")})
-    rec.tags({"source": "local archive" if os.environ.get("LFW_A_ARCHIVE") else p.url})
-    report = build_dataset(args.out, p, Source.from_env())
+    source = Source.from_env()
+    rec.tags({"source": "local archive" if source.local_archive else p.url})
+    report = build_dataset(args.out, p, source)
     files.write_metrics(args.report, report, rec)
     log.info("dataset ready in %s: %s", args.out, report)
 

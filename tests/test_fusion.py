@@ -57,6 +57,21 @@ def outputs(prepared, pairs, model) -> dict:
             **{f"data/pairs/{f}": pairs / f for f in ("val.tsv", "test.tsv")}}
 
 
+def lock(prepared_md5: str) -> str:
+    """A dvc.lock whose prepare stage wrote data/prepared with this md5."""
+    return f"schema: '2.0'\nstages:\n  prepare:\n    outs:\n    - path: data/prepared\n      md5: {prepared_md5}\n"
+
+
+def fake_git(stored: dict, prepared_md5: dict):
+    """git as fusion calls it: the experiments' refs, and each experiment commit's dvc.lock."""
+    def git(*args):
+        if args[0] == "show":
+            return lock(prepared_md5[args[1].split(":")[0].rsplit("/", 1)[-1]])
+        assert args[0] == "for-each-ref"
+        return "".join(f"refs/exps/ab/{'c' * 38}/{n}\n" for n in stored)
+    return git
+
+
 @pytest.fixture
 def two_configs(tmp_path, monkeypatch):
     """Configurations A and B of one fold each and their experiments' outputs, as DVC would hand them out.
@@ -70,11 +85,7 @@ def two_configs(tmp_path, monkeypatch):
     stored = {name: outputs(images, pairs, write_model(tmp_path / f"{name}.pt", seed))
               for name, seed, images in (("exp-a", 0, prepared), ("exp-b", 1, other))}
 
-    def git(*args):
-        assert args[0] == "for-each-ref"
-        return "".join(f"refs/exps/ab/{'c' * 38}/{n}\n" for n in stored)
-
-    monkeypatch.setattr(fusion, "git", git)
+    monkeypatch.setattr(fusion, "git", fake_git(stored, {"exp-a": "aaa.dir", "exp-b": "bbb.dir"}))
     monkeypatch.setattr(fusion, "open_output", lambda path, rev: open(stored[rev.rsplit("/", 1)[-1]][path], "rb"))
     recs = [{"commit": c, "params": PARAMS, "overrides": {"seed": s},
              "folds": {"3": {"name": n, "metrics": {"val AUC": 0.5, "test acc": 0.5}}}}
@@ -92,6 +103,7 @@ def test_open_output_reads_an_experiment_commit_through_dvc(tmp_path, monkeypatc
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "model.pt").write_bytes(b"fold model")
     sh("dvc", "add", "-q", "models/model.pt")
+    (tmp_path / "dvc.lock").write_text(lock("0123.dir"))
     sh("git", "add", "-A")
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "exp")
     sh("git", "update-ref", f"refs/exps/ab/{'c' * 38}/exp-x", "HEAD")
@@ -101,7 +113,22 @@ def test_open_output_reads_an_experiment_commit_through_dvc(tmp_path, monkeypatc
     with fusion.open_output("models/model.pt", fusion.exp_ref("exp-x")) as f:
         assert f.read() == b"fold model"
     with pytest.raises(SystemExit, match="experiment exp-x: data/prepared/images.npy is not in the DVC cache"):
-        fusion.fold_files("exp-x", tmp_path)  # the other outputs a fold needs are absent here
+        fusion.fold_files("exp-x", tmp_path, {})  # the other outputs a fold needs are absent here
+    sh("git", "update-ref", f"refs/exps/ab/{'c' * 38}/exp-y", "HEAD~1")
+    with pytest.raises(SystemExit, match="experiment exp-y: its dvc.lock names no data/prepared output"):
+        fusion.fold_files("exp-y", tmp_path, {})
+
+
+def test_a_prepared_set_two_experiments_locked_alike_is_read_once(two_configs, monkeypatch):
+    recs, *_ = two_configs
+    stored = {"exp-a": None, "exp-b": None}
+    monkeypatch.setattr(fusion, "git", fake_git(stored, {"exp-a": "same.dir", "exp-b": "same.dir"}))
+    opened, read = fusion.open_output, []
+    monkeypatch.setattr(fusion, "open_output", lambda path, rev: read.append((path, rev[-5:])) or opened(path, rev))
+    fusion.fuse(*recs, log=lambda line: None)
+    assert [r for r in read if r[0].startswith("data/prepared/")] == [
+        ("data/prepared/images.npy", "exp-a"), ("data/prepared/index.tsv", "exp-a")]
+    assert ("models/model.pt", "exp-b") in read and ("data/pairs/val.tsv", "exp-b") in read
 
 
 def test_fusing_a_network_with_itself_scores_as_the_network_alone(tmp_path):

@@ -2,7 +2,7 @@
 
 A and B are configurations of docs/view2.json, named as `view2 paired` names them. For each fold both
 finished, each fold experiment's model, prepared images and pairs are read through `dvc.api.open` at the
-experiment's commit. The two
+experiment's commit (a prepared set once, by the md5 the experiment's dvc.lock gives it). The two
 networks are fused (`fused`: each unit embedding with its own test-time views, concatenated and scaled by
 1/sqrt(2), so a pair's squared distance is the mean of the two networks'); the threshold comes from the
 fold's validation pairs (`calibrate.criterion`) and scores its 600 test pairs, as the pipeline does for
@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pipeline import files
 from pipeline.data import load_images, load_pairs
@@ -55,10 +56,24 @@ def open_output(path: str, rev: str):
     return dvc.api.open(path, repo=str(ROOT), rev=rev, mode="rb")
 
 
-def fold_files(name: str, tmp: Path) -> Path:
-    """A folder under `tmp` holding FILES as fold experiment `name` wrote them; one missing: an error naming it."""
+def prepared_key(name: str, rev: str) -> str:
+    """The md5 that experiment `name`'s dvc.lock (at `rev`) gives its prepared images: folds that share it
+    share one prepared set, read once."""
+    try:
+        outs = yaml.safe_load(git("show", f"{rev}:dvc.lock"))["stages"]["prepare"]["outs"]
+        return next(o["md5"] for o in outs if o["path"] == PREPARED)
+    except (TypeError, KeyError, StopIteration):
+        raise SystemExit(f"experiment {name}: its dvc.lock names no {PREPARED} output of a prepare stage; "
+                         "its fold cannot be fused") from None
+
+
+def fold_files(name: str, tmp: Path, loaded: dict) -> tuple[Path, str]:
+    """(a folder under `tmp` holding FILES as fold experiment `name` wrote them, its prepared set's key); the
+    prepared images are read into `loaded` under that key, and not copied again where they are there.
+    A file missing: an error naming it."""
     rev, folder = exp_ref(name), Path(tempfile.mkdtemp(dir=tmp))
-    for path in FILES:
+    key = prepared_key(name, rev)
+    for path in FILES if key not in loaded else [f for f in FILES if not f.startswith(PREPARED)]:
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         try:
             with open_output(path, rev) as src, (folder / path).open("wb") as out:
@@ -67,15 +82,14 @@ def fold_files(name: str, tmp: Path) -> Path:
             raise SystemExit(f"experiment {name}: {path} is not in the DVC cache ({type(e).__name__}); "
                              f"`dvc exp pull <remote> {name}` brings it from a remote it was pushed to "
                              "(`dvc exp push`), else rerun the fold") from None
-    return folder
-
-
-def fold_sets(folder: Path, loaded: dict) -> tuple:
-    """(images, validation PairSet, test PairSet) of one fold experiment's own prepared images and pairs;
-    prepared sets already loaded (by their images' digest) are taken from `loaded`."""
-    key = files.digest(folder / PREPARED / "images.npy")
     if key not in loaded:
         loaded[key] = load_images(folder / PREPARED)
+    return folder, key
+
+
+def fold_sets(folder: Path, key: str, loaded: dict) -> tuple:
+    """(images, validation PairSet, test PairSet) of one fold experiment: its prepared set (`loaded[key]`)
+    and its own pairs."""
     images, rows = loaded[key]
     return images, *(load_pairs(folder / PAIRS / f"{s}.tsv", rows) for s in ("val", "test"))
 
@@ -120,14 +134,14 @@ def fuse(ra: dict, rb: dict, log=print, show_test: bool = True) -> dict:
     for k in folds:
         with tempfile.TemporaryDirectory() as tmp:
             names = [r["folds"][k]["name"] for r in (ra, rb)]
-            folders = [fold_files(n, Path(tmp)) for n in names]
+            folders, keys = zip(*(fold_files(n, Path(tmp), loaded) for n in names))
             for rel in ("val.tsv", "test.tsv"):
                 if (folders[0] / PAIRS / rel).read_bytes() != (folders[1] / PAIRS / rel).read_bytes():
                     raise SystemExit(f"fold {k}: experiments {names[0]} and {names[1]} have different {rel} "
                                      "(another protocol or pairs.split_seed): their fusion would score no common pairs")
             single, alone = [], {}
-            for side, r, name, folder in zip("AB", (ra, rb), names, folders):
-                images, val, test = fold_sets(folder, loaded)  # each network on its own prepared images
+            for side, r, name, folder, key in zip("AB", (ra, rb), names, folders, keys):
+                images, val, test = fold_sets(folder, key, loaded)  # each network on its own prepared images
                 model, ckpt = load_checkpoint(folder / MODEL)  # with the test-time views its checkpoint names
                 dv, dt = (pair_distances(model, images, s, TTA.of(ckpt)) for s in (val, test))
                 single.append((dv, dt))

@@ -101,8 +101,9 @@ class TrainParams:
     epochs: int
     warmup_epochs: int  # linear warm-up of the learning rate, then cosine annealing
     patience: int  # early stopping: epochs without a better validation AUC
-    mining: Literal["auto", "pairs", "batch_all"]  # auto = batch_all: every pair of images in a batch
-    sampler: Literal["pairs", "identities"]  # batches of the table's pairs, or of K images per identity (PxK)
+    # identities: K images per identity (PxK), every pair of them whose relation is known scored (batch-all);
+    # pairs: batches of the table's pairs, each scoring its own labelled pairs
+    sampler: Literal["pairs", "identities"]
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     augment: AugmentParams
     tta_flip: bool  # embed an image as the mean of it and its mirror image
@@ -127,8 +128,6 @@ class TrainParams:
             errors["per_identity"] = "must be in [2, 2 * train.batch_size] (a batch holds 2 * batch_size images)"
         if len(self.stage_convs) != 3 or min(self.stage_convs, default=0) < 1:
             errors["stage_convs"] = "must be three numbers >= 1 (the stages after the first)"
-        if self.sampler == "identities" and self.mining == "pairs":
-            errors["sampler"] = "'identities' needs train.mining 'auto' or 'batch_all' (its batches hold no pairs)"
         return errors
 
 
@@ -201,11 +200,12 @@ def _coerce(value: Any, tp: Any, key: str, file: str) -> Any:
 
 RENAMED = {"prepare.size": "prepare.image_size"}  # old key -> new key, named in the error
 # keys taken out of params.yaml: the error names the commit that still has them (docs/DECISIONS.md)
-REMOVED = {f"{section}.{key}": "ea681be" for section, keys in {
+REMOVED = {**{f"{section}.{key}": "ea681be" for section, keys in {
     "download": ("verify_protocol_md5", "timeout_s", "retries"), "pairs": ("val_keep",),
     "train": ("arch", "pool_first", "stem", "normalize", "dropout", "memory", "identity_fraction", "identity_images",
               "identity_weight", "schedule", "min_delta", "threads"),
-    "train.augment": ("max_contrast", "max_brightness", "erase")}.items() for key in keys}
+    "train.augment": ("max_contrast", "max_brightness", "erase")}.items() for key in keys},
+    "train.mining": "0463ca7"}
 
 
 def _build(cls: type, section: dict, prefix: str, file: str) -> Any:

@@ -132,9 +132,10 @@ def test_stage_convs_is_three_counts_of_at_least_one(tmp_path, value, message):
         load_params(write(tmp_path, small_params(**{"train.stage_convs": value})))
 
 
-def test_identity_sampler_needs_batch_all_mining(tmp_path):
-    p = small_params(**{"train.sampler": "identities", "train.mining": "pairs"})
-    with pytest.raises(ParamsError, match=r"'train.sampler' 'identities' needs train.mining 'auto' or 'batch_all'"):
+def test_the_taken_out_mining_key_names_the_commit_that_has_it(tmp_path):
+    p = small_params()
+    p["train"]["mining"] = "pairs"  # the sampler decides the loss now
+    with pytest.raises(ParamsError, match=r"unknown key 'train.mining' .*taken out \(commit 0463ca7 has it"):
         load_params(write(tmp_path, p))
 
 

@@ -92,7 +92,7 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
              for k, line in enumerate((prepared / "index.tsv").read_text().splitlines())}
     seen_sets, positives, negatives, batch_rows = [], [], [], []
     real_load, real_batch, real_loss = train.load_pairs, data.IdentitySampler.batch, train.batch_all_contrastive_loss
-    real_batches = train.batches
+    real_batches, real_pair_loss = train.batches, train.contrastive_loss
 
     def load_pairs(table, rows, **kwargs):
         seen_sets.append(real_load(table, rows, **kwargs))
@@ -114,9 +114,17 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
                     negatives.append((batch_rows[a], batch_rows[b]))
         return real_loss(emb, ids, margin, pos_margin, neg_weight, different)
 
+    def pair_loss(distance, same, margin, pos_margin, neg_weight=1.0):  # a pair batch: first images, then second
+        if distance.requires_grad:  # training's; the validation loss scores the validation pairs
+            half = len(batch_rows) // 2
+            for a, b, y in zip(batch_rows[:half], batch_rows[half:], same.tolist()):
+                (positives if y else negatives).append((a, b))
+        return real_pair_loss(distance, same, margin, pos_margin, neg_weight)
+
     monkeypatch.setattr(train, "load_pairs", load_pairs)
     monkeypatch.setattr(data.IdentitySampler, "batch", sampler_batch)
     monkeypatch.setattr(train, "batch_all_contrastive_loss", loss)
+    monkeypatch.setattr(train, "contrastive_loss", pair_loss)
     if sampler == "pairs":  # the rows of a pair batch: its first images, then its second images, in the order
         def rows_of(tr, p, gen, images):  # that `batches` draws first from its generator
             order = torch.randperm(len(tr.label), generator=torch.Generator().manual_seed(gen.initial_seed())).numpy()
@@ -127,7 +135,7 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
         monkeypatch.setattr(train, "batches", rows_of)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(small_params(**{"pairs.mode": "restricted", "pairs.val_fraction": 0.2,
-                                                     "train.sampler": sampler, "train.mining": "batch_all",
+                                                     "train.sampler": sampler,
                                                      "train.epochs": 2})))
     out = tmp_path / "out"
     assert train.main(["--params", str(params), "--prepared", str(prepared), "--pairs", str(tables),

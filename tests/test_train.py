@@ -221,11 +221,9 @@ def test_restricted_identities_come_from_labels_only():
     assert len({ids[0], ids[3], ids[4], ids[5], ids[6]}) == 5  # different pairs and loners stay apart
 
 
-@pytest.mark.parametrize("mining, sampler", [  # the default sampler by default, every one in the slow tier
-    ("batch_all", "identities"),
-    pytest.param("batch_all", "pairs", marks=pytest.mark.slow),
-    pytest.param("pairs", "pairs", marks=pytest.mark.slow)])
-def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, mining, sampler):
+@pytest.mark.parametrize("sampler", [  # the default sampler by default, the other in the slow tier
+    "identities", pytest.param("pairs", marks=pytest.mark.slow)])
+def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, sampler):
     """DDP on 2 CPU processes (gloo) against one process, same params: the same epochs and learning
     rates, validation loss within 25% at every epoch, both models well above chance, one model file and
     one MLflow train run. The exact check of the distributed gradient is the next test.
@@ -239,7 +237,7 @@ def test_torchrun_two_processes_agree_with_one(tmp_path, prepared, tables, minin
     from mlflow.tracking import MlflowClient
     from conftest import free_port
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 4, "train.patience": 4, "train.mining": mining,
+    params.write_text(yaml.safe_dump(small_params(**{"train.epochs": 4, "train.patience": 4,
                                                          "train.sampler": sampler, "train.stage_convs": [1, 2, 2]})))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}

@@ -70,7 +70,8 @@ def validate(model: Siamese, images: torch.Tensor, val: PairSet, p: TrainParams)
 
 
 def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.Tensor):
-    """Each step's augmented images of this process's share (B', 1, H, W) and their identities, in rank order.
+    """Each step's augmented images of this process's share (B', 1, H, W), then an identity batch's identities
+    in rank order and None, or None and a pair batch's labels (this share's).
 
     Rank r of N embeds every N-th image from the r-th of an identity batch (so each share holds part of
     every identity group), or the r-th contiguous share of a pair batch; every rank draws the whole batch."""
@@ -89,9 +90,7 @@ def batches(train: PairSet, p: TrainParams, gen: torch.Generator, images: torch.
             mine = distributed.shares(len(b), size)[rank]
             if size > 1:
                 x = torch.cat([x[:len(b)][mine], x[len(b):][mine]])
-            ids = np.concatenate([np.concatenate([train.id1[b][s], train.id2[b][s]])
-                                  for s in distributed.shares(len(b), size)])
-            yield x, ids, train.label[b][mine]
+            yield x, None, train.label[b][mine]
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,6 @@ class Epoch:
     images: torch.Tensor
     train: PairSet
     p: TrainParams
-    mining: str  # "batch_all" or "pairs"
     seed: int
     device: torch.device
     dtype: torch.dtype | None  # the autocast dtype; None: fp32
@@ -134,8 +132,9 @@ class TrainState:
 def train_epoch(ctx: Epoch, epoch: int) -> float:
     """One pass over the training pairs in a seeded order with seeded augmentation; mean loss.
 
-    Batch-all mining scores every two images of a batch that are the same person, or known to be different
-    people (`PairSet.different`: in restricted mode only what the pair labels imply)."""
+    Identity batches are scored batch-all: every two images of a batch that are the same person, or known
+    to be different people (`PairSet.different`: in restricted mode only what the pair labels imply); pair
+    batches score their own labelled pairs."""
     model, train, p, device, dtype = ctx.model, ctx.train, ctx.p, ctx.device, ctx.dtype
     model.train()
     embed = ctx.embed or model.embed
@@ -149,7 +148,7 @@ def train_epoch(ctx: Epoch, epoch: int) -> float:
     for k, (x, ids, labels) in enumerate(batches(train, p, gen, ctx.images)):
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             emb = embed(x.to(device))
-        if ctx.mining == "batch_all":
+        if ids is not None:  # an identity batch
             if distributed.world()[1] > 1:
                 emb = distributed.GatherRows.apply(emb)
             different = None if train.links is None else torch.from_numpy(train.different(ids)).to(device)
@@ -187,7 +186,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
         key: str = "", on_epoch=None) -> tuple[Siamese, list[dict], dict]:
     """Train from scratch (or resume) and return (best model, per-epoch history, summary)."""
     p = params.train
-    mining = "batch_all" if p.mining == "auto" else p.mining
+    mining = "batch_all" if p.sampler == "identities" else "pairs"
     rank, size = distributed.world()
     device = distributed.local_device(resolve_device(p.device))
     if p.batch_size % size:
@@ -212,7 +211,7 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     log.info("training on %s (%s), %d train / %d val pairs, mining=%s%s", device,
              "bf16" if dtype else "fp32", len(train.label), len(val.label), mining,
              f", {size} processes" if size > 1 else "")
-    ctx = Epoch(model, opt, sched, images_dev, train, p, mining, params.seed, device, dtype, embed)
+    ctx = Epoch(model, opt, sched, images_dev, train, p, params.seed, device, dtype, embed)
     while state.epoch < p.epochs and state.bad_epochs < p.patience:
         epoch = state.epoch + 1
         t0 = time.perf_counter()

@@ -106,6 +106,7 @@ class TrainParams:
     sampler: Literal["pairs", "identities"]
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     augment: AugmentParams
+    pretrain_epochs: int  # label-free pretraining (pipeline/pretrain.py) on the training images first; 0: none
     tta_flip: bool  # embed an image as the mean of it and its mirror image
     tta_shift: int  # > 0: embed an image as the mean of it moved by (+s, +s) and (-s, -s) pixels (pipeline.tta.TTA)
     precision: Literal["auto", "bf16", "fp32"]
@@ -117,7 +118,7 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "warmup_epochs", "tta_shift"):
+        for key in ("momentum", "weight_decay", "warmup_epochs", "tta_shift", "pretrain_epochs"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:

@@ -58,7 +58,7 @@ BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem
                 "train.neg_hardness": 0.0, "train.se_reduction": 0, "train.id_weight": 0.0,
                 "train.id_scale": 16.0, "train.identity_images": "table",
                 "train.neighbours": 0, "prepare.equalize": False, "pairs.val_keep": 1.0,
-                "train.negatives": "classes"}
+                "train.negatives": "classes", "train.pretrain_epochs": 0}
 # params taken out of params.yaml, at the value the code runs without them (ea681be has their code)
 TAKEN_OUT = {"train.arch": "compact", "train.pool_first": False, "train.stem": "stride", "train.normalize": True,
              "train.dropout": 0.0, "train.memory": 0, "train.identity_fraction": 1.0, "train.identity_images": "all",

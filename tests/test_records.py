@@ -94,6 +94,21 @@ def test_paired_compares_two_configurations_seed_by_seed_on_fixed_validation_pai
     assert any(line.startswith("test acc, B - A over 2 paired seeds: mean +0.00000, SE 0.00000, t undefined") for line in lines)
 
 
+def test_records_of_the_taken_out_mining_count_as_the_loss_their_sampler_now_runs():
+    """`train.mining` went: pair batches now score their labelled pairs, identity batches batch-all. A record
+    of pair batches with mining=pairs is today's `train.sampler=pairs`; one with mining=batch_all is not."""
+    def rec(commit, mining, margin, val):
+        params = {**records.TAKEN_OUT, "pairs.mode": "restricted", "pairs.split_seed": 0, "train.sampler": "pairs",
+                  "train.mining": mining, "train.margin": margin}
+        return {"commit": commit, "params": params, "overrides": {}, "seeds": [0],
+                "runs": [{"seed": 0, "metrics": {"calibrate.val_roc_auc": val, "evaluate.accuracy": 0.8}}]}
+    recs = [rec("pairs", "pairs", 0.8, 0.92), rec("ball", "batch_all", 0.8, 0.93), rec("m10", "pairs", 1.0, 0.91)]
+    current = {"pairs.mode": "restricted", "pairs.split_seed": 0, "train.sampler": "identities", "train.margin": 0.8}
+    lines = records.paired(recs, current, {"train.margin": 1.0}, {"train.sampler": "pairs"})
+    assert lines[1] == "seeds recorded: A [0], B [0]; paired: [0]"
+    assert "| 0 | pairs | m10 | 0.92000 | 0.91000 | -0.01000 | 0.80000 | 0.80000 | +0.00000 |" in lines
+
+
 def test_a_param_taken_out_of_params_yaml_counts_at_the_value_that_ran_without_it(monkeypatch):
     """Records of a param's other values, from before its code was taken out, are not the committed
     params' runs (they would replace the README's headline row), and `paired` can still compare them."""

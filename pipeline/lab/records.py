@@ -605,12 +605,12 @@ def paired(recs: list[dict], current: dict, other: dict, base: dict | None = Non
     every recorded run of either: per seed and metric A, B and B - A, then per metric the mean paired
     difference, its standard error, t (mean / SE) and on how many seeds B is higher."""
     base = base or {}
-    current = filled(current, current=True)  # a param taken out of params.yaml can still be compared at another value
-    unknown = sorted((base.keys() | other.keys()) - current.keys())
+    # a param taken out of params.yaml can still be compared at another value
+    unknown = sorted((base.keys() | other.keys()) - filled(current, current=True).keys())
     if unknown:
         raise SystemExit(f"paired: no such param in params.yaml: {', '.join(unknown)}")
-    a_want = {**current, **base}
-    b_want = {**a_want, **other}
+    a_want = filled({**current, **base}, current=True)
+    b_want = filled({**current, **base, **other}, current=True)
     if all(same(a_want[k], v) for k, v in other.items()):
         raise SystemExit("paired: the change sets every key to the value A already has")
     moving = sorted(k for k, v in other.items() if k in VALIDATION_KEYS and not same(a_want[k], v))

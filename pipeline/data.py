@@ -26,13 +26,6 @@ class PairSet:
     # n = the number of classes; None: identities by name, any two of which are different people
     links: np.ndarray | None = None
 
-    def images(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, identity numbers) of the training images, by row: the pool, else the table's own images."""
-        if self.pool is not None:
-            return self.pool
-        rows, first = np.unique(np.concatenate([self.idx1, self.idx2]), return_index=True)
-        return rows, np.concatenate([self.id1, self.id2])[first]
-
     def different(self, ids: np.ndarray) -> np.ndarray:
         """(B, B) bool: which two of a batch's images (identity numbers `ids`) are known to show different
         people. By name, any two identities; from labels alone, only classes a labelled different pair
@@ -148,7 +141,11 @@ class IdentitySampler:
     """
 
     def __init__(self, pairs: PairSet, batch_images: int, per_identity: int):
-        self.rows, self.ids = pairs.images()
+        if pairs.pool is not None:
+            self.rows, self.ids = pairs.pool
+        else:
+            rows, first = np.unique(np.concatenate([pairs.idx1, pairs.idx2]), return_index=True)
+            self.rows, self.ids = rows, np.concatenate([pairs.id1, pairs.id2])[first]
         order = np.argsort(self.ids, kind="stable")
         _, starts, counts = np.unique(self.ids[order], return_index=True, return_counts=True)
         self.groups = [self.rows[order[s:s + c]] for s, c in zip(starts, counts) if c >= 2]

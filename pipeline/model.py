@@ -118,17 +118,13 @@ class Siamese(nn.Module):
         p = params.train
         return cls(params.prepare.image_size, p.width, p.embedding_dim, p.stage_convs)
 
-    def represent(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 or float images (B, 1, H, W) in 0..255 -> the head's output (B, D), before normalising."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 or float images (B, 1, H, W) in 0..255 -> unit-length embeddings (B, D)."""
         x = x.float()
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        return self.head(self.features(x))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 or float images (B, 1, H, W) in 0..255 -> unit-length embeddings (B, D)."""
-        return F.normalize(self.represent(x).float(), dim=1)
+        return F.normalize(self.head(self.features(x)).float(), dim=1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         e = self.embed(torch.cat([x1, x2]))  # one pass, so batch norm sees both branches alike

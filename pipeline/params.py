@@ -106,7 +106,6 @@ class TrainParams:
     sampler: Literal["pairs", "identities"]
     per_identity: int  # sampler identities: images of each identity in a batch (K)
     augment: AugmentParams
-    pretrain_epochs: int  # label-free pretraining (pipeline/pretrain.py) on the training images first; 0: none
     tta_flip: bool  # embed an image as the mean of it and its mirror image
     tta_shift: int  # > 0: embed an image as the mean of it moved by (+s, +s) and (-s, -s) pixels (pipeline.tta.TTA)
     precision: Literal["auto", "bf16", "fp32"]
@@ -118,7 +117,7 @@ class TrainParams:
         for key in positive:
             if getattr(self, key) <= 0:
                 errors[key] = "must be > 0"
-        for key in ("momentum", "weight_decay", "warmup_epochs", "tta_shift", "pretrain_epochs"):
+        for key in ("momentum", "weight_decay", "warmup_epochs", "tta_shift"):
             if getattr(self, key) < 0:
                 errors[key] = "must be >= 0"
         if self.momentum >= 1:
@@ -206,7 +205,7 @@ REMOVED = {**{f"{section}.{key}": "ea681be" for section, keys in {
     "train": ("arch", "pool_first", "stem", "normalize", "dropout", "memory", "identity_fraction", "identity_images",
               "identity_weight", "schedule", "min_delta", "threads"),
     "train.augment": ("max_contrast", "max_brightness", "erase")}.items() for key in keys},
-    "train.mining": "0463ca7"}
+    "train.mining": "0463ca7", "train.pretrain_epochs": "a029d45"}
 
 
 def _build(cls: type, section: dict, prefix: str, file: str) -> Any:

@@ -59,12 +59,14 @@ BEFORE_ADDED = {"train.sampler": "pairs", "train.pool_first": False, "train.stem
                 "train.id_scale": 16.0, "train.identity_images": "table",
                 "train.neighbours": 0, "prepare.equalize": False, "pairs.val_keep": 1.0,
                 "train.negatives": "classes", "train.pretrain_epochs": 0}
-# params taken out of params.yaml, at the value the code runs without them (ea681be has their code)
+# params taken out of params.yaml, at the value the code runs without them (pipeline/params.py's REMOVED names
+# the commit that has each one's code)
 TAKEN_OUT = {"train.arch": "compact", "train.pool_first": False, "train.stem": "stride", "train.normalize": True,
              "train.dropout": 0.0, "train.memory": 0, "train.identity_fraction": 1.0, "train.identity_images": "all",
              "train.identity_weight": "linear", "train.schedule": "cosine", "train.min_delta": 0.001, "train.threads": 0,
              "train.augment.max_contrast": 0.0, "train.augment.max_brightness": 0.0, "train.augment.erase": 0.0,
-             "pairs.val_keep": 1.0, "download.verify_protocol_md5": True, "download.timeout_s": 60, "download.retries": 3}
+             "pairs.val_keep": 1.0, "download.verify_protocol_md5": True, "download.timeout_s": 60, "download.retries": 3,
+             "train.pretrain_epochs": 0}
 # the restricted-mode protocol runs: its 2,200 official pairs make an epoch short, so it runs more of them;
 # [1, 2, 1] is its network (lower on validation with the unrestricted default's [1, 1, 1]: docs/DECISIONS.md)
 RESTRICTED = {"pairs.mode": "restricted", "pairs.val_fraction": 0.1, "train.epochs": 60, "train.patience": 15,

@@ -36,7 +36,6 @@ from pipeline.record import runner
 from pipeline.data import IdentitySampler, PairSet, augment, load_images, load_pairs
 from pipeline.embedding import TrainingError, autocast_dtype, resolve_device, validation_scores
 from pipeline.model import Siamese, batch_all_contrastive_loss, contrastive_loss, euclidean
-from pipeline.pretrain import pretrain
 from pipeline.tta import TTA
 from pipeline.params import Params, TrainParams, flatten, load_params
 
@@ -195,27 +194,20 @@ def fit(images: torch.Tensor, train: PairSet, val: PairSet, params: Params, resu
     dtype = autocast_dtype(device, p.precision)
     torch.manual_seed(params.seed)
     model = Siamese.from_params(params).to(device, memory_format=torch.channels_last)
-    images_dev = images.to(device) if device.type == "cuda" else images
-    saved = None
-    if resume_path is not None and resume_path.exists():
-        saved = torch.load(resume_path, map_location=device, weights_only=True)
-        if saved.get("key") != key:
-            log.info("ignoring %s: it belongs to other inputs or params", resume_path)
-            saved = None
-    if p.pretrain_epochs and saved is None:  # every process alike; DDP then starts from rank 0's weights
-        t0 = time.perf_counter()
-        pretrain(model, images_dev, train.images()[0], p.pretrain_epochs, 2 * p.batch_size, p.lr, p.weight_decay,
-                 params.seed, device, dtype)
-        log.info("label-free pretraining: %d epochs in %.0fs", p.pretrain_epochs, time.perf_counter() - t0)
     embed = distributed.wrap(model, device)  # the same initial weights everywhere (seeded; DDP broadcasts rank 0's)
     opt = make_optimizer(model, p)
     steps_per_epoch = len(train.label) // p.batch_size or 1
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps_per_epoch, p))
     state = TrainState()
-    if saved is not None:
-        model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"]); sched.load_state_dict(saved["sched"])
-        state = TrainState(**saved["state"])
-        log.info("resuming after epoch %d from %s", state.epoch, resume_path)
+    if resume_path is not None and resume_path.exists():
+        saved = torch.load(resume_path, map_location=device, weights_only=True)
+        if saved.get("key") == key:
+            model.load_state_dict(saved["model"]); opt.load_state_dict(saved["opt"]); sched.load_state_dict(saved["sched"])
+            state = TrainState(**saved["state"])
+            log.info("resuming after epoch %d from %s", state.epoch, resume_path)
+        else:
+            log.info("ignoring %s: it belongs to other inputs or params", resume_path)
+    images_dev = images.to(device) if device.type == "cuda" else images
     log.info("training on %s (%s), %d train / %d val pairs, mining=%s%s", device,
              "bf16" if dtype else "fp32", len(train.label), len(val.label), mining,
              f", {size} processes" if size > 1 else "")

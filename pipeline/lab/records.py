@@ -45,6 +45,8 @@ METRICS = {  # column -> (metrics file, key)
     "val AUC": ("metrics/calibrate.json", "val_roc_auc"),
     "val id rank-1": ("metrics/calibrate.json", "val_id_rank1"),  # one-shot identification of the validation people
     "val id 20-way": ("metrics/calibrate.json", "val_id_20way"),
+    "test id rank-1": ("metrics/evaluate.json", "id_rank1"),  # of the test people: reported, never a criterion
+    "test id 20-way": ("metrics/evaluate.json", "id_20way"),
     "best epoch": ("metrics/train.json", "best_epoch"),
 }
 IDS = {col: f"{Path(f).stem}.{k}" for col, (f, k) in METRICS.items()}  # column -> key in docs/experiments.json

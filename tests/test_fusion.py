@@ -109,7 +109,8 @@ def test_open_output_reads_an_experiment_commit_through_dvc(tmp_path, monkeypatc
     sh("git", "update-ref", f"refs/exps/ab/{'c' * 38}/exp-x", "HEAD")
     (tmp_path / "models" / "model.pt").write_bytes(b"the workspace's")
     monkeypatch.setattr(fusion, "ROOT", tmp_path)
-    monkeypatch.setattr(fusion, "git", lambda *a: subprocess.run(["git", *a], cwd=tmp_path, capture_output=True, text=True).stdout)
+    monkeypatch.setattr(fusion, "git", lambda *a: subprocess.run(["git", *a], cwd=tmp_path, capture_output=True, text=True,
+                                                                 check=True).stdout)  # as records.git runs it
     with fusion.open_output("models/model.pt", fusion.exp_ref("exp-x")) as f:
         assert f.read() == b"fold model"
     with pytest.raises(SystemExit, match="experiment exp-x: data/prepared/images.npy is not in the DVC cache"):

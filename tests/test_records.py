@@ -37,6 +37,17 @@ def test_a_seed_run_twice_in_one_configuration_counts_once():
     assert added == 2 and recs[0]["seeds"] == [0, 1] and records.cell(recs[0]["metrics"]["evaluate.accuracy"]) == "0.8500 ± 0.0707"
 
 
+def test_a_run_after_mining_went_is_recorded_with_the_loss_its_sampler_ran():
+    shown = {**exp("main", 0, 0.002, 0.1), "experiments": [
+        {"revs": [exp("ids", 0, 0.002, 0.80)]},
+        {"revs": [exp("pairs", 1, 0.002, 0.90, train={"lr": 0.002, "epochs": 8, "sampler": "pairs"})]}]}
+    runs = {r["name"]: r["params"] for r in records.live_runs(shown)}
+    assert runs["ids"]["train.mining"] == "auto" and runs["pairs"]["train.mining"] == "pairs"
+    # so a pair-batch run of today never stands in for a batch-all run over pair batches of before
+    batch_all = {"pairs.mode": "restricted", "train.sampler": "pairs", "train.mining": "batch_all"}
+    assert not records.agrees(runs["pairs"], {**runs["pairs"], **batch_all})
+
+
 def test_a_renamed_param_matches_its_old_name():
     shown = {**exp("main", 0, 0.002, 0.1), "experiments": [
         {"revs": [exp("new", 0, 0.002, 0.80, prepare={"image_size": 64})]},

@@ -90,7 +90,7 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
     implied = {frozenset((linked[(n1, i1)], linked[(n2, i2)])) for n1, i1, n2, i2, y in train_rows if not y}
     index = {k: (line.split("\t")[0], int(line.split("\t")[1]))
              for k, line in enumerate((prepared / "index.tsv").read_text().splitlines())}
-    seen_sets, positives, negatives, batch_rows = [], [], [], []
+    seen_sets, positives, negatives, batch_rows, scored = [], [], [], [], {"batch_all": 0, "pairs": []}
     real_load, real_batch, real_loss = train.load_pairs, data.IdentitySampler.batch, train.batch_all_contrastive_loss
     real_batches, real_pair_loss = train.batches, train.contrastive_loss
 
@@ -104,6 +104,7 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
         return r, i
 
     def loss(emb, ids, margin, pos_margin, neg_weight, different=None):
+        scored["batch_all"] += 1
         same = ids.tolist()
         diff = different.tolist() if different is not None else None
         for a in range(len(same)):
@@ -119,6 +120,7 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
             half = len(batch_rows) // 2
             for a, b, y in zip(batch_rows[:half], batch_rows[half:], same.tolist()):
                 (positives if y else negatives).append((a, b))
+                scored["pairs"].append((a, b, y))
         return real_pair_loss(distance, same, margin, pos_margin, neg_weight)
 
     monkeypatch.setattr(train, "load_pairs", load_pairs)
@@ -149,6 +151,11 @@ def test_restricted_training_forms_only_pairs_the_labels_imply(tmp_path, lfw_dir
     unlinked = [(a, b) for a, b in negatives if frozenset((linked[a], linked[b])) not in implied]
     assert not unlinked, f"{len(unlinked)} in-batch negatives that no label implies, e.g. {unlinked[0]}"
     assert seen_sets[0].pool is None  # restricted: batches hold the pairs' images alone
+    if sampler == "pairs":  # a pair batch scores exactly its labelled pairs, never batch-all
+        labelled = {((n1, i1), (n2, i2), y) for n1, i1, n2, i2, y in train_rows}
+        assert scored["batch_all"] == 0 and scored["pairs"] and set(scored["pairs"]) <= labelled
+    else:
+        assert scored["batch_all"] and not scored["pairs"]
     # the training identities themselves: one per label component, not per name
     by_image = ids_by_image(seen_sets[0], {key: row for row, key in index.items()})
     assert all((by_image[a] == by_image[b]) == (linked[a] == linked[b]) for a in by_image for b in by_image)

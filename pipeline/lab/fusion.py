@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def prepared_key(name: str, rev: str) -> str:
     try:
         outs = yaml.safe_load(git("show", f"{rev}:dvc.lock"))["stages"]["prepare"]["outs"]
         return next(o["md5"] for o in outs if o["path"] == PREPARED)
-    except (TypeError, KeyError, StopIteration):
+    except (subprocess.CalledProcessError, TypeError, KeyError, StopIteration):  # no dvc.lock, or no such output
         raise SystemExit(f"experiment {name}: its dvc.lock names no {PREPARED} output of a prepare stage; "
                          "its fold cannot be fused") from None
 

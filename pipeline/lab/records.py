@@ -134,9 +134,14 @@ def filled(params: dict, current: bool = False) -> dict:
     """A record's params with the params added since at the value that reproduces the code before them;
     params.yaml's (`current`) also with the params taken out since at the value the code now runs."""
     out = {**BEFORE_ADDED, **(TAKEN_OUT if current else {}), **params}
-    if current and "train.mining" not in params:  # taken out (0463ca7 has it): the sampler decides the loss
-        out["train.mining"] = "pairs" if out.get("train.sampler") == "pairs" else "auto"
-    return out
+    return with_mining(out) if current else out
+
+
+def with_mining(params: dict) -> dict:
+    """`params` with `train.mining` where it lacks it: taken out (0463ca7 has it), the sampler decides the loss."""
+    if "train.mining" in params:
+        return params
+    return {**params, "train.mining": "pairs" if params.get("train.sampler") == "pairs" else "auto"}
 
 
 def parse_sets(items: list[str], option: str = "-S") -> dict:
@@ -234,7 +239,7 @@ def live_runs(shown) -> list[dict]:
         base = {k: v for k, v in (bases[rev] or {}).items() if k != "seed"}
         overrides = {k: v for k, v in params.items() if k not in base or not same(v, base[k])}
         # a param taken out of params.yaml before the run: it ran at the value the code has without it
-        params = {**{k: v for k, v in TAKEN_OUT.items() if k not in params}, **params}
+        params = with_mining({**{k: v for k, v in TAKEN_OUT.items() if k not in params}, **params})
         run = {"commit": e["commit"], "name": e["name"], "seed": seed, "params": params, "overrides": overrides,
                "metrics": metrics}
         train = metrics_file(data, "metrics/train.json")  # what the run trained in and on

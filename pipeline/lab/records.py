@@ -133,15 +133,16 @@ def committed_params(rev: str) -> dict:
 def filled(params: dict, current: bool = False) -> dict:
     """A record's params with the params added since at the value that reproduces the code before them;
     params.yaml's (`current`) also with the params taken out since at the value the code now runs."""
-    out = {**BEFORE_ADDED, **(TAKEN_OUT if current else {}), **params}
-    return with_mining(out) if current else out
+    return {**BEFORE_ADDED, **(with_taken_out(params) if current else params)}
 
 
-def with_mining(params: dict) -> dict:
-    """`params` with `train.mining` where it lacks it: taken out (0463ca7 has it), the sampler decides the loss."""
-    if "train.mining" in params:
-        return params
-    return {**params, "train.mining": "pairs" if params.get("train.sampler") == "pairs" else "auto"}
+def with_taken_out(params: dict) -> dict:
+    """`params` with each param taken out of params.yaml since, where it lacks it, at the value the code now
+    runs: TAKEN_OUT's, and `train.mining` (0463ca7 has it) as the sampler decides the loss."""
+    out = {**TAKEN_OUT, **params}
+    if "train.mining" not in out:
+        out["train.mining"] = "pairs" if out.get("train.sampler") == "pairs" else "auto"
+    return out
 
 
 def parse_sets(items: list[str], option: str = "-S") -> dict:
@@ -239,7 +240,7 @@ def live_runs(shown) -> list[dict]:
         base = {k: v for k, v in (bases[rev] or {}).items() if k != "seed"}
         overrides = {k: v for k, v in params.items() if k not in base or not same(v, base[k])}
         # a param taken out of params.yaml before the run: it ran at the value the code has without it
-        params = with_mining({**{k: v for k, v in TAKEN_OUT.items() if k not in params}, **params})
+        params = with_taken_out(params)
         run = {"commit": e["commit"], "name": e["name"], "seed": seed, "params": params, "overrides": overrides,
                "metrics": metrics}
         train = metrics_file(data, "metrics/train.json")  # what the run trained in and on

@@ -224,3 +224,24 @@ def test_a_superseded_view2_record_never_shows():
     block = records.readme_block([], EVALUATE, CALIBRATE, CURRENT, [old])
     assert "eeeeeee" not in block and "no View 2 result yet" in block
 
+
+
+def test_identification_rows_come_from_the_records_that_have_them_and_the_lock_run_from_its_metrics():
+    """A row per headline record with the test identification figures (records keep rank-1 and 20-way:
+    the other cells stay empty); a record from before they were kept gets no row; the run behind
+    dvc.lock shows every figure of its metrics files, the validation people's from calibrate."""
+    evaluate = {**EVALUATE, "id_people": 6, "id_probes": 9, "id_rank1": 0.5, "id_rank5": 0.75, "id_5way": 0.9,
+                "id_20way": 0.8, "id_dir_at_far_1pct": 0.25}
+    calibrate = {**CALIBRATE, "val_id_rank1": 0.55, "val_id_20way": 0.85}
+    old = record("aaaaaaa", [0, 1, 2], 0.80)
+    old["metrics"] = {k: v for k, v in old["metrics"].items() if "id_" not in k}  # recorded before the columns
+    restricted = record("bbbbbbb", [0, 1, 2], 0.70, **records.RESTRICTED)
+    block = records.readme_block([old, restricted], evaluate, calibrate, CURRENT)
+    table = block[block.index("One-shot identification"):]
+    assert "| configuration (LFW category) | seeds | all-way rank-1 | all-way rank-5 | 5-way rank-1 | 20-way rank-1 |" in table
+    assert ("| restricted recipe (image-restricted, label-free outside data) | 0, 1, 2 | 0.7000 ± 0.0100 | | | "
+            "0.7000 ± 0.0100 | | 0.7000 ± 0.0100 | 0.7000 ± 0.0100 |") in table
+    assert "aaaaaaa" not in table and table.count("| `params.yaml`") == 1
+    assert ("| `params.yaml`, the run behind `dvc.lock` (unrestricted, label-free outside data) | 0 | 0.5000 | 0.7500 | "
+            "0.9000 | 0.8000 | 0.2500 | 0.5500 | 0.8500 |") in table
+    assert "One-shot identification" not in records.readme_block([restricted], EVALUATE, CALIBRATE, CURRENT)

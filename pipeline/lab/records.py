@@ -482,18 +482,37 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
             f"- {name}: {cmd} on the pipeline of commit {rec['commit']}")
 
 
-def identification_table(evaluate: dict) -> list[str]:
-    """The README's one-shot identification lines from the committed metrics/evaluate.json; none where it has no `id_*`."""
+def _row(cells: list[str]) -> str:
+    """A markdown table row, an empty cell as `| |`."""
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
+def identification_table(evaluate: dict, calibrate: dict, rows: list[tuple[str, dict | None]], mode: str,
+                         seed) -> list[str]:
+    """The README's one-shot identification lines: a row per record of `rows` ((label, record)) that has the
+    test figures, then the run behind `dvc.lock` from the committed metrics files; none where
+    metrics/evaluate.json has no `id_*`. Records keep rank-1 and 20-way alone: the other cells stay empty."""
     if "id_rank1" not in evaluate:
         return []
     ways = n_way_figures(evaluate)
-    return ["", f"One-shot identification of the run behind `dvc.lock` on the {evaluate['id_people']:,} test people "
-            f"(one gallery photo each, their other {evaluate['id_probes']:,} photos as probes; `evaluate` stage):", "",
-            "| all-way rank-1 | all-way rank-5 | " + " | ".join(f"{n}-way rank-1" for n, _ in ways)
-            + " | open set: DIR at FAR 1% |",
-            "|---|---|" + "---|" * len(ways) + "---|",
-            f"| {evaluate['id_rank1']:.4f} | {evaluate['id_rank5']:.4f} | " + " | ".join(f"{v:.4f}" for _, v in ways)
-            + f" | {evaluate['id_dir_at_far_1pct']:.4f} |"]
+    cols = ["all-way rank-1", "all-way rank-5", *(f"{n}-way rank-1" for n, _ in ways), "open set: DIR at FAR 1%",
+            "validation all-way rank-1", "validation 20-way rank-1"]
+    lines = ["", f"One-shot identification of the {evaluate['id_people']:,} test people (one gallery photo each, their "
+             f"other {evaluate['id_probes']:,} photos as probes; `evaluate` stage) and of the validation people "
+             "(`calibrate` stage), on which recipes are chosen:", "",
+             "| configuration (LFW category) | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for label, rec in rows:
+        m = (rec or {}).get("metrics", {})
+        if m.get(IDS["test id rank-1"]) is None:
+            continue
+        cells = {"all-way rank-1": IDS["test id rank-1"], "20-way rank-1": IDS["test id 20-way"],
+                 "validation all-way rank-1": IDS["val id rank-1"], "validation 20-way rank-1": IDS["val id 20-way"]}
+        lines.append(_row([label, ", ".join(str(s) for s in rec["seeds"]), *(cell(m.get(cells.get(c))) for c in cols)]))
+    lock = [evaluate["id_rank1"], evaluate["id_rank5"], *(v for _, v in ways), evaluate["id_dir_at_far_1pct"],
+            calibrate.get("val_id_rank1"), calibrate.get("val_id_20way")]
+    lines.append(_row([f"`params.yaml`, the run behind `dvc.lock` ({CATEGORIES[mode]})", str(seed),
+                       *("" if v is None else f"{v:.4f}" for v in lock)]))
+    return lines
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:
@@ -527,8 +546,9 @@ def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dic
             row, came = view2_row(list(view2), current, protocol)
             lines.append(row)
             how.append(came)
+    ids = identification_table(evaluate, calibrate, [(label, rec) for label, rec, _ in rows], mode, current.get("seed"))
     lines += ["", "Mean ± standard deviation over the seeds (View 2: ± standard error over the folds). Each row came from:",
-              *how, *identification_table(evaluate), END]
+              *how, *ids, END]
     return "\n".join(lines)
 
 

@@ -203,6 +203,22 @@ def test_the_restricted_protocol_has_its_own_view2_row():
     assert f"-S {added}=" not in block
 
 
+def test_a_final_view2_record_is_the_readme_row_and_says_so():
+    """Over as many folds, the final report (`view2 run --final`) is the row, its command with --final and its
+    seed; a row that took part in choosing the recipe says so."""
+    folds = {str(k): {} for k in range(1, 11)}
+    chosen = {"commit": "ccccccc", "params": {**RAN, "pairs.protocol": "view2"}, "overrides": {}, "folds": folds,
+              "summary": {"test acc": {"mean": 0.93, "se": 0.003}}}
+    final = {**chosen, "commit": "ddddddd", "params": {**chosen["params"], "seed": 12}, "overrides": {"seed": 12},
+             "final": True, "summary": {"test acc": {"mean": 0.92, "se": 0.003}}}
+    row, came = records.view2_row([final, chosen], CURRENT)
+    assert "| ddddddd | folds 1-10 | 0.9200 ± 0.0030 |" in row
+    assert came == ("- LFW View 2: `python -m pipeline.lab view2 run --final -S seed=12` on the pipeline of commit ddddddd; "
+                    "the final report: scored once, at seed 12, which no recorded decision used")
+    row, came = records.view2_row([chosen, {**final, "folds": {"1": {}}}], CURRENT)  # a final run under way
+    assert "ccccccc" in row and came.endswith("these folds took part in choosing the recipe: not an untouched final evaluation")
+
+
 def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_committed_seeds_row():
     restricted = {**RAN, **records.RESTRICTED, "pairs.protocol": "view2"}
     folds = {str(k): {} for k in range(1, 11)}

@@ -278,7 +278,7 @@ class FakeDvc:
         return 130 if self.interrupted else self.code
 
 
-def _run(monkeypatch, tmp_path, shown_data, folds, sets=(), popen=None, report=lambda args: 0, heads=None):
+def _run(monkeypatch, tmp_path, shown_data, folds, sets=(), popen=None, report=lambda args: 0, heads=None, final=False):
     """view2.run over `folds` with `dvc exp show` answering `shown_data`, `dvc exp run` by `popen` (a
     FakeDvc), HEAD's pipeline each time it is asked the next of `heads` (else always "pipe1")."""
     import argparse
@@ -292,7 +292,7 @@ def _run(monkeypatch, tmp_path, shown_data, folds, sets=(), popen=None, report=l
     monkeypatch.setattr(view2.subprocess, "Popen", popen or FakeDvc())
     monkeypatch.setattr(view2, "report", report)
     monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")
-    return view2.run(argparse.Namespace(folds=folds, set=list(sets), num=20, no_mlflow=True))
+    return view2.run(argparse.Namespace(folds=folds, set=list(sets), num=20, no_mlflow=True, final=final))
 
 
 def test_run_runs_only_the_missing_folds_one_after_the_other_in_the_foreground(monkeypatch, capsys, tmp_path):
@@ -349,6 +349,41 @@ def test_run_stops_before_a_fold_once_the_pipeline_changed(monkeypatch, tmp_path
     with pytest.raises(SystemExit, match=r"the pipeline or params.yaml changed while the folds ran: fold 2 not run"):
         _run(monkeypatch, tmp_path, shown(), [1, 2], popen=dvc, heads=["pipe1", "pipe1", "pipe2"])
     assert [c[0][7] for c in dvc.calls] == ["pairs.fold=1"]
+
+
+def test_final_is_refused_at_a_seed_a_recorded_run_used_and_once_its_ten_folds_are_scored():
+    config = view2.config_of({**BASE, "seed": 12})
+    experiments = [{"commit": "exp0001", "seeds": [0, 1]}, {"commit": "exp0002", "seeds": [12]}]
+    with pytest.raises(SystemExit, match=r"--final: seed 12 took part in recorded runs \(docs/experiments.json, commit exp0002\)"):
+        view2.check_final(12, "pipe1", config, [], experiments)
+    chosen = {"commit": "pipe0", "params": {**BASE, "seed": 12}, "folds": {"1": {}}}  # a View 2 that decided something
+    with pytest.raises(SystemExit, match=r"seed 12 took part in a View 2 configuration .*pipe0, not final"):
+        view2.check_final(12, "pipe1", config, [chosen], experiments[:1])
+    half = {"commit": "pipe1", "params": {**BASE, "seed": 12}, "folds": {"1": {}, "2": {}}, "final": True}
+    view2.check_final(12, "pipe1", config, [half], experiments[:1])  # an interrupted final run goes on
+    other = {**half, "params": {**BASE, "seed": 12, "pairs.mode": "restricted"}, "folds": {str(k): {} for k in range(1, 11)}}
+    view2.check_final(12, "pipe1", config, [half, other], experiments[:1])  # another recipe's final shares the seed
+    done = {**half, "folds": {str(k): {} for k in range(1, 11)}}
+    with pytest.raises(SystemExit, match=r"final View 2 is scored already \(pipeline of commit pipe1, seed 12\)"):
+        view2.check_final(12, "pipe1", config, [done], experiments[:1])
+
+
+def test_a_final_run_is_checked_before_any_fold_and_marked_in_view2_md(monkeypatch, tmp_path):
+    monkeypatch.setattr(records, "load", lambda path=None: [{"commit": "exp0001", "seeds": [3]}])
+    dvc, seen = FakeDvc(), []
+    with pytest.raises(SystemExit, match="seed 3 took part"):
+        _run(monkeypatch, tmp_path, shown(), [1], sets=["seed=3"], popen=dvc, final=True)
+    assert dvc.calls == []
+    _run(monkeypatch, tmp_path, shown(), [1], sets=["seed=12"], popen=dvc, final=True, report=seen.append)
+    assert len(dvc.calls) == 1 and seen[0].final is True
+
+    folds = {str(k): {"name": f"e{k}", "metrics": {"test acc": 0.9}} for k in range(1, 11)}
+    rec = {"commit": "pipe1", "params": {**BASE, "seed": 12, "pairs.protocol": "view2"}, "overrides": {"seed": 12},
+           "folds": folds, "final": True,
+           "summary": {c: view2.mean_se([0.9] * 10) if c == "test acc" else None for c in view2.METRICS}}
+    text = view2.view2_md([rec])
+    assert "**Final:** scored once, at seed 12, which no recorded decision used." in text
+    assert "`python -m pipeline.lab view2 run --final -S seed=12`" in text
 
 
 def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, capsys):

@@ -80,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--folds", type=view2.parse_folds, default=list(range(1, view2.FOLDS + 1)), help="e.g. 1-10 (default), 1,4-6")
     r.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as dvc exp run -S")
     r.add_argument("--num", type=int, default=20, help="look for finished folds in the experiments of the last N commits")
+    r.add_argument("--final", action="store_true",
+                   help="the final report of a fixed recipe: refused at a seed any recorded run used, or once scored")
     p = actions.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")
     p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
     p.add_argument("--rev", default="HEAD", help="... counted back from this commit")

@@ -457,10 +457,10 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     other = not live
     if other:  # the last View 2 of this mode, run with other params
         live = [(i, r) for i, r in enumerate(view2) if filled(r["params"]).get("pairs.mode", "unrestricted") == mode]
-    # over the most folds; then of the committed seed (another seed of the same params is a second sample,
-    # not a newer result); then the newest
-    rec = max(live, key=lambda c: (len(c[1]["folds"]), same(c[1]["params"].get("seed", 0), want.get("seed", 0)),
-                                   c[0]))[1] if live else None
+    # over the most folds; then the final report (`view2 run --final`); then of the committed seed (another
+    # seed of the same params is a second sample, not a newer result); then the newest
+    rec = max(live, key=lambda c: (len(c[1]["folds"]), bool(c[1].get("final")),
+                                   same(c[1]["params"].get("seed", 0), want.get("seed", 0)), c[0]))[1] if live else None
     changes = changed(rec["params"], want, free) if rec is not None and other else {}
     if changes:
         label = f"**LFW View 2**, other params (below) ({CATEGORIES[mode]})"
@@ -470,7 +470,8 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     given = dict(protocol)
     if rec is not None:
         given.update({k: v for k, v in changes.items() if k in rec["params"]} if other else rec.get("overrides") or {})
-    cmd = f"`{LAB} view2 run" + "".join(f" -S {override(k, v)}" for k, v in given.items()) + "`"
+    final = rec is not None and rec.get("final")
+    cmd = f"`{LAB} view2 run{' --final' if final else ''}" + "".join(f" -S {override(k, v)}" for k, v in given.items()) + "`"
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
     if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- {name}: {cmd}"
@@ -478,8 +479,10 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     span = (f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)]
             else "folds " + ", ".join(folds))
     cells = " | ".join(cell(rec["summary"].get(c)) for c in ("test acc", "test AUC", "test EER"))
+    status = (f"the final report: scored once, at seed {rec['params'].get('seed', 0)}, which no recorded decision used"
+              if final else "these folds took part in choosing the recipe: not an untouched final evaluation")
     return (f"| {label} | {rec['commit']} | {span} | {cells} | | {cell(rec['summary'].get('val AUC'))} |",
-            f"- {name}: {cmd} on the pipeline of commit {rec['commit']}")
+            f"- {name}: {cmd} on the pipeline of commit {rec['commit']}; {status}")
 
 
 def _row(cells: list[str]) -> str:

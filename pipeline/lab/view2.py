@@ -26,6 +26,7 @@ import sys
 import yaml
 
 from pipeline import files, store
+from pipeline.card import CATEGORIES
 from pipeline.lab import records
 from pipeline.lab.records import (LAB, ROOT, aggregate, cell, committed_params, dvc, git, load, override,
                                   paired_table, params_file, plain, refresh_readme, same, save, show)
@@ -184,8 +185,26 @@ def run_fold(fold: int, cmd: list[str]) -> None:
                          "rerun this command to go on from this fold")
 
 
+def check_final(seed: int, code: str, config: dict, recs: list[dict], experiment_recs: list[dict]) -> None:
+    """`view2 run --final`: the seed must be one no recorded run used (docs/experiments.json, or a View 2
+    configuration not itself final), and the configuration on this pipeline not already finally scored
+    on all ten folds: a final recipe is scored once, at a seed that took part in no decision."""
+    used = sorted({r["commit"] for r in experiment_recs if seed in r.get("seeds", ())})
+    if used:
+        raise SystemExit(f"--final: seed {seed} took part in recorded runs (docs/experiments.json, commit "
+                         f"{', '.join(used)}); choose a seed that no decision used")
+    for rec in recs:
+        if rec["params"].get("seed", 0) == seed and not rec.get("final"):
+            raise SystemExit(f"--final: seed {seed} took part in a View 2 configuration (docs/view2.json, pipeline "
+                             f"of commit {rec['commit']}, not final); choose a seed that no decision used")
+        if rec.get("final") and rec["commit"] == code and same(config_of(rec["params"]), config) \
+                and len(rec["folds"]) == FOLDS:
+            raise SystemExit(f"--final: this configuration's final View 2 is scored already (pipeline of commit "
+                             f"{code}, seed {seed}); a final recipe is scored once")
+
+
 def run(args) -> int:
-    """`view2 run`: args.folds, args.set (the -S), args.num, args.no_mlflow."""
+    """`view2 run`: args.folds, args.set (the -S), args.num, args.no_mlflow, args.final."""
     head = git("rev-parse", "HEAD").strip()
     if dvc("status", "--quiet").returncode != 0 or git("status", "--porcelain", "--", "pipeline", "dvc.yaml").strip():
         print("note: the workspace differs from HEAD; each fold runs on the workspace as it is when the fold starts",
@@ -194,6 +213,9 @@ def run(args) -> int:
     config = wanted(params_file(), sets)  # what `dvc exp run` runs: the workspace's params.yaml, with the -S
     code = code_commit(head)
     shown = show(args.num, head, tries=3)  # another experiment being set up fails it for a few seconds
+    final = getattr(args, "final", False)
+    if final:
+        check_final(config.get("seed", 0), code, config, load_records(), records.load())
     states = fold_states(shown, code, config, load_records())
     todo = [k for k in args.folds if states.get(k) != "success"]
     done = [k for k in args.folds if states.get(k) == "success"]
@@ -206,7 +228,8 @@ def run(args) -> int:
         cmd = fold_command(fold, sets)
         print(f"View 2 fold {fold} ({n} of {len(todo)}): {shlex.join(cmd)}", flush=True)
         run_fold(fold, cmd)
-    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, no_live=False, only=(code, config)))
+    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, no_live=False, only=(code, config),
+                              final=final))
     return 0
 
 
@@ -284,9 +307,10 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         "and their pipeline/ deps) before its folds ran: folds run at later commits with the same pipeline",
         "count as the same configuration. Two configurations compare fold by fold (each fold's B - A, their",
         f"mean, standard error and wins): `{LAB} view2 paired COMMIT_A COMMIT_B [-S k=v]",
-        "[--a-set k=v] [--b-set k=v]`, -S for what both ran with. Every configuration here took part in",
-        "choosing the recipe or was scored on the test folds more than once: none is an untouched final",
-        "evaluation (docs/DECISIONS.md).",
+        "[--a-set k=v] [--b-set k=v]`, -S for what both ran with. A configuration marked **final** ran",
+        f"with `{LAB} view2 run --final`: once, after its recipe was fixed, at a seed that no recorded run",
+        "used; every other one took part in choosing the recipe or was scored on the test folds more than",
+        "once, so it is not an untouched final evaluation (docs/DECISIONS.md).",
         "",
     ]
     for rec in recs:
@@ -296,8 +320,11 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         sets = sets_text(rec["overrides"])
         lines += [f"## {mode}, pipeline of commit {rec['commit']}: {overrides}", "",
                   *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
+                  *([f"**Final:** scored once, at seed {rec['params'].get('seed', 0)}, which no recorded decision "
+                     "used.", ""] if rec.get("final") else []),
                   f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this pipeline, "
-                  f"`{LAB} view2 run{' ' + sets if sets else ''}`.", "", *fold_table(rec, METRICS)]
+                  f"`{LAB} view2 run{' --final' if rec.get('final') else ''}{' ' + sets if sets else ''}`.", "",
+                  *fold_table(rec, METRICS)]
     for rec in fusions:
         lines += fusion_md(rec)
     if not recs:
@@ -360,6 +387,10 @@ def log_mlflow(recs: list[dict]) -> None:
             tags=rec.get("tags") or {"kind": "view2", "protocol": "view2", "view2_key": key,
                                      "git_commit": rec["commit"]}).info.run_id
         client.set_tag(run_id, "folds", ",".join(rec["folds"]))
+        mode = rec["params"].get("pairs.mode")
+        if mode in CATEGORIES:
+            client.set_tag(run_id, "lfw_category", CATEGORIES[mode])
+        client.set_tag(run_id, "final", str(bool(rec.get("final"))).lower())
         for k, v in rec["params"].items():
             if not found:
                 client.log_param(run_id, k, v)
@@ -379,7 +410,12 @@ def report(args) -> int:
     no `dvc exp show`), args.no_mlflow, and args.only (the configuration `run` ran, or None)."""
     recs = load_records()
     if not args.no_live:
-        recs = merge(recs, experiments(show(args.num, args.rev)), getattr(args, "only", None))
+        only = getattr(args, "only", None)
+        recs = merge(recs, experiments(show(args.num, args.rev)), only)
+        if getattr(args, "final", False):
+            for rec in recs:
+                if rec["commit"] == only[0] and same(config_of(rec["params"]), only[1]):
+                    rec["final"] = True
         save(recs, DATA)
     files.write_text(OUT, view2_md(recs, load_fusions()))
     for rec in recs:

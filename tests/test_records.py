@@ -154,3 +154,33 @@ def test_paired_sets_are_read_as_dvc_reads_them():
         "train.margin": 1, "train.stage_convs": [1, 2, 2], "train.lr": 0.003}
     with pytest.raises(SystemExit, match="paired 'margin': expected key=value"):
         records.parse_sets(["margin"], "paired")
+
+
+def test_the_run_behind_dvc_lock_is_a_one_seed_record_of_the_committed_params(monkeypatch):
+    """`paired` counts the committed run (params.yaml and metrics files at a commit) as the newest run of
+    its seed; a commit without metrics files gives none."""
+    import subprocess
+    committed = {"params.yaml": "seed: 3\ntrain:\n  margin: 0.8\n",
+                 "metrics/evaluate.json": json.dumps({"accuracy": 0.91, "id_rank1": 0.4}),
+                 "metrics/calibrate.json": json.dumps({"val_roc_auc": 0.97, "val_id_rank1": 0.45}),
+                 "metrics/train.json": json.dumps({"best_epoch": 5})}
+
+    def git(*args):
+        if args[0] == "rev-parse":
+            return "abc1234\n"
+        rev, _, path = args[1].partition(":")
+        if path not in committed:
+            raise subprocess.CalledProcessError(128, ["git", *args])
+        return committed[path]
+    monkeypatch.setattr(records, "git", git)
+    rec = records.lock_record()
+    assert rec["commit"] == "abc1234" and rec["seeds"] == [3] and "seed" not in rec["params"]
+    assert rec["params"]["train.margin"] == 0.8 and rec["params"]["train.dropout"] == records.TAKEN_OUT["train.dropout"]
+    assert rec["metrics"][records.IDS["val id rank-1"]] == {"mean": 0.45, "sd": None}
+    assert records.IDS["val acc"] not in rec["metrics"]  # a figure the files lack is no figure
+    older = {"commit": "old0000", "params": dict(rec["params"], **{"pairs.split_seed": 0}), "overrides": {}, "seeds": [3],
+             "metrics": {records.IDS["val AUC"]: {"mean": 0.95, "sd": None}}}
+    rec["params"]["pairs.split_seed"] = 0
+    assert records.seed_runs([older, rec], {"train.margin": 0.8, "pairs.split_seed": 0})[3][0] == "abc1234"
+    del committed["metrics/train.json"]
+    assert records.lock_record() is None

@@ -30,7 +30,9 @@ def _tables(args) -> int:
 def _paired(args) -> int:
     change, base = (records.plain(records.parse_sets(s, o)) for s, o in ((args.change, "paired"), (args.base, "--base")))
     cols = ("val AUC", "val id rank-1", "val id 20-way", "test acc")  # a record without a column pairs none of it
-    print("\n".join(records.paired(records.load(), records.params_file(), change, base, cols)))
+    lock = records.lock_record()  # the newest run of the committed params: last, so its seed wins
+    recs = records.load() + ([lock] if lock else [])
+    print("\n".join(records.paired(recs, records.params_file(), change, base, cols)))
     return 0
 
 

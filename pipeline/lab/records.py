@@ -632,6 +632,21 @@ def seed_runs(recs: list[dict], want: dict, free=frozenset()) -> dict[int, tuple
     return out
 
 
+def lock_record(rev: str = "HEAD") -> dict | None:
+    """The run behind `rev`'s dvc.lock as a one-seed record (its committed params.yaml and metrics files, the
+    README's `dvc.lock` row), so that a comparison pairs its seed like any recorded run: it is the newest run
+    of the committed params. None where `rev` has no committed metrics."""
+    try:
+        params = committed_params(rev)
+        read = {f: json.loads(git("show", f"{rev}:{f}")) for f in {f for f, _ in METRICS.values()}}
+        commit = git("rev-parse", "--short=7", rev).strip()
+    except (subprocess.CalledProcessError, json.JSONDecodeError):
+        return None
+    seed = params.pop("seed", 0)
+    return {"commit": commit, "params": with_taken_out(params), "overrides": {}, "seeds": [seed],
+            "metrics": {IDS[c]: {"mean": read[f][k], "sd": None} for c, (f, k) in METRICS.items() if k in read[f]}}
+
+
 def paired(recs: list[dict], current: dict, other: dict, base: dict | None = None,
            cols: tuple[str, ...] = ("val AUC", "test acc")) -> list[str]:
     """Lines comparing configuration B (A with `other`) to A (`current` with `base`) seed by seed, over

@@ -515,7 +515,8 @@ def identification_table(evaluate: dict, calibrate: dict, rows: list[tuple[str, 
             calibrate.get("val_id_rank1"), calibrate.get("val_id_20way")]
     lines.append(_row([f"`params.yaml`, the run behind `dvc.lock` ({CATEGORIES[mode]})", str(seed),
                        *("" if v is None else f"{v:.4f}" for v in lock)]))
-    return lines
+    return lines + ["", "A recorded configuration keeps rank-1 and 20-way alone. Image-restricted validation is pairs "
+                    "without names, so it has no identification of its own; the test people's names serve scoring only."]
 
 
 def readme_block(recs: list[dict], evaluate: dict, calibrate: dict, current: dict, view2: list[dict] = ()) -> str:

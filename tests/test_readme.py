@@ -213,10 +213,14 @@ def test_a_final_view2_record_is_the_readme_row_and_says_so():
              "final": True, "summary": {"test acc": {"mean": 0.92, "se": 0.003}}}
     row, came = records.view2_row([final, chosen], CURRENT)
     assert "| ddddddd | folds 1-10 | 0.9200 ± 0.0030 |" in row
-    assert came == ("- LFW View 2: `python -m pipeline.lab view2 run --final -S seed=12` on the pipeline of commit ddddddd; "
-                    "the final report: scored once, at seed 12, which no recorded decision used")
+    assert came == ("- LFW View 2: `python -m pipeline.lab view2 run -S seed=12` on the pipeline of commit ddddddd; "
+                    "run with `--final`, the final report: scored once, at seed 12, which no run used before")
     row, came = records.view2_row([chosen, {**final, "folds": {"1": {}}}], CURRENT)  # a final run under way
     assert "ccccccc" in row and came.endswith("these folds took part in choosing the recipe: not an untouched final evaluation")
+    row, came = records.view2_row([{**final, "folds": {"1": {}, "2": {}}}], CURRENT)  # nothing else to show
+    assert "| ddddddd | folds 1-2 |" in row and came.endswith("run with `--final`, the final report under way: 2 of 10 folds")
+    row, came = records.view2_row([{**final, "folds": {}}], CURRENT)  # its record before the first fold: no row
+    assert "no View 2 result yet" in row
 
 
 def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_committed_seeds_row():
@@ -252,12 +256,15 @@ def test_identification_rows_come_from_the_records_that_have_them_and_the_lock_r
     old = record("aaaaaaa", [0, 1, 2], 0.80)
     old["metrics"] = {k: v for k, v in old["metrics"].items() if "id_" not in k}  # recorded before the columns
     restricted = record("bbbbbbb", [0, 1, 2], 0.70, **records.RESTRICTED)
+    for col, mean in (("test id rank-1", 0.11), ("test id 20-way", 0.22), ("val id rank-1", 0.33), ("val id 20-way", 0.44)):
+        restricted["metrics"][records.IDS[col]] = {"mean": mean, "sd": 0.01}
     block = records.readme_block([old, restricted], evaluate, calibrate, CURRENT)
     table = block[block.index("One-shot identification"):]
-    assert "| configuration (LFW category) | seeds | all-way rank-1 | all-way rank-5 | 5-way rank-1 | 20-way rank-1 |" in table
-    assert ("| restricted recipe (image-restricted, label-free outside data) | 0, 1, 2 | 0.7000 ± 0.0100 | | | "
-            "0.7000 ± 0.0100 | | 0.7000 ± 0.0100 | 0.7000 ± 0.0100 |") in table
+    assert ("| configuration (LFW category) | commit | seeds | all-way rank-1 | all-way rank-5 | 5-way rank-1 | "
+            "20-way rank-1 |") in table
+    assert ("| restricted recipe (image-restricted, label-free outside data) | bbbbbbb | 0, 1, 2 | 0.1100 ± 0.0100 | | | "
+            "0.2200 ± 0.0100 | | 0.3300 ± 0.0100 | 0.4400 ± 0.0100 |") in table
     assert "aaaaaaa" not in table and table.count("| `params.yaml`") == 1
-    assert ("| `params.yaml`, the run behind `dvc.lock` (unrestricted, label-free outside data) | 0 | 0.5000 | 0.7500 | "
-            "0.9000 | 0.8000 | 0.2500 | 0.5500 | 0.8500 |") in table
+    assert ("| `params.yaml`, the run behind `dvc.lock` (unrestricted, label-free outside data) | this commit | 0 | 0.5000 | "
+            "0.7500 | 0.9000 | 0.8000 | 0.2500 | 0.5500 | 0.8500 |") in table
     assert "One-shot identification" not in records.readme_block([restricted], EVALUATE, CALIBRATE, CURRENT)

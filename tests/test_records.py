@@ -163,7 +163,8 @@ def test_the_run_behind_dvc_lock_is_a_one_seed_record_of_the_committed_params(mo
     committed = {"params.yaml": "seed: 3\ntrain:\n  margin: 0.8\n",
                  "metrics/evaluate.json": json.dumps({"accuracy": 0.91, "id_rank1": 0.4}),
                  "metrics/calibrate.json": json.dumps({"val_roc_auc": 0.97, "val_id_rank1": 0.45}),
-                 "metrics/train.json": json.dumps({"best_epoch": 5})}
+                 "metrics/train.json": json.dumps({"best_epoch": 5}),
+                 "dvc.lock": "stages:\n  train:\n    params:\n      params.yaml:\n        train.margin: 0.8\n"}
 
     def git(*args):
         if args[0] == "rev-parse":
@@ -182,5 +183,7 @@ def test_the_run_behind_dvc_lock_is_a_one_seed_record_of_the_committed_params(mo
              "metrics": {records.IDS["val AUC"]: {"mean": 0.95, "sd": None}}}
     rec["params"]["pairs.split_seed"] = 0
     assert records.seed_runs([older, rec], {"train.margin": 0.8, "pairs.split_seed": 0})[3][0] == "abc1234"
+    committed["dvc.lock"] = committed["dvc.lock"].replace("0.8", "1.2")  # params.yaml edited, not rerun
+    assert records.lock_record() is None
     del committed["metrics/train.json"]
     assert records.lock_record() is None

@@ -124,6 +124,9 @@ def shown(*exps):
     for k, (fold, state, acc, over) in enumerate(exps):
         params = {"seed": 0, "pairs": {"mode": "unrestricted", "protocol": "view2", "fold": fold}, "train": {"lr": 0.003}}
         for key, value in over.items():
+            if key == "seed":
+                params["seed"] = value
+                continue
             section, name = key.split(".")
             params[section][name] = value
         metrics = {} if acc is None else {"metrics/evaluate.json": {"data": {"accuracy": acc, "roc_auc": acc + 0.05, "eer": 1 - acc}}}
@@ -351,39 +354,64 @@ def test_run_stops_before_a_fold_once_the_pipeline_changed(monkeypatch, tmp_path
     assert [c[0][7] for c in dvc.calls] == ["pairs.fold=1"]
 
 
-def test_final_is_refused_at_a_seed_a_recorded_run_used_and_once_its_ten_folds_are_scored():
+def test_final_is_refused_at_a_seed_any_run_used_and_once_its_ten_folds_are_scored(monkeypatch):
+    monkeypatch.setattr(view2, "code_commit", lambda rev: "pipe1")
     config = view2.config_of({**BASE, "seed": 12})
     experiments = [{"commit": "exp0001", "seeds": [0, 1]}, {"commit": "exp0002", "seeds": [12]}]
-    with pytest.raises(SystemExit, match=r"--final: seed 12 took part in recorded runs \(docs/experiments.json, commit exp0002\)"):
-        view2.check_final(12, "pipe1", config, [], experiments)
+    with pytest.raises(SystemExit, match=r"--final: seed 12 took part in docs/experiments.json, commit exp0002; choose"):
+        view2.check_final(12, "pipe1", config, [], experiments, shown())
+    with pytest.raises(SystemExit, match=r"seed 12 took part in the run behind dvc.lock, commit lock000"):
+        view2.check_final(12, "pipe1", config, [], experiments[:1], shown(), {"commit": "lock000", "seeds": [12]})
     chosen = {"commit": "pipe0", "params": {**BASE, "seed": 12}, "folds": {"1": {}}}  # a View 2 that decided something
-    with pytest.raises(SystemExit, match=r"seed 12 took part in a View 2 configuration .*pipe0, not final"):
-        view2.check_final(12, "pipe1", config, [chosen], experiments[:1])
-    half = {"commit": "pipe1", "params": {**BASE, "seed": 12}, "folds": {"1": {}, "2": {}}, "final": True}
-    view2.check_final(12, "pipe1", config, [half], experiments[:1])  # an interrupted final run goes on
-    other = {**half, "params": {**BASE, "seed": 12, "pairs.mode": "restricted"}, "folds": {str(k): {} for k in range(1, 11)}}
-    view2.check_final(12, "pipe1", config, [half, other], experiments[:1])  # another recipe's final shares the seed
+    with pytest.raises(SystemExit, match=r"seed 12 took part in docs/view2.json, pipeline of commit pipe0, not final"):
+        view2.check_final(12, "pipe1", config, [chosen], experiments[:1], shown())
+    # a fold of this configuration run without --final, not recorded yet; another seed's experiment is no matter
+    stray = shown((1, "success", 0.9, {"seed": 12}), (2, "success", 0.9, {}))
+    with pytest.raises(SystemExit, match=r"seed 12 took part in experiment exp-0, commit aaaaaaa; choose"):
+        view2.check_final(12, "pipe1", config, [], experiments[:1], stray)
+    view2.check_final(12, "pipe1", config, [], experiments[:1], shown((2, "success", 0.9, {})))
+
+    # the final run's own record: its folds, listed by dvc exp show, let it go on until ten are scored
+    half = {"commit": "pipe1", "params": {**config, "pairs.protocol": "view2"}, "folds": {"1": {}}, "final": True}
+    view2.check_final(12, "pipe1", config, [half], experiments[:1], stray)
+    restricted = view2.config_of({**config, "pairs.mode": "restricted"})  # another recipe's final shares the seed
+    view2.check_final(12, "pipe1", restricted, [half], experiments[:1], stray)
     done = {**half, "folds": {str(k): {} for k in range(1, 11)}}
     with pytest.raises(SystemExit, match=r"final View 2 is scored already \(pipeline of commit pipe1, seed 12\)"):
-        view2.check_final(12, "pipe1", config, [done], experiments[:1])
+        view2.check_final(12, "pipe1", config, [done], experiments[:1], stray)
 
 
-def test_a_final_run_is_checked_before_any_fold_and_marked_in_view2_md(monkeypatch, tmp_path):
+def test_a_final_run_writes_its_record_before_the_first_fold_and_report_keeps_the_mark(monkeypatch, tmp_path):
     monkeypatch.setattr(records, "load", lambda path=None: [{"commit": "exp0001", "seeds": [3]}])
-    dvc, seen = FakeDvc(), []
+    monkeypatch.setattr(records, "lock_record", lambda rev="HEAD": None)
+    monkeypatch.setattr(view2, "committed_params", lambda rev: BASE)
+    dvc = FakeDvc()
     with pytest.raises(SystemExit, match="seed 3 took part"):
         _run(monkeypatch, tmp_path, shown(), [1], sets=["seed=3"], popen=dvc, final=True)
-    assert dvc.calls == []
-    _run(monkeypatch, tmp_path, shown(), [1], sets=["seed=12"], popen=dvc, final=True, report=seen.append)
-    assert len(dvc.calls) == 1 and seen[0].final is True
+    assert dvc.calls == [] and not (tmp_path / "view2.json").exists()
 
-    folds = {str(k): {"name": f"e{k}", "metrics": {"test acc": 0.9}} for k in range(1, 11)}
-    rec = {"commit": "pipe1", "params": {**BASE, "seed": 12, "pairs.protocol": "view2"}, "overrides": {"seed": 12},
-           "folds": folds, "final": True,
-           "summary": {c: view2.mean_se([0.9] * 10) if c == "test acc" else None for c in view2.METRICS}}
-    text = view2.view2_md([rec])
-    assert "**Final:** scored once, at seed 12, which no recorded decision used." in text
-    assert "`python -m pipeline.lab view2 run --final -S seed=12`" in text
+    class Noting(FakeDvc):  # notes whether the final record was there when each fold began
+        def __call__(self, cmd, **kwargs):
+            self.seen = [*getattr(self, "seen", []), (tmp_path / "view2.json").exists()]
+            return super().__call__(cmd, **kwargs)
+    dvc = Noting([0, KeyboardInterrupt])
+    with pytest.raises(SystemExit, match="fold 2 interrupted"):
+        _run(monkeypatch, tmp_path, shown(), [1, 2], sets=["seed=12"], popen=dvc, final=True)
+    assert dvc.seen == [True, True]
+    [rec] = json.loads((tmp_path / "view2.json").read_text())
+    assert rec["final"] is True and rec["folds"] == {} and rec["overrides"] == {"seed": 12}
+    assert "**Final, under way:** 0 of 10 folds of the final run at seed 12" in view2.view2_md([rec])
+
+    # fold 1 finished (listed by dvc exp show, not yet recorded): the final run goes on, and report marks it
+    done = shown((1, "success", 0.9, {"seed": 12}))
+    monkeypatch.setattr(view2, "DATA", tmp_path / "view2.json")
+    assert view2.check_final(12, "pipe1", view2.config_of({**BASE, "seed": 12}), [rec], [], done) is None
+    recs = view2.merge([rec], view2.experiments(done), only=("pipe1", view2.config_of({**BASE, "seed": 12})))
+    assert len(recs) == 1 and recs[0]["final"] is True and list(recs[0]["folds"]) == ["1"]
+    text = view2.view2_md(recs)
+    assert "**Final, under way:** 1 of 10 folds" in text and "view2 run -S seed=12" in text and "--final -S" not in text
+    ten = {**recs[0], "folds": {str(k): recs[0]["folds"]["1"] for k in range(1, 11)}}
+    assert "**Final:** run with `--final`, scored once, at seed 12, which no run used before." in view2.view2_md([ten])
 
 
 def test_paired_compares_two_configurations_fold_by_fold(tmp_path, monkeypatch, capsys):

@@ -29,6 +29,7 @@ from pipeline.card import CATEGORIES
 from pipeline.identification import n_way_figures
 from pipeline.params import RENAMED, PairsParams
 from pipeline.record.registry import NOT_VALIDATION
+from pipeline.views import FOLDS
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = "python -m pipeline.lab"  # the command the generated files name
@@ -452,7 +453,7 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     label = (f"restricted recipe, **LFW View 2** ({CATEGORIES[mode]})" if protocol else
              f"`params.yaml`, **LFW View 2** ({CATEGORIES[mode]})")
     free = {"pairs.protocol", "pairs.fold"} | (RESTRICTED_UNREAD if mode == "restricted" else set())
-    view2 = [r for r in view2 if not r.get("superseded")]
+    view2 = [r for r in view2 if not r.get("superseded") and r["folds"]]  # a final run's record before its first fold
     live = [(i, r) for i, r in enumerate(view2) if agrees(r["params"], want, free)]
     other = not live
     if other:  # the last View 2 of this mode, run with other params
@@ -470,8 +471,7 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     given = dict(protocol)
     if rec is not None:
         given.update({k: v for k, v in changes.items() if k in rec["params"]} if other else rec.get("overrides") or {})
-    final = rec is not None and rec.get("final")
-    cmd = f"`{LAB} view2 run{' --final' if final else ''}" + "".join(f" -S {override(k, v)}" for k, v in given.items()) + "`"
+    cmd = f"`{LAB} view2 run" + "".join(f" -S {override(k, v)}" for k, v in given.items()) + "`"
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
     if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- {name}: {cmd}"
@@ -479,8 +479,10 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     span = (f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)]
             else "folds " + ", ".join(folds))
     cells = " | ".join(cell(rec["summary"].get(c)) for c in ("test acc", "test AUC", "test EER"))
-    status = (f"the final report: scored once, at seed {rec['params'].get('seed', 0)}, which no recorded decision used"
-              if final else "these folds took part in choosing the recipe: not an untouched final evaluation")
+    seed, final = rec["params"].get("seed", 0), rec.get("final")
+    status = ("these folds took part in choosing the recipe: not an untouched final evaluation" if not final else
+              f"run with `--final`, the final report: scored once, at seed {seed}, which no run used before"
+              if len(folds) == FOLDS else f"run with `--final`, the final report under way: {len(folds)} of {FOLDS} folds")
     return (f"| {label} | {rec['commit']} | {span} | {cells} | | {cell(rec['summary'].get('val AUC'))} |",
             f"- {name}: {cmd} on the pipeline of commit {rec['commit']}; {status}")
 
@@ -503,17 +505,18 @@ def identification_table(evaluate: dict, calibrate: dict, rows: list[tuple[str, 
     lines = ["", f"One-shot identification of the {evaluate['id_people']:,} test people (one gallery photo each, their "
              f"other {evaluate['id_probes']:,} photos as probes; `evaluate` stage) and of the validation people "
              "(`calibrate` stage), on which recipes are chosen:", "",
-             "| configuration (LFW category) | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+             "| configuration (LFW category) | commit | seeds | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     for label, rec in rows:
         m = (rec or {}).get("metrics", {})
         if m.get(IDS["test id rank-1"]) is None:
             continue
         cells = {"all-way rank-1": IDS["test id rank-1"], "20-way rank-1": IDS["test id 20-way"],
                  "validation all-way rank-1": IDS["val id rank-1"], "validation 20-way rank-1": IDS["val id 20-way"]}
-        lines.append(_row([label, ", ".join(str(s) for s in rec["seeds"]), *(cell(m.get(cells.get(c))) for c in cols)]))
+        lines.append(_row([label, rec["commit"], ", ".join(str(s) for s in rec["seeds"]),
+                           *(cell(m.get(cells.get(c))) for c in cols)]))
     lock = [evaluate["id_rank1"], evaluate["id_rank5"], *(v for _, v in ways), evaluate["id_dir_at_far_1pct"],
             calibrate.get("val_id_rank1"), calibrate.get("val_id_20way")]
-    lines.append(_row([f"`params.yaml`, the run behind `dvc.lock` ({CATEGORIES[mode]})", str(seed),
+    lines.append(_row([f"`params.yaml`, the run behind `dvc.lock` ({CATEGORIES[mode]})", "this commit", str(seed),
                        *("" if v is None else f"{v:.4f}" for v in lock)]))
     return lines + ["", "A recorded configuration keeps rank-1 and 20-way alone. Image-restricted validation is pairs "
                     "without names, so it has no identification of its own; the test people's names serve scoring only."]
@@ -636,12 +639,17 @@ def seed_runs(recs: list[dict], want: dict, free=frozenset()) -> dict[int, tuple
 def lock_record(rev: str = "HEAD") -> dict | None:
     """The run behind `rev`'s dvc.lock as a one-seed record (its committed params.yaml and metrics files, the
     README's `dvc.lock` row), so that a comparison pairs its seed like any recorded run: it is the newest run
-    of the committed params. None where `rev` has no committed metrics."""
+    of the committed params. None where `rev` has no committed metrics, or where dvc.lock ran other values
+    than params.yaml holds (params.yaml edited, the pipeline not rerun)."""
     try:
         params = committed_params(rev)
         read = {f: json.loads(git("show", f"{rev}:{f}")) for f in {f for f, _ in METRICS.values()}}
+        locked = yaml.safe_load(git("show", f"{rev}:dvc.lock"))["stages"]
         commit = git("rev-parse", "--short=7", rev).strip()
-    except (subprocess.CalledProcessError, json.JSONDecodeError):
+    except (subprocess.CalledProcessError, json.JSONDecodeError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    ran = {k: v for st in locked.values() for k, v in plain(flatten(st.get("params", {}).get("params.yaml", {}))).items()}
+    if any(k in params and not same(v, params[k]) for k, v in ran.items()):
         return None
     seed = params.pop("seed", 0)
     return {"commit": commit, "params": with_taken_out(params), "overrides": {}, "seeds": [seed],

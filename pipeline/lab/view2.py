@@ -185,22 +185,43 @@ def run_fold(fold: int, cmd: list[str]) -> None:
                          "rerun this command to go on from this fold")
 
 
-def check_final(seed: int, code: str, config: dict, recs: list[dict], experiment_recs: list[dict]) -> None:
-    """`view2 run --final`: the seed must be one no recorded run used (docs/experiments.json, or a View 2
-    configuration not itself final), and the configuration on this pipeline not already finally scored
-    on all ten folds: a final recipe is scored once, at a seed that took part in no decision."""
-    used = sorted({r["commit"] for r in experiment_recs if seed in r.get("seeds", ())})
-    if used:
-        raise SystemExit(f"--final: seed {seed} took part in recorded runs (docs/experiments.json, commit "
-                         f"{', '.join(used)}); choose a seed that no decision used")
-    for rec in recs:
-        if rec["params"].get("seed", 0) == seed and not rec.get("final"):
-            raise SystemExit(f"--final: seed {seed} took part in a View 2 configuration (docs/view2.json, pipeline "
-                             f"of commit {rec['commit']}, not final); choose a seed that no decision used")
-        if rec.get("final") and rec["commit"] == code and same(config_of(rec["params"]), config) \
-                and len(rec["folds"]) == FOLDS:
+def final_record(recs: list[dict], code: str, config: dict) -> dict | None:
+    """The final View 2 record (`run --final`) of `config` on pipeline `code`, if there is one."""
+    return next((r for r in recs if r.get("final") and r["commit"] == code and same(config_of(r["params"]), config)), None)
+
+
+def check_final(seed: int, code: str, config: dict, recs: list[dict], experiment_recs: list[dict], shown,
+                lock: dict | None = None) -> None:
+    """`view2 run --final`: a final recipe is scored once, at a seed that took part in no decision. Its own
+    final record (written before its first fold) lets an interrupted final run go on until ten folds are
+    scored; a new one is refused at a seed that any run used: a record of docs/experiments.json, the run
+    behind dvc.lock (`lock`), a View 2 configuration not final, or any finished experiment `dvc exp show`
+    lists (`shown`) that belongs to no final configuration, this one's earlier folds run without --final
+    included."""
+    mine = final_record(recs, code, config)
+    if mine is not None:
+        if len(mine["folds"]) == FOLDS:
             raise SystemExit(f"--final: this configuration's final View 2 is scored already (pipeline of commit "
                              f"{code}, seed {seed}); a final recipe is scored once")
+        return
+    used = [f"docs/experiments.json, commit {r['commit']}" for r in experiment_recs if seed in r.get("seeds", ())]
+    used += [f"the run behind dvc.lock, commit {lock['commit']}"] if lock and seed in lock["seeds"] else []
+    used += [f"docs/view2.json, pipeline of commit {r['commit']}, not final" for r in recs
+             if r["params"].get("seed", 0) == seed and not r.get("final")]
+    used += [f"experiment {e['name']}, commit {e['commit']}" for e in experiments(shown)
+             if e["state"] == "success" and e["params"].get("seed", 0) == seed
+             and final_record(recs, code_commit(e["commit"]), config_of(e["params"])) is None]
+    if used:
+        raise SystemExit(f"--final: seed {seed} took part in {used[0]}" + (f" (and {len(used) - 1} more)" if len(used) > 1
+                         else "") + "; choose a seed that no run used")
+
+
+def start_final(recs: list[dict], code: str, config: dict) -> list[dict]:
+    """`recs` with `config`'s final record on pipeline `code` (no folds yet where it is new), so that its folds
+    count as final runs from the first one on."""
+    if final_record(recs, code, config) is not None:
+        return recs
+    return [*recs, {**new_record(code, config), "final": True, "summary": fold_summary({}, METRICS)}]
 
 
 def run(args) -> int:
@@ -215,7 +236,8 @@ def run(args) -> int:
     shown = show(args.num, head, tries=3)  # another experiment being set up fails it for a few seconds
     final = getattr(args, "final", False)
     if final:
-        check_final(config.get("seed", 0), code, config, load_records(), records.load())
+        check_final(config.get("seed", 0), code, config, load_records(), records.load(), shown, records.lock_record())
+        save(start_final(load_records(), code, config), DATA)
     states = fold_states(shown, code, config, load_records())
     todo = [k for k in args.folds if states.get(k) != "success"]
     done = [k for k in args.folds if states.get(k) == "success"]
@@ -228,8 +250,7 @@ def run(args) -> int:
         cmd = fold_command(fold, sets)
         print(f"View 2 fold {fold} ({n} of {len(todo)}): {shlex.join(cmd)}", flush=True)
         run_fold(fold, cmd)
-    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, no_live=False, only=(code, config),
-                              final=final))
+    report(argparse.Namespace(num=args.num, rev="HEAD", no_mlflow=args.no_mlflow, no_live=False, only=(code, config)))
     return 0
 
 
@@ -249,6 +270,16 @@ def config_key(commit: str, config: dict) -> str:
     return hashlib.sha256(json.dumps([commit, config], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def new_record(commit: str, config: dict) -> dict:
+    """A configuration's record without folds: its params, and the overrides that give them at `commit`."""
+    try:
+        base = committed_params(commit)
+    except subprocess.CalledProcessError:
+        base = {}
+    return {"commit": commit, "params": config,
+            "overrides": {k: v for k, v in config.items() if k not in base or not same(v, base[k])}, "folds": {}}
+
+
 def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = None) -> list[dict]:
     """`recs` with every finished View 2 fold of `exps` added (a fold recorded already is kept); with
     `only` = (pipeline, configuration), the folds of that configuration on that pipeline alone."""
@@ -263,13 +294,7 @@ def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = No
             continue  # another configuration's fold, or one of an older pipeline: `report` adds those
         rec = next((r for r in recs if r["commit"] == commit and same(r["params"], config)), None)
         if rec is None:
-            try:
-                base = committed_params(commit)
-            except subprocess.CalledProcessError:
-                base = {}
-            rec = {"commit": commit, "params": config,
-                   "overrides": {k: v for k, v in config.items() if k not in base or not same(v, base[k])},
-                   "folds": {}}
+            rec = new_record(commit, config)
             recs.append(rec)
         rec["folds"] = dict(rec["folds"])
         rec["folds"].setdefault(str(int(p["pairs.fold"])), {"name": e["name"], "metrics": e["metrics"]})
@@ -291,6 +316,14 @@ def fold_table(rec: dict, cols) -> list[str]:
                                                  for c in cols) + " |")
     summary = (f"**{cell(rec['summary'][c], 1 if c == 'best epoch' else 4)}**" for c in cols)
     return lines + ["| **mean ± SE** | " + " | ".join(summary) + " |", ""]
+
+
+def final_text(rec: dict) -> str:
+    """What a final record (`run --final`) is: scored once, or a final run under way."""
+    seed, n = rec["params"].get("seed", 0), len(rec["folds"])
+    if n == FOLDS:
+        return f"**Final:** run with `--final`, scored once, at seed {seed}, which no run used before"
+    return f"**Final, under way:** {n} of {FOLDS} folds of the final run at seed {seed} (`view2 run --final` goes on)"
 
 
 def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
@@ -320,11 +353,9 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
         sets = sets_text(rec["overrides"])
         lines += [f"## {mode}, pipeline of commit {rec['commit']}: {overrides}", "",
                   *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
-                  *([f"**Final:** scored once, at seed {rec['params'].get('seed', 0)}, which no recorded decision "
-                     "used.", ""] if rec.get("final") else []),
-                  f"Folds {', '.join(folds)} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this pipeline, "
-                  f"`{LAB} view2 run{' --final' if rec.get('final') else ''}{' ' + sets if sets else ''}`.", "",
-                  *fold_table(rec, METRICS)]
+                  *([final_text(rec) + ".", ""] if rec.get("final") else []),
+                  f"Folds {', '.join(folds) or 'none yet'} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this "
+                  f"pipeline, `{LAB} view2 run{' ' + sets if sets else ''}`.", "", *fold_table(rec, METRICS)]
     for rec in fusions:
         lines += fusion_md(rec)
     if not recs:
@@ -410,12 +441,7 @@ def report(args) -> int:
     no `dvc exp show`), args.no_mlflow, and args.only (the configuration `run` ran, or None)."""
     recs = load_records()
     if not args.no_live:
-        only = getattr(args, "only", None)
-        recs = merge(recs, experiments(show(args.num, args.rev)), only)
-        if getattr(args, "final", False):
-            for rec in recs:
-                if rec["commit"] == only[0] and same(config_of(rec["params"]), only[1]):
-                    rec["final"] = True
+        recs = merge(recs, experiments(show(args.num, args.rev)), getattr(args, "only", None))
         save(recs, DATA)
     files.write_text(OUT, view2_md(recs, load_fusions()))
     for rec in recs:

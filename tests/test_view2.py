@@ -401,6 +401,7 @@ def test_a_final_run_writes_its_record_before_the_first_fold_and_report_keeps_th
     [rec] = json.loads((tmp_path / "view2.json").read_text())
     assert rec["final"] is True and rec["folds"] == {} and rec["overrides"] == {"seed": 12}
     assert "**Final, under way:** 0 of 10 folds of the final run at seed 12" in view2.view2_md([rec])
+    assert "| fold |" not in view2.view2_md([rec])  # no table before its first fold
 
     # fold 1 finished (listed by dvc exp show, not yet recorded): the final run goes on, and report marks it
     done = shown((1, "success", 0.9, {"seed": 12}))

@@ -355,7 +355,7 @@ def view2_md(recs: list[dict], fusions: list[dict] = ()) -> str:
                   *([f"**Superseded:** {rec['superseded']}.", ""] if rec.get("superseded") else []),
                   *([final_text(rec) + ".", ""] if rec.get("final") else []),
                   f"Folds {', '.join(folds) or 'none yet'} ({len(folds)} of {FOLDS}). Reproduce: at a commit with this "
-                  f"pipeline, `{LAB} view2 run{' ' + sets if sets else ''}`.", "", *fold_table(rec, METRICS)]
+                  f"pipeline, `{LAB} view2 run{' ' + sets if sets else ''}`.", "", *(fold_table(rec, METRICS) if folds else [])]
     for rec in fusions:
         lines += fusion_md(rec)
     if not recs:

@@ -44,6 +44,8 @@ def test_view2_runs_the_missing_folds_resumes_and_reports(tmp_path, lfw_archive)
     assert sorted(r.data.tags["fold"] for r in parents) == ["1", "2"]
     summary = client.search_runs([exp.experiment_id], "tags.kind = 'view2'")
     assert len(summary) == 1 and summary[0].data.metrics["view2.folds"] == 2
+    tags = summary[0].data.tags
+    assert tags["lfw_category"] == "unrestricted, label-free outside data" and tags["final"] == "false"
     assert summary[0].data.metrics["view2.test_acc_mean"] == pytest.approx(recs[0]["summary"]["test acc"]["mean"])
 
 

@@ -219,8 +219,8 @@ def test_a_final_view2_record_is_the_readme_row_and_says_so():
     assert "ccccccc" in row and came.endswith("these folds took part in choosing the recipe: not an untouched final evaluation")
     row, came = records.view2_row([{**final, "folds": {"1": {}, "2": {}}}], CURRENT)  # nothing else to show
     assert "| ddddddd | folds 1-2 |" in row and came.endswith("run with `--final`, the final report under way: 2 of 10 folds")
-    row, came = records.view2_row([{**final, "folds": {}}], CURRENT)  # its record before the first fold: no row
-    assert "no View 2 result yet" in row
+    row, came = records.view2_row([{**final, "folds": {}}], CURRENT)  # its record before the first fold: no figures
+    assert "| ddddddd | | final run under way, no fold yet |" in row and came.endswith("the final report, 0 of 10 folds")
 
 
 def test_another_seed_of_the_restricted_view2_recipe_does_not_replace_the_committed_seeds_row():
@@ -268,3 +268,23 @@ def test_identification_rows_come_from_the_records_that_have_them_and_the_lock_r
     assert ("| `params.yaml`, the run behind `dvc.lock` (unrestricted, label-free outside data) | this commit | 0 | 0.5000 | "
             "0.7500 | 0.9000 | 0.8000 | 0.2500 | 0.5500 | 0.8500 |") in table
     assert "One-shot identification" not in records.readme_block([restricted], EVALUATE, CALIBRATE, CURRENT)
+
+
+def test_a_view2_record_of_todays_params_is_the_restricted_row_though_params_were_taken_out():
+    """View 2 records carry the taken-out params at the value the code runs (view2.config_of), as
+    docs/experiments.json does: a restricted final on today's pipeline is the restricted recipe's row,
+    its command with the seed, never an `other params` row; a registered final with no fold gives its own
+    command with --final."""
+    from pipeline.lab import view2
+    current = records.params_file()
+    config = view2.config_of({**current, **records.RESTRICTED, "seed": 12})
+    assert config["train.stem"] == records.TAKEN_OUT["train.stem"] and config["train.mining"] == "pairs"
+    overrides = {**records.RESTRICTED, "seed": 12}
+    rec = {"commit": "fffffff", "params": config, "overrides": overrides, "final": True, "folds": {"1": {}},
+           "summary": {"test acc": {"mean": 0.87, "se": None}}}
+    row, came = records.view2_row([rec], current, records.RESTRICTED)
+    assert row.startswith("| restricted recipe, **LFW View 2** (image-restricted, label-free outside data) | fffffff | fold")
+    assert "-S seed=12` on the pipeline of commit fffffff; run with `--final`, the final report under way: 1 of 10" in came
+    row, came = records.view2_row([{**rec, "folds": {}}], current, records.RESTRICTED)
+    assert "| fffffff | | final run under way, no fold yet |" in row
+    assert "`python -m pipeline.lab view2 run --final -S pairs.mode=restricted" in came and "-S seed=12`" in came

@@ -379,6 +379,9 @@ def test_final_is_refused_at_a_seed_any_run_used_and_once_its_ten_folds_are_scor
     done = {**half, "folds": {str(k): {} for k in range(1, 11)}}
     with pytest.raises(SystemExit, match=r"final View 2 is scored already \(pipeline of commit pipe1, seed 12\)"):
         view2.check_final(12, "pipe1", config, [done], experiments[:1], stray)
+    with pytest.raises(SystemExit, match=r"this recipe's final View 2 ran at seed 12 \(pipeline of commit pipe1\); a final"):
+        view2.check_final(13, "pipe1", {**config, "seed": 13}, [half], experiments[:1], shown())  # another seed, same recipe
+    view2.check_final(13, "pipe2", {**config, "seed": 13}, [done], experiments[:1], shown())  # a changed pipeline
 
 
 def test_a_final_run_writes_its_record_before_the_first_fold_and_report_keeps_the_mark(monkeypatch, tmp_path):

@@ -30,7 +30,7 @@ def _tables(args) -> int:
 def _paired(args) -> int:
     change, base = (records.plain(records.parse_sets(s, o)) for s, o in ((args.change, "paired"), (args.base, "--base")))
     cols = ("val AUC", "val id rank-1", "val id 20-way", "test acc")  # a record without a column pairs none of it
-    lock = records.lock_record()  # the newest run of the committed params: last, so its seed wins
+    lock = records.lock_record() if args.lock else None  # the newest run of the committed params: last, so its seed wins
     recs = records.load() + ([lock] if lock else [])
     print("\n".join(records.paired(recs, records.params_file(), change, base, cols)))
     return 0
@@ -73,6 +73,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("change", nargs="+", metavar="KEY=VALUE", help="B's change, as dvc exp run -S takes it")
     p.add_argument("--base", nargs="+", default=[], metavar="KEY=VALUE",
                    help="A is params.yaml with these (e.g. the restricted protocol's overrides)")
+    p.add_argument("--lock", action="store_true",
+                   help="count the run behind dvc.lock as its seed's newest run (it changes with each rerun of the lock)")
     p.set_defaults(handler=_paired)
 
     actions = sub.add_parser("view2", help="LFW View 2: run the folds, report them, compare two configurations")
@@ -83,7 +85,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override, as dvc exp run -S")
     r.add_argument("--num", type=int, default=20, help="look for finished folds in the experiments of the last N commits")
     r.add_argument("--final", action="store_true",
-                   help="the final report of a fixed recipe: refused at a seed any recorded run used, or once scored")
+                   help="the final report of a fixed recipe: refused at a seed a run that can decide used, or "
+                        "for a recipe whose final ran")
     p = actions.add_parser("report", help="docs/VIEW2.md, docs/view2.json and MLflow from the finished folds")
     p.add_argument("--num", type=int, default=20, help="read the experiments of the last N commits")
     p.add_argument("--rev", default="HEAD", help="... counted back from this commit")

@@ -453,6 +453,7 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     label = (f"restricted recipe, **LFW View 2** ({CATEGORIES[mode]})" if protocol else
              f"`params.yaml`, **LFW View 2** ({CATEGORIES[mode]})")
     free = {"pairs.protocol", "pairs.fold"} | (RESTRICTED_UNREAD if mode == "restricted" else set())
+    registered = [r for r in view2 if r.get("final") and not r["folds"] and agrees(r["params"], want, free)]
     view2 = [r for r in view2 if not r.get("superseded") and r["folds"]]  # a final run's record before its first fold
     live = [(i, r) for i, r in enumerate(view2) if agrees(r["params"], want, free)]
     other = not live
@@ -473,6 +474,12 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
         given.update({k: v for k, v in changes.items() if k in rec["params"]} if other else rec.get("overrides") or {})
     cmd = f"`{LAB} view2 run" + "".join(f" -S {override(k, v)}" for k, v in given.items()) + "`"
     name = f"LFW View 2 ({mode})" if protocol else "LFW View 2"
+    if rec is None and registered:  # a final run registered, no fold finished yet: its own command
+        reg = registered[-1]
+        cmd = (f"`{LAB} view2 run --final" + "".join(f" -S {override(k, v)}" for k, v in {**protocol, **reg["overrides"]}.items())
+               + "`")
+        return (f"| {label} | {reg['commit']} | | final run under way, no fold yet | | | | |",
+                f"- {name}: {cmd} on the pipeline of commit {reg['commit']}; the final report, 0 of {FOLDS} folds")
     if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- {name}: {cmd}"
     folds = list(rec["folds"])

@@ -6,11 +6,13 @@ carved from the training side, and scores fold K's 600 pairs of pairs.txt. `run`
 one after the other in the foreground, each in a temporary copy of the workspace, DVC's output on the
 terminal; it skips every fold with a finished experiment of the same params and pipeline (params.yaml's
 values, dvc.yaml's stages that write outputs and their pipeline/ deps), so after an interruption the
-same command goes on with the fold it stopped in, and stops at a failing fold, naming it. `report` adds
-every finished fold to docs/view2.json, writes docs/VIEW2.md (per configuration the mean ± standard
-error over the folds, and each fold's figures; then the fusions of docs/view2_fusion.json) and records
-one MLflow run per configuration (tags `kind=view2`, `protocol=view2`). `paired` compares two
-configurations fold by fold.
+same command goes on with the fold it stopped in, and stops at a failing fold, naming it. `run --final`
+is a fixed recipe's final report: checked first (check_final: a recipe scored once, at a seed that no run
+which can decide anything used), registered in docs/view2.json before its first fold, then run like any
+other. `report` adds every finished fold to docs/view2.json, writes docs/VIEW2.md (per configuration the
+mean ± standard error over the folds, and each fold's figures; then the fusions of docs/view2_fusion.json)
+and records one MLflow run per configuration (tags `kind=view2`, `protocol=view2`, `lfw_category`,
+`final`). `paired` compares two configurations fold by fold.
 """
 from __future__ import annotations
 
@@ -119,7 +121,9 @@ def experiments(shown) -> list[dict]:
 
 
 def config_of(params: dict) -> dict:
-    return {k: v for k, v in params.items() if k not in FOLD_KEYS}
+    """A fold's configuration: its params but the fold keys, each param taken out of params.yaml since at the
+    value the code runs without it (records.with_taken_out), as docs/experiments.json records hold them."""
+    return {k: v for k, v in records.with_taken_out(params).items() if k not in FOLD_KEYS}
 
 
 def wanted(base: dict, sets: dict) -> dict:
@@ -194,16 +198,23 @@ def check_final(seed: int, code: str, config: dict, recs: list[dict], experiment
                 lock: dict | None = None) -> None:
     """`view2 run --final`: a final recipe is scored once, at a seed that took part in no decision. Its own
     final record (written before its first fold) lets an interrupted final run go on until ten folds are
-    scored; a new one is refused at a seed that any run used: a record of docs/experiments.json, the run
-    behind dvc.lock (`lock`), a View 2 configuration not final, or any finished experiment `dvc exp show`
-    lists (`shown`) that belongs to no final configuration, this one's earlier folds run without --final
-    included."""
+    scored; a new one is refused for a recipe (the params but the seed) whose final ran on this pipeline at
+    any seed, and at a seed that a run which can decide something used: a record of docs/experiments.json,
+    the run behind dvc.lock (`lock`), a View 2 configuration not final, or any finished experiment `dvc exp
+    show` lists (`shown`) that belongs to no final configuration, this one's earlier folds run without
+    --final included. Another recipe's final may share the seed: a final decides nothing."""
     mine = final_record(recs, code, config)
     if mine is not None:
         if len(mine["folds"]) == FOLDS:
             raise SystemExit(f"--final: this configuration's final View 2 is scored already (pipeline of commit "
                              f"{code}, seed {seed}); a final recipe is scored once")
         return
+    recipe = {k: v for k, v in config.items() if k != "seed"}
+    for rec in recs:
+        if rec.get("final") and rec["commit"] == code and same({k: v for k, v in config_of(rec["params"]).items()
+                                                                 if k != "seed"}, recipe):
+            raise SystemExit(f"--final: this recipe's final View 2 ran at seed {rec['params'].get('seed', 0)} (pipeline "
+                             f"of commit {code}); a final recipe is scored once, at one seed")
     used = [f"docs/experiments.json, commit {r['commit']}" for r in experiment_recs if seed in r.get("seeds", ())]
     used += [f"the run behind dvc.lock, commit {lock['commit']}"] if lock and seed in lock["seeds"] else []
     used += [f"docs/view2.json, pipeline of commit {r['commit']}, not final" for r in recs
@@ -276,13 +287,16 @@ def new_record(commit: str, config: dict) -> dict:
         base = committed_params(commit)
     except subprocess.CalledProcessError:
         base = {}
-    return {"commit": commit, "params": config,
-            "overrides": {k: v for k, v in config.items() if k not in base or not same(v, base[k])}, "folds": {}}
+    taken_out = records.with_taken_out({}).keys() - base.keys()  # no -S can set them at `commit`
+    return {"commit": commit, "params": config, "folds": {},
+            "overrides": {k: v for k, v in config.items() if k not in taken_out and (k not in base or not same(v, base[k]))}}
 
 
 def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = None) -> list[dict]:
     """`recs` with every finished View 2 fold of `exps` added (a fold recorded already is kept); with
-    `only` = (pipeline, configuration), the folds of that configuration on that pipeline alone."""
+    `only` = (pipeline, configuration), the folds of that configuration on that pipeline alone. A registered
+    final record takes its configuration's folds on its pipeline, however they were started: the same
+    params, seed and pipeline train the same model."""
     recs = [dict(r) for r in recs]
     for e in exps:
         p = e["params"]
@@ -292,7 +306,7 @@ def merge(recs: list[dict], exps: list[dict], only: tuple[str, dict] | None = No
         commit = code_commit(e["commit"])
         if only is not None and (commit != only[0] or not same(config, only[1])):
             continue  # another configuration's fold, or one of an older pipeline: `report` adds those
-        rec = next((r for r in recs if r["commit"] == commit and same(r["params"], config)), None)
+        rec = next((r for r in recs if r["commit"] == commit and same(config_of(r["params"]), config)), None)
         if rec is None:
             rec = new_record(commit, config)
             recs.append(rec)

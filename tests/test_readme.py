@@ -283,7 +283,7 @@ def test_a_view2_record_of_todays_params_is_the_restricted_row_though_params_wer
     rec = {"commit": "fffffff", "params": config, "overrides": overrides, "final": True, "folds": {"1": {}},
            "summary": {"test acc": {"mean": 0.87, "se": None}}}
     row, came = records.view2_row([rec], current, records.RESTRICTED)
-    assert row.startswith("| restricted recipe, **LFW View 2** (image-restricted, label-free outside data) | fffffff | fold")
+    assert row.startswith("| restricted recipe, **LFW View 2** (image-restricted, label-free outside data) | fffffff | fold 1 |")
     assert "-S seed=12` on the pipeline of commit fffffff; run with `--final`, the final report under way: 1 of 10" in came
     row, came = records.view2_row([{**rec, "folds": {}}], current, records.RESTRICTED)
     assert "| fffffff | | final run under way, no fold yet |" in row

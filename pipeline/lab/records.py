@@ -483,8 +483,8 @@ def view2_row(view2: list[dict], current: dict, protocol: dict | None = None) ->
     if rec is None:
         return f"| {label} | | | no View 2 result yet | | | | |", f"- {name}: {cmd}"
     folds = list(rec["folds"])
-    span = (f"folds {folds[0]}-{folds[-1]}" if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)]
-            else "folds " + ", ".join(folds))
+    span = (f"fold {folds[0]}" if len(folds) == 1 else f"folds {folds[0]}-{folds[-1]}"
+            if folds == [str(k) for k in range(int(folds[0]), int(folds[-1]) + 1)] else "folds " + ", ".join(folds))
     cells = " | ".join(cell(rec["summary"].get(c)) for c in ("test acc", "test AUC", "test EER"))
     seed, final = rec["params"].get("seed", 0), rec.get("final")
     status = ("these folds took part in choosing the recipe: not an untouched final evaluation" if not final else

@@ -189,9 +189,12 @@ def run_fold(fold: int, cmd: list[str]) -> None:
                          "rerun this command to go on from this fold")
 
 
-def final_record(recs: list[dict], code: str, config: dict) -> dict | None:
-    """The final View 2 record (`run --final`) of `config` on pipeline `code`, if there is one."""
-    return next((r for r in recs if r.get("final") and r["commit"] == code and same(config_of(r["params"]), config)), None)
+def final_record(recs: list[dict], code: str, config: dict, ignore: tuple[str, ...] = ()) -> dict | None:
+    """The final View 2 record (`run --final`) of `config` on pipeline `code`, the `ignore` keys aside, if any."""
+    def key(params: dict) -> dict:
+        return {k: v for k, v in params.items() if k not in ignore}
+    return next((r for r in recs if r.get("final") and r["commit"] == code and same(key(config_of(r["params"])), key(config))),
+                None)
 
 
 def check_final(seed: int, code: str, config: dict, recs: list[dict], experiment_recs: list[dict], shown,
@@ -209,12 +212,10 @@ def check_final(seed: int, code: str, config: dict, recs: list[dict], experiment
             raise SystemExit(f"--final: this configuration's final View 2 is scored already (pipeline of commit "
                              f"{code}, seed {seed}); a final recipe is scored once")
         return
-    recipe = {k: v for k, v in config.items() if k != "seed"}
-    for rec in recs:
-        if rec.get("final") and rec["commit"] == code and same({k: v for k, v in config_of(rec["params"]).items()
-                                                                 if k != "seed"}, recipe):
-            raise SystemExit(f"--final: this recipe's final View 2 ran at seed {rec['params'].get('seed', 0)} (pipeline "
-                             f"of commit {code}); a final recipe is scored once, at one seed")
+    earlier = final_record(recs, code, config, ignore=("seed",))  # the same recipe at another seed
+    if earlier is not None:
+        raise SystemExit(f"--final: this recipe's final View 2 ran at seed {earlier['params'].get('seed', 0)} (pipeline "
+                         f"of commit {code}); a final recipe is scored once, at one seed")
     used = [f"docs/experiments.json, commit {r['commit']}" for r in experiment_recs if seed in r.get("seeds", ())]
     used += [f"the run behind dvc.lock, commit {lock['commit']}"] if lock and seed in lock["seeds"] else []
     used += [f"docs/view2.json, pipeline of commit {r['commit']}, not final" for r in recs
@@ -245,11 +246,12 @@ def run(args) -> int:
     config = wanted(params_file(), sets)  # what `dvc exp run` runs: the workspace's params.yaml, with the -S
     code = code_commit(head)
     shown = show(args.num, head, tries=3)  # another experiment being set up fails it for a few seconds
-    final = getattr(args, "final", False)
-    if final:
-        check_final(config.get("seed", 0), code, config, load_records(), records.load(), shown, records.lock_record())
-        save(start_final(load_records(), code, config), DATA)
-    states = fold_states(shown, code, config, load_records())
+    recs = load_records()
+    if getattr(args, "final", False):
+        check_final(config.get("seed", 0), code, config, recs, records.load(), shown, records.lock_record())
+        recs = start_final(recs, code, config)
+        save(recs, DATA)
+    states = fold_states(shown, code, config, recs)
     todo = [k for k in args.folds if states.get(k) != "success"]
     done = [k for k in args.folds if states.get(k) == "success"]
     print(f"View 2 of the pipeline at {code} (HEAD {head[:7]}): folds done {done or 'none'}; running {todo or 'none'}",
